@@ -1,0 +1,346 @@
+"""`index_part.json`: the remote index of one timeline (versions 0 and 1 read, 1 written).
+
+Fields (v1, in the order the writer emits them)::
+
+    version              int                      missing = 0 (v0); informational only
+    timeline_layers      [layer name, ...]        the set of layers that make up the remote state
+    missing_layers       [string, ...]            unused leftover; tolerated if absent, written as []
+    layer_metadata       {name: {"file_size": int|null}}   missing = {} (v0)
+    disk_consistent_lsn  "HI/LO"                  copy of the metadata's, for humans
+    metadata_bytes       [512 ints 0..255]        the binary timeline metadata, byte for byte
+
+Invariants:
+
+- A layer is part of the remote state iff it is in `timeline_layers`; `IndexPart.layers` maps
+  exactly those names to their `LayerFileMetadata` (size None when unknown, e.g. from a v0
+  index). `layer_metadata` entries for other names are validated, then ignored.
+- Every layer name read (in `timeline_layers` and `layer_metadata`) is validated by
+  `layer_name.parse_layer_name` before anything else can see it: an index that names a
+  non-canonical, traversing or otherwise invalid layer is rejected as a whole.
+- Sets are sets: order and duplicates in `timeline_layers` carry no meaning; two `IndexPart`s
+  compare equal regardless of the order their files listed layers in. Duplicate keys in a JSON
+  object are rejected as ambiguous.
+- Unknown fields (from newer pageservers) are ignored on read; the writer emits only the six
+  fields above, compact, with layers sorted by name, so its output is deterministic.
+- `metadata_bytes` is always exactly 512 bytes that parse as `TimelineMetadata`
+  (checked at construction); the metadata is authoritative, `disk_consistent_lsn` is kept as read.
+- Absurd inputs are refused before they can cost much: more than `MAX_LAYERS` layers, or more
+  than `MAX_INDEX_PART_BYTES` of JSON.
+- Every failure is an `InvalidIndexPart` whose message starts with `index_part.json:` and names
+  the field and the offending value.
+- Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+from pageserver_operator.formats import errors
+from pageserver_operator.formats.layer_name import LayerName, parse_layer_name
+from pageserver_operator.formats.lsn import Lsn
+from pageserver_operator.formats.metadata import METADATA_FILE_SIZE, TimelineMetadata
+
+#: Remote object name of the index (in the timeline's remote "directory").
+INDEX_PART_FILE_NAME: Final = "index_part.json"
+#: Version written by `to_json_bytes`.
+INDEX_PART_VERSION: Final = 1
+#: Most layers accepted in one index (guard against absurd input).
+MAX_LAYERS: Final = 1_000_000
+#: Largest `index_part.json` accepted, in bytes (guard against absurd input).
+MAX_INDEX_PART_BYTES: Final = 512 * 1024 * 1024
+
+_U64_LIMIT: Final = 1 << 64
+_PREFIX: Final = "index_part.json"
+
+
+def _fail(message: str) -> NoReturn:
+    raise errors.InvalidIndexPart(f"{_PREFIX}: {message}")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class LayerFileMetadata:
+    """What the index records about one layer file."""
+
+    file_size: int | None = None
+    """Size in bytes; None when unknown (layers from a v0 index, until downloaded)."""
+
+    def __post_init__(self) -> None:
+        size = self.file_size
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < _U64_LIMIT
+        ):
+            raise errors.InvalidIndexPart(f"layer file_size must be a u64 or None, got {errors.show(size)}")
+
+
+@dataclass(frozen=True)
+class IndexPart:
+    """The parsed contents of one timeline's `index_part.json`."""
+
+    layers: Mapping[LayerName, LayerFileMetadata]
+    """The remote layers (`timeline_layers`), each with its metadata. Read-only, sorted by name."""
+    disk_consistent_lsn: Lsn
+    """The `disk_consistent_lsn` field as read (the writer copies it from the metadata)."""
+    metadata_bytes: bytes
+    """The 512-byte binary timeline metadata."""
+    version: int = INDEX_PART_VERSION
+    """Format version as read (0 when absent); the writer always emits `INDEX_PART_VERSION`."""
+    missing_layers: tuple[str, ...] = ()
+    """The unused `missing_layers` field as read; the writer always emits `[]`."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layers, Mapping):
+            raise errors.InvalidIndexPart(
+                f"{_PREFIX}: layers must be a mapping, got {errors.show(self.layers)}"
+            )
+        if len(self.layers) > MAX_LAYERS:
+            raise errors.InvalidIndexPart(
+                f"{_PREFIX}: {len(self.layers)} layers, more than the limit {MAX_LAYERS}"
+            )
+        for name, meta in self.layers.items():
+            if not isinstance(name, LayerName):
+                raise errors.InvalidIndexPart(
+                    f"{_PREFIX}: layer key must be a LayerName, got {errors.show(name)}"
+                )
+            if not isinstance(meta, LayerFileMetadata):
+                raise errors.InvalidIndexPart(
+                    f"{_PREFIX}: metadata of layer {name} must be a LayerFileMetadata, got {errors.show(meta)}"
+                )
+        ordered = dict(sorted(self.layers.items(), key=lambda item: str(item[0])))
+        object.__setattr__(self, "layers", types.MappingProxyType(ordered))
+        if not isinstance(self.disk_consistent_lsn, Lsn):
+            raise errors.InvalidIndexPart(
+                f"{_PREFIX}: disk_consistent_lsn must be an Lsn, got {errors.show(self.disk_consistent_lsn)}"
+            )
+        if not isinstance(self.metadata_bytes, bytes | bytearray | memoryview):
+            raise errors.InvalidIndexPart(
+                f"{_PREFIX}: metadata_bytes must be bytes, got {errors.show(self.metadata_bytes)}"
+            )
+        object.__setattr__(self, "metadata_bytes", bytes(self.metadata_bytes))
+        if len(self.metadata_bytes) != METADATA_FILE_SIZE:
+            raise errors.InvalidIndexPart(
+                f"{_PREFIX}: metadata_bytes has {len(self.metadata_bytes)} entries, expected {METADATA_FILE_SIZE}"
+            )
+        try:
+            TimelineMetadata.from_bytes(self.metadata_bytes)
+        except errors.FormatError as exc:
+            raise errors.InvalidIndexPart(f"{_PREFIX}: metadata_bytes are not valid metadata: {exc}") from exc
+        if (
+            isinstance(self.version, bool)
+            or not isinstance(self.version, int)
+            or not 0 <= self.version < _U64_LIMIT
+        ):
+            raise errors.InvalidIndexPart(
+                f"{_PREFIX}: version must be a non-negative integer, got {errors.show(self.version)}"
+            )
+        missing = self.missing_layers
+        if not isinstance(missing, tuple) or not all(isinstance(item, str) for item in missing):
+            raise errors.InvalidIndexPart(
+                f"{_PREFIX}: missing_layers must be a tuple of strings, got {errors.show(missing)}"
+            )
+
+    @property
+    def metadata(self) -> TimelineMetadata:
+        """The timeline metadata encoded in `metadata_bytes` (always valid, see the invariants)."""
+        return TimelineMetadata.from_bytes(self.metadata_bytes)
+
+    @property
+    def layer_names(self) -> frozenset[LayerName]:
+        """The set of remote layer names."""
+        return frozenset(self.layers)
+
+    @classmethod
+    def build(cls, layers: Mapping[LayerName, int | None], metadata: TimelineMetadata) -> IndexPart:
+        """A version-1 index for `layers` (name -> size or None) and `metadata`."""
+        return cls(
+            layers={name: LayerFileMetadata(size) for name, size in layers.items()},
+            disk_consistent_lsn=metadata.disk_consistent_lsn,
+            metadata_bytes=metadata.to_bytes(),
+            version=INDEX_PART_VERSION,
+            missing_layers=(),
+        )
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> IndexPart:
+        """Parse `index_part.json` (v0 or v1, compact or pretty); raises `InvalidIndexPart`."""
+        return _parse(data)
+
+    def to_json_bytes(self) -> bytes:
+        """Serialize as compact version-1 JSON (serde_json style), deterministic."""
+        names = [str(name) for name in self.layers]  # already sorted by name
+        document: dict[str, object] = {
+            "version": INDEX_PART_VERSION,
+            "timeline_layers": names,
+            "missing_layers": [],
+            "layer_metadata": {
+                str(name): {"file_size": meta.file_size} for name, meta in self.layers.items()
+            },
+            "disk_consistent_lsn": str(self.disk_consistent_lsn),
+            "metadata_bytes": list(self.metadata_bytes),
+        }
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+            "utf-8"
+        )
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object that remembers which keys appeared more than once."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject()
+    duplicates = []
+    for key, value in pairs:
+        if key in obj:
+            duplicates.append(key)
+        obj[key] = value
+    obj.duplicates = tuple(duplicates)
+    return obj
+
+
+def _reject_constant(name: str) -> NoReturn:
+    _fail(f"{name} is not valid JSON")
+
+
+def _check_duplicates(obj: _JsonObject, where: str) -> None:
+    if obj.duplicates:
+        _fail(f"{where} has duplicate key {errors.show(obj.duplicates[0])}")
+
+
+def _load_json(data: bytes | str) -> object:
+    if isinstance(data, bytes | bytearray | memoryview):
+        if len(data) > MAX_INDEX_PART_BYTES:
+            _fail(f"{len(data)} bytes, more than the limit {MAX_INDEX_PART_BYTES}")
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            _fail(f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    elif isinstance(data, str):
+        text = data
+        if len(text) > MAX_INDEX_PART_BYTES:
+            _fail(f"{len(text)} characters, more than the limit {MAX_INDEX_PART_BYTES}")
+    else:
+        _fail(f"expected bytes, got {errors.show(data)}")
+    try:
+        return json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
+    except errors.FormatError:
+        raise
+    except json.JSONDecodeError as exc:
+        _fail(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except (ValueError, RecursionError) as exc:
+        # int() digit limit, absurd nesting depth, ...
+        _fail(f"not valid JSON: {errors.show(str(exc))}")
+
+
+def _u64(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(f"{where} must be a non-negative integer, got {_json_type(value)} {errors.show(value)}")
+    if not 0 <= value < _U64_LIMIT:
+        _fail(f"{where} must be a non-negative integer below 2**64, got {errors.show(value)}")
+    return value
+
+
+def _layer(value: object, where: str) -> LayerName:
+    if not isinstance(value, str):
+        _fail(f"{where} must be a string, got {_json_type(value)} {errors.show(value)}")
+    try:
+        return parse_layer_name(value)
+    except errors.FormatError as exc:
+        raise errors.InvalidIndexPart(f"{_PREFIX}: {where}: {exc}") from exc
+
+
+def _string_list(value: object, field: str) -> list[object]:
+    if not isinstance(value, list):
+        _fail(f"{field} must be an array, got {_json_type(value)} {errors.show(value)}")
+    if len(value) > MAX_LAYERS:
+        _fail(f"{field} has {len(value)} entries, more than the limit {MAX_LAYERS}")
+    return value
+
+
+def _parse(data: bytes | str) -> IndexPart:
+    document = _load_json(data)
+    if not isinstance(document, _JsonObject):
+        _fail(f"expected a JSON object at the top level, got {_json_type(document)}")
+    _check_duplicates(document, "the top-level object")
+
+    for required in ("timeline_layers", "disk_consistent_lsn", "metadata_bytes"):
+        if required not in document:
+            _fail(f"required field {required!r} is missing")
+
+    version = _u64(document.get("version", 0), "version")
+
+    timeline_layers: set[LayerName] = set()
+    for position, item in enumerate(_string_list(document["timeline_layers"], "timeline_layers")):
+        timeline_layers.add(_layer(item, f"timeline_layers[{position}]"))
+
+    missing_layers: list[str] = []
+    for position, item in enumerate(_string_list(document.get("missing_layers", []), "missing_layers")):
+        if not isinstance(item, str):
+            _fail(f"missing_layers[{position}] must be a string, got {_json_type(item)} {errors.show(item)}")
+        missing_layers.append(item)
+
+    sizes: dict[LayerName, int | None] = {}
+    layer_metadata = document.get("layer_metadata", {})
+    if not isinstance(layer_metadata, dict):
+        _fail(
+            f"layer_metadata must be an object, got {_json_type(layer_metadata)} {errors.show(layer_metadata)}"
+        )
+    if isinstance(layer_metadata, _JsonObject):
+        _check_duplicates(layer_metadata, "layer_metadata")
+    if len(layer_metadata) > MAX_LAYERS:
+        _fail(f"layer_metadata has {len(layer_metadata)} entries, more than the limit {MAX_LAYERS}")
+    for key, entry in layer_metadata.items():
+        name = _layer(key, f"layer_metadata key {errors.show(key)}")
+        where = f"layer_metadata[{key}]"
+        if not isinstance(entry, dict):
+            _fail(f"{where} must be an object, got {_json_type(entry)} {errors.show(entry)}")
+        if isinstance(entry, _JsonObject):
+            _check_duplicates(entry, where)
+        size = entry.get("file_size")
+        sizes[name] = None if size is None else _u64(size, f"{where}.file_size")
+
+    dcl_text = document["disk_consistent_lsn"]
+    if not isinstance(dcl_text, str):
+        _fail(f"disk_consistent_lsn must be a string, got {_json_type(dcl_text)} {errors.show(dcl_text)}")
+    try:
+        disk_consistent_lsn = Lsn.parse(dcl_text)
+    except errors.FormatError as exc:
+        raise errors.InvalidIndexPart(f"{_PREFIX}: disk_consistent_lsn: {exc}") from exc
+
+    raw = document["metadata_bytes"]
+    if not isinstance(raw, list):
+        _fail(f"metadata_bytes must be an array, got {_json_type(raw)} {errors.show(raw)}")
+    if len(raw) != METADATA_FILE_SIZE:
+        _fail(f"metadata_bytes has {len(raw)} entries, expected {METADATA_FILE_SIZE}")
+    for position, byte in enumerate(raw):
+        if isinstance(byte, bool) or not isinstance(byte, int) or not 0 <= byte <= 255:
+            _fail(f"metadata_bytes[{position}] must be an integer 0..255, got {errors.show(byte)}")
+
+    return IndexPart(
+        layers={name: LayerFileMetadata(sizes.get(name)) for name in timeline_layers},
+        disk_consistent_lsn=disk_consistent_lsn,
+        metadata_bytes=bytes(raw),
+        version=version,
+        missing_layers=tuple(missing_layers),
+    )

@@ -1,0 +1,75 @@
+"""Session fixtures for the real components: a control plane and an S3 server.
+
+The logic lives in :mod:`pageserver_operator.devenv`; this file only scopes it. Under
+``CI=true`` a component that cannot be built or started FAILS the tests that need it
+(with the reason); elsewhere those tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from pageserver_operator.devenv import binaries, controlplane, objectstore, processes
+
+
+def in_ci() -> bool:
+    """True when running under CI, where nothing may be skipped for lack of a component."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(component: str, error: BaseException) -> NoReturn:
+    """Fail (CI) or skip (elsewhere) because ``component`` could not be provided."""
+    reason = f"{component} unavailable: {error}"
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: components are required, not skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
+    """etcd + kube-apiserver for the whole session (admin kubeconfig in ``.kubeconfig``)."""
+    try:
+        plane = controlplane.ControlPlane.start(tmp_path_factory.mktemp("controlplane"))
+    except (binaries.BuildError, processes.StartError) as error:
+        unavailable("control plane", error)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[objectstore.ObjectStore]:
+    """SeaweedFS ``weed mini`` serving S3 on 127.0.0.1 for the whole session."""
+    try:
+        store = objectstore.ObjectStore.start(tmp_path_factory.mktemp("objectstore"))
+    except processes.StartError as error:
+        unavailable("S3 server", error)
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: objectstore.ObjectStore) -> str:
+    """A fresh, uniquely named, empty bucket on ``s3_server``."""
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    s3_server.create_bucket(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> Path:
+    """Path of the ``kubectl`` client (required under CI like the other components)."""
+    found = shutil.which("kubectl")
+    if found is None:
+        unavailable("kubectl", FileNotFoundError("`kubectl` is not on PATH"))
+    return Path(found)

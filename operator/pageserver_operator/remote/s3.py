@@ -1,0 +1,417 @@
+"""Remote storage in an S3 bucket (AWS or an S3-compatible server), through one boto3 client.
+
+Key mapping (reference §2.1, with PR #2993's convention): object ``KEY`` is stored as
+``<prefix>/KEY``, or as ``KEY`` with no leading slash when there is no prefix.
+
+How requests are arranged (see reference/s3-download-performance.md §0-1):
+
+- One client per backend; its connection pool (``max_pool_connections``) is larger than the
+  concurrency, with TCP keep-alive, so no request ever waits for a connection.
+- One ``BoundedSemaphore(concurrency)`` is held around every request (a listing page, a GET
+  *including its body stream*, a PUT, a DELETE), shared by all operations. Backoff sleeps happen
+  outside it.
+- botocore's own retries are off (one attempt per request); `retry.Retrier` retries transient
+  failures with capped backoff. There is exactly one retry layer, so no retry storms.
+- Downloads are one streaming GET per object with **no HEAD**: the size comes from the caller
+  (the index), is checked against ``Content-Length`` before the body is read and against the
+  byte count after; the body is copied in 1 MiB chunks. A transient failure mid-stream restarts
+  the whole GET after truncating ``out``, and ``progress`` is called with the negative count
+  of the abandoned bytes so the caller's totals stay right.
+- With an ``endpoint`` (S3-compatible server) addressing is path-style, and checksums are only
+  sent or checked when the operation requires them (many servers lack the newer algorithms).
+
+Error mapping: ``NoSuchKey``/404 is `NotFound`; ``NoSuchBucket``, ``AccessDenied``,
+``InvalidAccessKeyId``, ``SignatureDoesNotMatch`` and other 4xx are `PermanentRemoteError`
+naming the bucket, the key and the S3 error code; 5xx, 429, ``SlowDown``, ``RequestTimeout``,
+throttling and connection-level failures (refused, reset, timed out, truncated body) are
+transient. Credentials come only from the standard AWS chain (environment, config files, IRSA,
+instance profile) and are never logged or put into messages.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+import boto3.session
+import botocore.exceptions
+import urllib3.exceptions
+from botocore.config import Config as BotoConfig
+
+from pageserver_operator.remote import base, errors, metrics, retry, url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHUNK_SIZE = 1 << 20
+#: Connections beyond the concurrency limit, so a request never waits for the pool.
+POOL_HEADROOM = 4
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "InternalError",
+        "ServiceUnavailable",
+        "PriorRequestNotComplete",
+        "IncompleteBody",
+        "BadDigest",
+        "XAmzContentSHA256Mismatch",
+    }
+)
+#: Errors of the connection or of the response stream: worth another attempt.
+_TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.HTTPClientError,  # ReadTimeout, ConnectionClosed, ResponseStreaming
+    botocore.exceptions.ConnectionError,  # EndpointConnection, ConnectTimeout, Proxy, SSL
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ChecksumError,
+    botocore.exceptions.FlexibleChecksumError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.MetadataRetrievalError,
+    urllib3.exceptions.HTTPError,  # ProtocolError and friends, when not wrapped by botocore
+    http.client.HTTPException,  # IncompleteRead
+    ConnectionError,
+    TimeoutError,
+)
+#: Everything a request or a body read can raise that `_map_error` classifies.
+_REMOTE_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ClientError,
+    botocore.exceptions.BotoCoreError,
+    *_TRANSIENT_EXCEPTIONS,
+)
+
+
+class S3Storage:
+    """`base.RemoteStorage` over ``s3://bucket/prefix``."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint: str | None = None,
+        region: str = url.DEFAULT_REGION,
+        concurrency: int = url.DEFAULT_CONCURRENCY,
+        *,
+        retrier: retry.Retrier | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        # Same validation as a parsed URL (bucket name, prefix without slashes, endpoint form).
+        self._config = url.RemoteConfig(
+            kind="s3",
+            bucket=bucket,
+            prefix=prefix.strip("/"),
+            endpoint=endpoint,
+            region=region,
+            concurrency=concurrency,
+        )
+        self._bucket = bucket
+        self._prefix = self._config.prefix
+        self._concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._retrier = retrier or retry.Retrier()
+        self._client = make_client(
+            endpoint=endpoint,
+            region=region,
+            pool_size=concurrency + POOL_HEADROOM,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+
+    @property
+    def client(self) -> S3Client:
+        """The underlying boto3 client (for tests and tools; requests made here bypass the limit)."""
+        return self._client
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    def describe(self) -> str:
+        return self._config.describe()
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- listing ---------------------------------------------------------------------------------
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        url.validate_prefix(prefix, directory=True)
+        full = self._full(prefix)
+        names: list[str] = []
+        with metrics.observe("list"):
+            for page in self._pages(prefix, delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    name = common.get("Prefix", "")[len(full) :].removesuffix("/")
+                    if name and "/" not in name:
+                        names.append(name)
+        return sorted(names)
+
+    def list_objects(self, prefix: str) -> dict[str, int]:
+        url.validate_prefix(prefix, directory=False)
+        strip = len(self._prefix) + 1 if self._prefix else 0
+        found: dict[str, int] = {}
+        with metrics.observe("list"):
+            for page in self._pages(prefix, delimiter=None):
+                for obj in page.get("Contents", []):
+                    full_key = obj.get("Key", "")
+                    if self._prefix and not full_key.startswith(self._prefix + "/"):
+                        continue
+                    found[full_key[strip:]] = obj.get("Size", 0)
+        return dict(sorted(found.items()))
+
+    def _pages(self, prefix: str, delimiter: str | None) -> Iterator[ListObjectsV2OutputTypeDef]:
+        """ListObjectsV2 pages under ``prefix``; each page request is retried on its own."""
+        full = self._full(prefix)
+        token: str | None = None
+        while True:
+
+            def request(token: str | None = token) -> ListObjectsV2OutputTypeDef:
+                kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": full}
+                if delimiter is not None:
+                    kwargs["Delimiter"] = delimiter
+                if token is not None:
+                    kwargs["ContinuationToken"] = token
+                return self._request("list", full, lambda: self._client.list_objects_v2(**kwargs))
+
+            page = self._retrier.call("list", prefix, request)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        full = self._full(url.validate_key(key))
+
+        def attempt() -> bytes:
+            with self._slots:
+                try:
+                    body = self._client.get_object(Bucket=self._bucket, Key=full)["Body"]
+                    try:
+                        data = body.read()
+                    finally:
+                        body.close()
+                except _REMOTE_EXCEPTIONS as exc:
+                    raise self._map_error(exc, "get", full) from exc
+            metrics.count_bytes("download", len(data))
+            return data
+
+        return self._retrier.run("get", key, attempt)
+
+    def download_to(
+        self,
+        key: str,
+        out: BinaryIO,
+        expected_size: int | None,
+        progress: base.ProgressCallback | None = None,
+    ) -> int:
+        full = self._full(url.validate_key(key))
+        reported = 0  # bytes reported to `progress` by earlier, failed attempts
+
+        def attempt() -> int:
+            nonlocal reported
+            if progress is not None and reported:
+                progress(-reported)  # take back the bytes of the abandoned attempt
+                reported = 0
+            out.seek(0)
+            out.truncate()
+            copied = 0
+            with self._slots:
+                try:
+                    response = self._client.get_object(Bucket=self._bucket, Key=full)
+                except _REMOTE_EXCEPTIONS as exc:
+                    raise self._map_error(exc, "download", full) from exc
+                body = response["Body"]
+                try:
+                    length = response.get("ContentLength")
+                    if expected_size is not None and length is not None and length != expected_size:
+                        raise self._size_mismatch(full, expected_size, length)
+                    while True:
+                        try:
+                            chunk = body.read(CHUNK_SIZE)
+                        except _REMOTE_EXCEPTIONS as exc:
+                            raise self._map_error(exc, "download", full) from exc
+                        if not chunk:
+                            break
+                        out.write(chunk)  # the caller's file: its errors are not remote errors
+                        copied += len(chunk)
+                        metrics.count_bytes("download", len(chunk))
+                        if progress is not None:
+                            progress(len(chunk))
+                            reported += len(chunk)
+                finally:
+                    body.close()
+            if expected_size is not None and copied != expected_size:
+                raise self._size_mismatch(full, expected_size, copied)
+            return copied
+
+        return self._retrier.run("download", key, attempt)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        full = self._full(url.validate_key(key))
+
+        def attempt() -> None:
+            self._request(
+                "put",
+                full,
+                lambda: self._client.put_object(
+                    Bucket=self._bucket, Key=full, Body=data, ContentLength=len(data)
+                ),
+            )
+            metrics.count_bytes("upload", len(data))
+
+        self._retrier.run("put", key, attempt)
+
+    def upload_file(
+        self, key: str, path: Path, size: int, progress: base.ProgressCallback | None = None
+    ) -> None:
+        """PUT ``path`` (exactly ``size`` bytes) as ``key``; ``progress(size)`` once, on success.
+
+        botocore may read the body more than once (payload hash, checksum), so per-chunk progress
+        would over-count; the whole size is reported when the object exists.
+        """
+        full = self._full(url.validate_key(key))
+
+        def attempt() -> None:
+            with open(path, "rb") as src:  # the caller's file: its errors propagate as they are
+                actual = os.fstat(src.fileno()).st_size
+                if actual != size:
+                    raise errors.PermanentRemoteError(
+                        f"cannot upload {path} to {self._where(full)}: expected a file of {size} bytes, it has {actual}"
+                    )
+                self._request(
+                    "upload",
+                    full,
+                    lambda: self._client.put_object(
+                        Bucket=self._bucket, Key=full, Body=src, ContentLength=size
+                    ),
+                )
+            metrics.count_bytes("upload", size)
+
+        self._retrier.run("upload", key, attempt)
+        if progress is not None:
+            progress(size)
+
+    def delete(self, key: str) -> None:
+        full = self._full(url.validate_key(key))
+        # S3 DeleteObject already succeeds for a missing key.
+        self._retrier.run(
+            "delete",
+            key,
+            lambda: self._request(
+                "delete", full, lambda: self._client.delete_object(Bucket=self._bucket, Key=full)
+            ),
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _full(self, key_or_prefix: str) -> str:
+        return f"{self._prefix}/{key_or_prefix}" if self._prefix else key_or_prefix
+
+    def _where(self, full_key: str) -> str:
+        return f"s3://{self._bucket}/{full_key}"
+
+    def _request(self, op: str, full_key: str, call: Callable[[], T]) -> T:
+        """One request under the concurrency limit, with its failure classified."""
+        with self._slots:
+            try:
+                return call()
+            except _REMOTE_EXCEPTIONS as exc:
+                raise self._map_error(exc, op, full_key) from exc
+
+    def _size_mismatch(self, full_key: str, expected: int, got: int) -> errors.PermanentRemoteError:
+        return errors.PermanentRemoteError(
+            f"size mismatch for {self._where(full_key)}: expected {expected} bytes, got {got}"
+        )
+
+    def _map_error(self, exc: BaseException, op: str, full_key: str) -> errors.RemoteError:
+        return map_error(exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint)
+
+
+def map_error(
+    exc: BaseException, *, op: str, bucket: str, full_key: str, endpoint: str | None = None
+) -> errors.RemoteError:
+    """Classify a boto3/botocore/urllib3 failure as `NotFound`, transient or permanent."""
+    where = f"s3://{bucket}/{full_key}"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        text = str(error.get("Message") or "").strip()
+        detail = f"{code or 'error'} (HTTP {status})" + (f": {text}" if text else "")
+        if code == "NoSuchBucket":
+            return errors.PermanentRemoteError(
+                f"{op} of {where} failed: bucket {bucket!r} does not exist ({detail})"
+            )
+        if code in _NOT_FOUND_CODES or status == 404:
+            return errors.NotFound(f"no object {where} ({code or 'HTTP 404'})")
+        if code in _TRANSIENT_CODES or status == 429 or status >= 500:
+            return errors.TransientRemoteError(f"{op} of {where} failed: {detail}")
+        return errors.PermanentRemoteError(f"{op} of {where} rejected: {detail}")
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return errors.PermanentRemoteError(
+            f"{op} of {where}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or use IRSA / an instance profile)"
+        )
+    if isinstance(exc, _TRANSIENT_EXCEPTIONS):
+        server = f" at {endpoint}" if endpoint else ""
+        return errors.TransientRemoteError(f"{op} of {where}{server} failed: {type(exc).__name__}: {exc}")
+    return errors.PermanentRemoteError(f"{op} of {where} failed: {type(exc).__name__}: {exc}")
+
+
+def make_client(
+    *,
+    endpoint: str | None,
+    region: str,
+    pool_size: int,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+) -> S3Client:
+    """A boto3 S3 client with our pool, timeouts, and botocore's retries off (we retry ourselves)."""
+    options: dict[str, Any] = {
+        "region_name": region,
+        "max_pool_connections": pool_size,
+        "retries": {"total_max_attempts": 1, "mode": "standard"},
+        "connect_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+        "tcp_keepalive": True,
+    }
+    if endpoint is not None:
+        options["s3"] = {"addressing_style": "path"}
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=endpoint, config=BotoConfig(**options))

@@ -1,0 +1,182 @@
+"""Spec and status of ``pageserver.dev/v1alpha1`` Tenant (DESIGN §2), as pydantic models.
+
+The CRD's OpenAPI schema is generated from these models (`crd.py`) and a test fails when the
+committed ``crds/`` file differs, so the schema and the code cannot drift. Field names are the
+contract: camelCase on the wire, snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from pageserver_operator.engine import tenant as engine_tenant
+
+GROUP = "pageserver.dev"
+VERSION = "v1alpha1"
+KIND = "Tenant"
+PLURAL = "tenants"
+SINGULAR = "tenant"
+SHORT_NAMES = ["pst"]
+TENANT_ID_PATTERN = r"^[0-9a-f]{32}$"
+RETRY_ANNOTATION = f"{GROUP}/retry"
+
+Phase = Literal["Loading", "Attaching", "Active", "Broken", "Stopping"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class TenantConfigSpec(Model):
+    """Tenant config overrides, written to the tenant's ``config`` file (pageserver TOML)."""
+
+    checkpoint_distance: int | None = Field(None, ge=0, description="Bytes of WAL between checkpoints")
+    checkpoint_timeout: str | None = Field(None, description="Duration, e.g. '10 m'")
+    compaction_target_size: int | None = Field(None, ge=0, description="Bytes")
+    compaction_period: str | None = Field(None, description="Duration, e.g. '20 s'")
+    compaction_threshold: int | None = Field(None, ge=0)
+    gc_horizon: int | None = Field(None, ge=0, description="Bytes")
+    gc_period: str | None = Field(None, description="Duration, e.g. '100 s'")
+    image_creation_threshold: int | None = Field(None, ge=0)
+    pitr_interval: str | None = Field(None, description="Duration, e.g. '30 days'")
+    walreceiver_connect_timeout: str | None = Field(None, description="Duration")
+    lagging_wal_timeout: str | None = Field(None, description="Duration")
+    max_lsn_wal_lag: int | None = Field(None, ge=0, description="Bytes")
+    trace_read_requests: bool | None = None
+
+    def overrides(self) -> dict[str, object]:
+        """The set fields, camelCase (the keys `formats.tenant_config` renders)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class TenantSpec(Model):
+    tenant_id: str = Field(
+        ...,
+        pattern=TENANT_ID_PATTERN,
+        description="The tenant's id: 32 lowercase hex characters; immutable",
+    )
+    config: TenantConfigSpec | None = Field(None, description="Tenant config overrides")
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Progress(Model):
+    layers_total: int = 0
+    layers_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    started_at: str | None = None
+    eta_seconds: int | None = None
+    percent: int | None = Field(None, description="bytesDone / bytesTotal, 0-100 (for printer columns)")
+
+
+class TimelineStatus(Model):
+    timeline_id: str
+    ancestor_timeline_id: str | None = None
+    ancestor_lsn: str
+    disk_consistent_lsn: str
+    remote_consistent_lsn: str | None = None
+    latest_gc_cutoff_lsn: str
+    pg_version: int
+    layers: int
+    resident_bytes: int
+    upload_lag_bytes: int
+    lsn_lag: str | None = Field(None, description="disk_consistent_lsn - remote_consistent_lsn, bytes of WAL")
+    awaits_download: bool
+    state: str
+
+
+class HistoryEntry(Model):
+    time: str
+    phase: str
+    reason: str
+    message: str
+
+
+class TenantStatus(Model):
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    has_in_progress_downloads: bool | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = None
+    progress: Progress | None = None
+    timelines: list[TimelineStatus] | None = None
+    attempts: int | None = None
+    next_retry_time: str | None = None
+    history: list[HistoryEntry] | None = None
+    unmanaged_tenant_dirs: list[str] | None = None
+
+
+def rfc3339(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _lsn_gap(disk: str, remote: str | None) -> str | None:
+    if remote is None:
+        return None
+
+    def value(text: str) -> int:
+        hi, lo = text.split("/")
+        return (int(hi, 16) << 32) | int(lo, 16)
+
+    return str(max(value(disk) - value(remote), 0))
+
+
+def status_from_snapshot(snap: engine_tenant.TenantSnapshot) -> TenantStatus:
+    """The engine's view of a tenant, in the resource's status vocabulary."""
+    p = snap.progress
+    percent = None
+    if p.bytes_total:
+        percent = min(100, int(100 * p.bytes_done / p.bytes_total))
+    elif p.started_at is not None:
+        percent = 100
+    phase = snap.state if snap.state in ("Loading", "Attaching", "Active", "Broken", "Stopping") else None
+    return TenantStatus(
+        phase=phase,  # type: ignore[arg-type]
+        reason=snap.reason,
+        message=snap.message,
+        has_in_progress_downloads=snap.state in ("Loading", "Attaching"),
+        progress=Progress(
+            layers_total=p.layers_total,
+            layers_done=p.layers_done,
+            bytes_total=p.bytes_total,
+            bytes_done=p.bytes_done,
+            started_at=rfc3339(p.started_at) if p.started_at else None,
+            eta_seconds=p.eta_seconds,
+            percent=percent,
+        ),
+        timelines=[
+            TimelineStatus(
+                timeline_id=t.timeline_id,
+                ancestor_timeline_id=t.ancestor_timeline_id,
+                ancestor_lsn=t.ancestor_lsn,
+                disk_consistent_lsn=t.disk_consistent_lsn,
+                remote_consistent_lsn=t.remote_consistent_lsn,
+                latest_gc_cutoff_lsn=t.latest_gc_cutoff_lsn,
+                pg_version=t.pg_version,
+                layers=t.layers,
+                resident_bytes=t.resident_bytes,
+                upload_lag_bytes=t.upload_lag_bytes,
+                lsn_lag=_lsn_gap(t.disk_consistent_lsn, t.remote_consistent_lsn),
+                awaits_download=t.awaits_download,
+                state=t.state,
+            )
+            for t in snap.timelines
+        ],
+        history=[
+            HistoryEntry(time=rfc3339(h.time), phase=h.phase, reason=h.reason, message=h.message)
+            for h in snap.history
+        ],
+    )

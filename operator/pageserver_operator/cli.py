@@ -1,0 +1,327 @@
+"""``pageserver-operator``: the engine without Kubernetes, the operator, and the dev environment.
+
+Contract: DESIGN §7. Exit status 0 when the tenant ended Active (or the command succeeded),
+1 when it ended Broken or the command failed (one line on stderr a person can act on), 2 for
+invalid usage or settings. Every flag has an environment variable; a flag wins over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pydantic
+
+from pageserver_operator import __version__, logs, settings, testdata
+from pageserver_operator.api import v1alpha1
+from pageserver_operator.engine import inspect, manager
+from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.formats import errors as format_errors
+from pageserver_operator.formats import ids
+from pageserver_operator.remote import errors as remote_errors
+from pageserver_operator.remote import url as remote_url
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(settings.ENV_PREFIX + name)
+
+
+def _add_storage_flags(p: argparse.ArgumentParser, remote: bool = True) -> None:
+    p.add_argument(
+        "--workdir", default=_env("WORKDIR"),
+        help="pageserver working directory (env PAGESERVER_OPERATOR_WORKDIR)",
+    )
+    if remote:
+        p.add_argument(
+            "--remote", default=_env("REMOTE"),
+            help="file:///abs/path or s3://BUCKET[/PREFIX]?endpoint=URL&region=R (env PAGESERVER_OPERATOR_REMOTE)",
+        )
+        p.add_argument(
+            "--concurrency", type=int, default=_env("CONCURRENCY"),
+            help="remote requests in flight (env PAGESERVER_OPERATOR_CONCURRENCY, default 8)",
+        )
+
+
+def _add_tenant(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument("tenant_id", metavar="TENANT_ID", nargs="?" if optional else None, help="32 lowercase hex")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pageserver-operator",
+        description="Attach pageserver tenants from S3-compatible storage onto a volume and keep them in sync.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-format", choices=["text", "json"], default=_env("LOG_FORMAT") or "text")
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL") or "WARNING")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("attach", help="attach a tenant, or resume an interrupted attach; waits for Active")
+    _add_storage_flags(p)
+    _add_tenant(p)
+    p = sub.add_parser("load", help="load tenants from disk and reconcile with remote storage")
+    _add_storage_flags(p)
+    _add_tenant(p, optional=True)
+    p = sub.add_parser("sync", help="upload local-only layers, then the index; waits for completion")
+    _add_storage_flags(p)
+    _add_tenant(p)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the uploads")
+    p = sub.add_parser("detach", help="drain uploads, then remove the local tenant")
+    _add_storage_flags(p)
+    _add_tenant(p)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the uploads")
+    p = sub.add_parser("status", help="phase, timelines and LSNs of a tenant on the volume")
+    _add_storage_flags(p, remote=False)
+    p.add_argument("--remote", default=None, help="optional: also read the remote index (upload lag)")
+    _add_tenant(p)
+    p.add_argument("--json", action="store_true", help="the resource's status fields as JSON")
+
+    p = sub.add_parser("run", help="run the operator")
+    _add_storage_flags(p)
+    p.add_argument(
+        "--namespace", action="append", dest="namespaces", default=None,
+        help="namespace to watch (repeatable; env PAGESERVER_OPERATOR_NAMESPACES, comma-separated; default all)",
+    )
+    p.add_argument(
+        "--sync-period", type=float, default=None,
+        help="seconds between syncs of an Active tenant (env PAGESERVER_OPERATOR_SYNC_PERIOD, default 60)",
+    )
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG, else in-cluster)")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9090, 0 = off)")
+    p.add_argument("--liveness-port", type=int, default=None, help="liveness port (default 8080, 0 = off)")
+
+    p = sub.add_parser("dev", help="local control plane + object store + sample tenant + operator")
+    p.add_argument("--state-dir", default=None, help="where state and the env file go (default ~/.cache/...)")
+
+    p = sub.add_parser("testdata", help="generate test data in the exact formats")
+    tsub = p.add_subparsers(dest="testdata_command", required=True, metavar="WHAT")
+    t = tsub.add_parser("make-tenant", help="write a realistic tenant to remote storage; prints its id")
+    t.add_argument("--remote", default=_env("REMOTE"), help="remote storage URL")
+    t.add_argument("--tenant-id", default=None)
+    t.add_argument("--timelines", type=int, default=2)
+    t.add_argument("--layers", type=int, default=4, help="layers per timeline")
+    t.add_argument("--layer-size", default="64KiB")
+    t.add_argument("--sizes", default=None, help="root timeline layer sizes, e.g. 200x1MiB,8x64MiB")
+    t.add_argument("--index-version", type=int, choices=[0, 1], default=1)
+    t.add_argument("--seed", type=int, default=0)
+    t = tsub.add_parser("flush-layer", help="write a new local layer + metadata, as a pageserver flush does")
+    _add_storage_flags(t, remote=False)
+    t.add_argument("tenant_id")
+    t.add_argument("timeline_id")
+    t.add_argument("--size", default="64KiB")
+    return parser
+
+
+def _engine_settings(args: argparse.Namespace) -> settings.EngineSettings:
+    given = {k: v for k, v in {"workdir": args.workdir, "remote": args.remote, "concurrency": args.concurrency}.items() if v is not None}
+    try:
+        return settings.EngineSettings(**given)
+    except pydantic.ValidationError as e:
+        raise CommandError(_one_line_validation(e), EXIT_USAGE) from e
+
+
+def _one_line_validation(e: pydantic.ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "settings"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def _tenant_id(text: str) -> ids.TenantId:
+    try:
+        return ids.TenantId.parse(text)
+    except format_errors.FormatError as e:
+        raise CommandError(str(e), EXIT_USAGE) from e
+
+
+def _manager(s: settings.EngineSettings) -> manager.TenantManager:
+    try:
+        storage = remote_url.open_remote(s.remote_config())
+    except ValueError as e:
+        raise CommandError(str(e), EXIT_USAGE) from e
+    return manager.TenantManager(s.workdir, storage)
+
+
+async def _drain(m: manager.TenantManager, tid: ids.TenantId, timeout: float = 600.0) -> None:
+    t = m.get(tid)
+    await asyncio.wait_for(asyncio.gather(*(tl.queue.wait_completion() for tl in t.timelines.values())), timeout)
+
+
+def _report(m: manager.TenantManager, tid: ids.TenantId) -> None:
+    snap = m.get(tid).snapshot()
+    print(f"tenant {tid}: {snap.state} ({snap.message})")
+    for tl in snap.timelines:
+        print(
+            f"  timeline {tl.timeline_id}: disk_consistent_lsn {tl.disk_consistent_lsn} "
+            f"remote_consistent_lsn {tl.remote_consistent_lsn} layers {tl.layers} bytes {tl.resident_bytes}"
+        )
+
+
+async def _cmd_attach(args: argparse.Namespace) -> None:
+    m = _manager(_engine_settings(args))
+    tid = _tenant_id(args.tenant_id)
+    try:
+        await m.get(tid).attach()
+        await _drain(m, tid)
+        _report(m, tid)
+    finally:
+        m.close()
+
+
+async def _cmd_load(args: argparse.Namespace) -> None:
+    m = _manager(_engine_settings(args))
+    try:
+        tids = [_tenant_id(args.tenant_id)] if args.tenant_id else m.scan_volume().tenants
+        failures = []
+        for tid in tids:
+            try:
+                await m.get(tid).load()
+                await _drain(m, tid)
+            except EngineError as e:
+                failures.append(e)
+            _report(m, tid)
+        if failures:
+            raise failures[0]
+    finally:
+        m.close()
+
+
+async def _cmd_sync(args: argparse.Namespace) -> None:
+    m = _manager(_engine_settings(args))
+    tid = _tenant_id(args.tenant_id)
+    try:
+        t = m.get(tid)
+        if t.local_state() != "present":
+            raise CommandError(f"tenant {tid} is not attached in {m.tenants_root} (run attach first)")
+        await t.load()
+        await t.sync(timeout=args.timeout)
+        _report(m, tid)
+    finally:
+        m.close()
+
+
+async def _cmd_detach(args: argparse.Namespace) -> None:
+    m = _manager(_engine_settings(args))
+    tid = _tenant_id(args.tenant_id)
+    try:
+        await m.get(tid).detach(timeout=args.timeout)
+        print(f"tenant {tid}: detached")
+    finally:
+        m.close()
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    workdir = Path(args.workdir or "/data").absolute()
+    tid = _tenant_id(args.tenant_id)
+    storage = None
+    if args.remote:
+        try:
+            storage = remote_url.open_remote(remote_url.parse_remote_url(args.remote))
+        except ValueError as e:
+            raise CommandError(str(e), EXIT_USAGE) from e
+    snap = inspect.inspect_tenant(workdir, tid, storage)
+    status = v1alpha1.status_from_snapshot(snap)
+    if args.json:
+        print(json.dumps(status.model_dump(by_alias=True, exclude_none=True), indent=2))
+    else:
+        print(f"tenant {tid}: {status.phase} ({status.message})")
+        for tl in status.timelines or []:
+            print(
+                f"  timeline {tl.timeline_id}: ancestor {tl.ancestor_timeline_id or '-'} "
+                f"disk_consistent_lsn {tl.disk_consistent_lsn} remote_consistent_lsn "
+                f"{tl.remote_consistent_lsn or '-'} layers {tl.layers} bytes {tl.resident_bytes}"
+            )
+    if status.phase == "Broken":
+        raise CommandError(f"{status.reason}: {status.message}")
+
+
+def _cmd_testdata(args: argparse.Namespace) -> None:
+    if args.testdata_command == "make-tenant":
+        if not args.remote:
+            raise CommandError("--remote is required", EXIT_USAGE)
+        storage = remote_url.open_remote(remote_url.parse_remote_url(args.remote))
+        shape = testdata.TenantShape(
+            timelines=args.timelines, layers=args.layers, layer_size=testdata.parse_size(args.layer_size),
+            sizes=testdata.parse_sizes(args.sizes) if args.sizes else None,
+            index_version=args.index_version, seed=args.seed,
+        )
+        tid = _tenant_id(args.tenant_id) if args.tenant_id else None
+        try:
+            gen = testdata.make_remote_tenant(storage, shape, tid)
+        finally:
+            storage.close()
+        print(gen.tenant_id)
+    else:
+        workdir = Path(args.workdir or "/data").absolute()
+        name = testdata.flush_local_layer(
+            workdir, _tenant_id(args.tenant_id), ids.TimelineId.parse(args.timeline_id),
+            testdata.parse_size(args.size),
+        )
+        print(name)
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from pageserver_operator.k8s import runner
+
+    given: dict[str, Any] = {
+        "workdir": args.workdir, "remote": args.remote, "concurrency": args.concurrency,
+        "namespaces": args.namespaces, "sync_period": args.sync_period, "kubeconfig": args.kubeconfig,
+        "metrics_port": args.metrics_port, "liveness_port": args.liveness_port,
+        "log_format": args.log_format if "--log-format" in sys.argv else None,
+    }
+    try:
+        s = settings.OperatorSettings(**{k: v for k, v in given.items() if v is not None})
+    except pydantic.ValidationError as e:
+        raise CommandError(_one_line_validation(e), EXIT_USAGE) from e
+    runner.run(s)
+
+
+def _cmd_dev(args: argparse.Namespace) -> None:
+    from pageserver_operator import dev
+
+    dev.run(Path(args.state_dir) if args.state_dir else None)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_format, "INFO" if args.command in ("run", "dev") else args.log_level.upper())
+    commands: dict[str, Any] = {
+        "attach": _cmd_attach, "load": _cmd_load, "sync": _cmd_sync, "detach": _cmd_detach,
+        "status": _cmd_status, "testdata": _cmd_testdata, "run": _cmd_run, "dev": _cmd_dev,
+    }
+    try:
+        result = commands[args.command](args)
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+    except CommandError as e:
+        print(f"pageserver-operator {args.command}: {e}", file=sys.stderr)
+        sys.exit(e.code)
+    except EngineError as e:
+        print(f"pageserver-operator {args.command}: {e.reason}: {e.message}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    except (remote_errors.RemoteError, ValueError, OSError) as e:
+        print(f"pageserver-operator {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

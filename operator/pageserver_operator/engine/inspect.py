@@ -1,0 +1,80 @@
+"""What the volume alone says about a tenant, without running it (``status`` of the CLI).
+
+Read-only: nothing is cleaned or written. A marker means an attach was interrupted (phase
+Attaching, resumable); unreadable metadata means the tenant would be Broken at load; with a
+remote index at hand (optional) the remote consistent LSN and the upload lag are filled in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pageserver_operator.engine import paths, progress, tenant, timeline
+from pageserver_operator.engine.errors import EngineError, TenantNotFound
+from pageserver_operator.formats import errors as format_errors
+from pageserver_operator.formats import ids, index_part
+from pageserver_operator.remote import base
+from pageserver_operator.remote import errors as remote_errors
+
+
+def inspect_tenant(
+    workdir: Path, tenant_id: ids.TenantId, storage: base.RemoteStorage | None = None
+) -> tenant.TenantSnapshot:
+    tp = paths.TenantPaths(workdir, tenant_id)
+    if not tp.tenant_dir.is_dir():
+        raise TenantNotFound(f"tenant {tenant_id} not found in {tp.tenants_root}")
+    empty = progress.Progress().snapshot()
+    if tp.marker.exists():
+        return tenant.TenantSnapshot(
+            str(tenant_id), "Attaching", "AttachIncomplete",
+            "an attach was interrupted; run attach again to resume it", empty, [],
+        )
+    timelines: list[tenant.TimelineSnapshot] = []
+    try:
+        names = sorted(os.listdir(tp.timelines_dir))
+    except FileNotFoundError:
+        return tenant.TenantSnapshot(
+            str(tenant_id), "Broken", "TimelinesDirMissing", f"{tp.timelines_dir} is missing", empty, []
+        )
+    try:
+        for name in names:
+            try:
+                tlid = ids.TimelineId.parse(name)
+            except format_errors.FormatError:
+                continue
+            meta = timeline.read_local_metadata(tp.metadata(tlid), tenant_id, tlid)
+            scan = timeline.scan_timeline_dir(tp.timeline_dir(tlid), meta.disk_consistent_lsn)
+            rcl: str | None = None
+            remote_names: set[object] = set()
+            if storage is not None:
+                try:
+                    idx = index_part.IndexPart.parse(storage.get_bytes(paths.remote_index_key(tenant_id, tlid)))
+                    rcl = str(idx.disk_consistent_lsn)
+                    remote_names = set(idx.layers)
+                except remote_errors.NotFound:
+                    pass
+            lag = sum(s for n, s in scan.layers.items() if n not in remote_names) if storage else 0
+            timelines.append(
+                tenant.TimelineSnapshot(
+                    timeline_id=str(tlid),
+                    ancestor_timeline_id=str(meta.ancestor_timeline) if meta.ancestor_timeline else None,
+                    ancestor_lsn=str(meta.ancestor_lsn),
+                    disk_consistent_lsn=str(meta.disk_consistent_lsn),
+                    remote_consistent_lsn=rcl,
+                    latest_gc_cutoff_lsn=str(meta.latest_gc_cutoff_lsn),
+                    pg_version=meta.pg_version,
+                    layers=len(scan.layers),
+                    resident_bytes=sum(scan.layers.values()),
+                    upload_lag_bytes=lag,
+                    awaits_download=False,
+                    state="Active",
+                    upload_queue_unfinished=0,
+                )
+            )
+    except EngineError as e:
+        return tenant.TenantSnapshot(str(tenant_id), "Broken", e.reason, e.message, empty, timelines)
+    n = len(timelines)
+    return tenant.TenantSnapshot(
+        str(tenant_id), "Active", "Active", f"{n} timeline{'s' if n != 1 else ''} on the volume", empty, timelines
+    )

@@ -1,0 +1,85 @@
+"""All tenants of one volume: the engine's entry point for the CLI and the operator.
+
+One `RemoteIO` (one worker pool, one concurrency limit) is shared by every tenant. The start-up
+scan (reference §6.1) never lets one bad directory stop the others: ``<tid>.___temp`` leftovers of
+an interrupted detach are removed, everything else that is not a tenant id is reported, not
+touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pageserver_operator.engine import crashsafe, paths, remote_io, tenant, upload_queue
+from pageserver_operator.formats import errors as format_errors
+from pageserver_operator.formats import ids
+from pageserver_operator.remote import base
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VolumeScan:
+    tenants: list[ids.TenantId] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+
+class TenantManager:
+    def __init__(
+        self,
+        workdir: Path,
+        storage: base.RemoteStorage,
+        *,
+        workers: int | None = None,
+        backoff: upload_queue.Backoff = upload_queue.Backoff(),
+    ) -> None:
+        self.workdir = workdir
+        self.io = remote_io.RemoteIO(storage, workers)
+        self.backoff = backoff
+        self.tenants: dict[ids.TenantId, tenant.Tenant] = {}
+
+    @property
+    def tenants_root(self) -> Path:
+        return self.workdir / paths.TENANTS_DIR
+
+    def get(self, tenant_id: ids.TenantId) -> tenant.Tenant:
+        t = self.tenants.get(tenant_id)
+        if t is None:
+            t = tenant.Tenant(self.workdir, tenant_id, self.io, backoff=self.backoff)
+            self.tenants[tenant_id] = t
+        return t
+
+    def forget(self, tenant_id: ids.TenantId) -> None:
+        self.tenants.pop(tenant_id, None)
+
+    def scan_volume(self) -> VolumeScan:
+        """List tenant directories on the volume; remove leftovers of interrupted detaches."""
+        scan = VolumeScan()
+        try:
+            entries = sorted(os.listdir(self.tenants_root))
+        except FileNotFoundError:
+            return scan
+        for name in entries:
+            full = self.tenants_root / name
+            if name.endswith("." + paths.TEMP_SUFFIX):
+                log.info("removing leftover of an interrupted detach: %s", full)
+                crashsafe.remove_tree(full, full)
+                continue
+            try:
+                tid = ids.TenantId.parse(name)
+            except format_errors.FormatError:
+                scan.unknown.append(name)
+                continue
+            if full.is_dir():
+                scan.tenants.append(tid)
+            else:
+                scan.unknown.append(name)
+        return scan
+
+    def close(self) -> None:
+        for t in self.tenants.values():
+            t.stop()
+        self.io.close()

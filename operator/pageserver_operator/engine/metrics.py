@@ -1,0 +1,39 @@
+"""Engine metrics (Prometheus, default registry). Per-tenant series are removed on detach."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+UPLOAD_QUEUE_UNFINISHED = Gauge(
+    "pageserver_operator_upload_queue_unfinished_tasks",
+    "Upload queue operations queued or in flight (barriers not counted)",
+    ["tenant_id", "timeline_id", "file_kind", "op_kind"],
+)
+LAYER_DOWNLOADS = Counter(
+    "pageserver_operator_layer_downloads_total",
+    "Layer files downloaded by attach/load (a resumed attach counts only what it fetched again)",
+    ["tenant_id"],
+)
+LAYER_DOWNLOAD_BYTES = Counter(
+    "pageserver_operator_layer_download_bytes_total",
+    "Bytes of layer files downloaded by attach/load",
+    ["tenant_id"],
+)
+LAYER_UPLOADS = Counter(
+    "pageserver_operator_layer_uploads_total", "Layer files uploaded by the upload queues", ["tenant_id"]
+)
+TENANTS = Gauge("pageserver_operator_tenants", "Tenants known to this operator, by phase", ["phase"])
+
+_PER_TENANT = (LAYER_DOWNLOADS, LAYER_DOWNLOAD_BYTES, LAYER_UPLOADS)
+
+
+def forget_tenant(tenant_id: str) -> None:
+    """Drop every per-tenant series (after detach)."""
+    for metric in _PER_TENANT:
+        try:
+            metric.remove(tenant_id)
+        except KeyError:
+            pass
+    for labels in list(UPLOAD_QUEUE_UNFINISHED._metrics):  # noqa: SLF001 - no public way to list series
+        if labels[0] == tenant_id:
+            UPLOAD_QUEUE_UNFINISHED.remove(*labels)

@@ -1,0 +1,105 @@
+"""Where everything of a tenant lives, locally and remotely.
+
+Every path the engine writes is built here from *validated* values (`TenantId`, `TimelineId`,
+`LayerName`), never from raw strings, so nothing can be written outside
+``<workdir>/tenants/``: a name from a remote index that does not parse as a layer name never
+reaches this module. `ensure_inside` is the last line of defence for anything computed.
+
+Local layout (reference §1)::
+
+    <workdir>/tenants/<tid>/{config, attaching, timelines/<tlid>/{metadata, <layers>}}
+
+Remote layout (reference §2.1, without the leading slash)::
+
+    tenants/<tid>/timelines/<tlid>/{index_part.json, <layers>}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pageserver_operator.formats import ids, layer_name
+
+TENANTS_DIR = "tenants"
+TIMELINES_DIR = "timelines"
+METADATA_FILE = "metadata"
+CONFIG_FILE = "config"
+ATTACHING_MARKER = "attaching"
+INDEX_PART_FILE = "index_part.json"
+TEMP_DOWNLOAD_SUFFIX = ".temp_download"
+TEMP_SUFFIX = "___temp"
+UNINIT_SUFFIX = "___uninit"
+OLD_SUFFIX = ".old"
+
+
+class PathEscapeError(RuntimeError):
+    """A computed path would leave the tenants directory: a bug, never user error."""
+
+
+def ensure_inside(path: Path, root: Path) -> Path:
+    """Return ``path`` if it is ``root`` or below it (lexically, without following links)."""
+    rel = path.relative_to(root) if path.is_relative_to(root) else None
+    if rel is None or ".." in rel.parts:
+        raise PathEscapeError(f"refusing to touch {path}: outside {root}")
+    return path
+
+
+@dataclass(frozen=True)
+class TenantPaths:
+    """Local paths of one tenant on the volume."""
+
+    workdir: Path
+    tenant_id: ids.TenantId
+
+    @property
+    def tenants_root(self) -> Path:
+        return self.workdir / TENANTS_DIR
+
+    @property
+    def tenant_dir(self) -> Path:
+        return self.tenants_root / str(self.tenant_id)
+
+    @property
+    def deleting_dir(self) -> Path:
+        """Where a detached tenant is renamed before removal (a crash leaves it to be cleaned)."""
+        return self.tenants_root / f"{self.tenant_id}.{TEMP_SUFFIX}"
+
+    @property
+    def marker(self) -> Path:
+        return self.tenant_dir / ATTACHING_MARKER
+
+    @property
+    def config(self) -> Path:
+        return self.tenant_dir / CONFIG_FILE
+
+    @property
+    def timelines_dir(self) -> Path:
+        return self.tenant_dir / TIMELINES_DIR
+
+    def timeline_dir(self, timeline_id: ids.TimelineId) -> Path:
+        return self.timelines_dir / str(timeline_id)
+
+    def metadata(self, timeline_id: ids.TimelineId) -> Path:
+        return self.timeline_dir(timeline_id) / METADATA_FILE
+
+    def layer(self, timeline_id: ids.TimelineId, name: layer_name.LayerName) -> Path:
+        return self.timeline_dir(timeline_id) / str(name)
+
+
+def remote_timelines_prefix(tenant_id: ids.TenantId) -> str:
+    return f"{TENANTS_DIR}/{tenant_id}/{TIMELINES_DIR}/"
+
+
+def remote_timeline_prefix(tenant_id: ids.TenantId, timeline_id: ids.TimelineId) -> str:
+    return f"{remote_timelines_prefix(tenant_id)}{timeline_id}/"
+
+
+def remote_index_key(tenant_id: ids.TenantId, timeline_id: ids.TimelineId) -> str:
+    return remote_timeline_prefix(tenant_id, timeline_id) + INDEX_PART_FILE
+
+
+def remote_layer_key(
+    tenant_id: ids.TenantId, timeline_id: ids.TimelineId, name: layer_name.LayerName
+) -> str:
+    return remote_timeline_prefix(tenant_id, timeline_id) + str(name)

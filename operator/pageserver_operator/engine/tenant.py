@@ -1,0 +1,692 @@
+"""A tenant on the volume: attach, resume, load + reconcile_with_remote, sync, detach.
+
+State machine (DESIGN §5, reference §5.1): Loading / Attaching -> Active, any -> Broken on a
+failure that retrying cannot fix, Active -> Stopping on detach. Transient failures (remote
+storage unreachable, disk full) leave the state where it was with the error in `message` and
+raise an `EngineError` with ``transient=True``: the caller retries (the operator with backoff,
+the CLI user by running the command again).
+
+Crash consistency, at any instant:
+- Attach: the ``attaching`` marker is created (fsynced) before anything else and removed only
+  after every timeline's ``metadata`` was written, which happens after all its layers were
+  downloaded and its directory fsynced. A marker on disk therefore means "attach incomplete":
+  running attach again resumes (complete layers of the right size are reused, partial
+  ``.temp_download`` files removed, the metadata write is an idempotent replace).
+- Load: nothing is deleted that could be the only copy of data: temp files and partial downloads
+  are removed, layers of the wrong size or from the future are set aside as ``.N.old``.
+- Detach: every local layer is in the remote index (uploaded, then indexed) before the tenant
+  directory is renamed aside and removed; a crash leaves either the whole tenant or a
+  ``<tid>.___temp`` directory that the next start removes.
+- Nothing is written outside ``<workdir>/tenants/<tid>`` (paths come from `paths.TenantPaths`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pageserver_operator.engine import (
+    ancestry,
+    crashsafe,
+    metrics,
+    paths,
+    progress,
+    remote_io,
+    timeline,
+    upload_queue,
+)
+from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.formats import errors as format_errors
+from pageserver_operator.formats import ids, index_part, layer_name, tenant_config
+from pageserver_operator.remote import errors as remote_errors
+
+log = logging.getLogger(__name__)
+
+
+class TenantState(enum.StrEnum):
+    LOADING = "Loading"
+    ATTACHING = "Attaching"
+    ACTIVE = "Active"
+    BROKEN = "Broken"
+    STOPPING = "Stopping"
+
+
+@dataclass(frozen=True)
+class Transition:
+    time: datetime
+    phase: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TimelineSnapshot:
+    timeline_id: str
+    ancestor_timeline_id: str | None
+    ancestor_lsn: str
+    disk_consistent_lsn: str
+    remote_consistent_lsn: str | None
+    latest_gc_cutoff_lsn: str
+    pg_version: int
+    layers: int
+    resident_bytes: int
+    upload_lag_bytes: int
+    awaits_download: bool
+    state: str
+    upload_queue_unfinished: int
+
+
+@dataclass(frozen=True)
+class TenantSnapshot:
+    tenant_id: str
+    state: str | None
+    reason: str
+    message: str
+    progress: progress.ProgressSnapshot
+    timelines: list[TimelineSnapshot]
+    history: list[Transition] = field(default_factory=list)
+
+    @property
+    def synced(self) -> bool:
+        return all(t.upload_lag_bytes == 0 and t.upload_queue_unfinished == 0 for t in self.timelines)
+
+
+Listener = Callable[["Tenant"], None]
+
+
+class DownloadCancelled(BaseException):
+    """Raised inside a download thread to stop it at the next chunk (a BaseException so that no
+    retry loop mistakes it for a failure worth retrying)."""
+
+HISTORY_LIMIT = 10
+
+
+class Tenant:
+    def __init__(
+        self,
+        workdir: os.PathLike[str] | str,
+        tenant_id: ids.TenantId,
+        io: remote_io.RemoteIO,
+        *,
+        backoff: upload_queue.Backoff = upload_queue.Backoff(),
+    ) -> None:
+        from pathlib import Path
+
+        self.id = tenant_id
+        self.paths = paths.TenantPaths(Path(workdir), tenant_id)
+        self.io = io
+        self.backoff = backoff
+        self.state: TenantState | None = None
+        self.reason = ""
+        self.message = ""
+        self.timelines: dict[ids.TimelineId, timeline.Timeline] = {}
+        self.progress = progress.Progress()
+        self.history: list[Transition] = []
+        self.listeners: list[Listener] = []
+        self._lock = asyncio.Lock()
+        self._cancel = threading.Event()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._log = logging.LoggerAdapter(log, {"tenant_id": str(tenant_id)})
+
+    # ---- state --------------------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return f"tenant {self.id}"
+
+    def _set_state(self, state: TenantState, reason: str, message: str) -> None:
+        changed = (state, reason, message) != (self.state, self.reason, self.message)
+        old = self.state
+        self.state, self.reason, self.message = state, reason, message
+        if not changed:
+            return
+        if old is not None:
+            metrics.TENANTS.labels(old.value).dec()
+        metrics.TENANTS.labels(state.value).inc()
+        self.history.append(Transition(datetime.now(UTC), state.value, reason, message))
+        del self.history[:-HISTORY_LIMIT]
+        level = logging.ERROR if state is TenantState.BROKEN else logging.INFO
+        self._log.log(level, "%s: %s %s", state.value, reason, message)
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            listener(self)
+
+    def note(self, message: str) -> None:
+        """Update the human message without a transition (e.g. "retrying after ...")."""
+        if message != self.message:
+            self.message = message
+            self._notify()
+
+    def snapshot(self) -> TenantSnapshot:
+        return TenantSnapshot(
+            tenant_id=str(self.id),
+            state=self.state.value if self.state else None,
+            reason=self.reason,
+            message=self.message,
+            progress=self.progress.snapshot(),
+            timelines=[self._timeline_snapshot(t) for _, t in sorted(self.timelines.items())],
+            history=list(self.history),
+        )
+
+    def _timeline_snapshot(self, t: timeline.Timeline) -> TimelineSnapshot:
+        m = t.metadata
+        rcl = t.queue.remote_consistent_lsn
+        return TimelineSnapshot(
+            timeline_id=str(t.timeline_id),
+            ancestor_timeline_id=str(m.ancestor_timeline) if m.ancestor_timeline else None,
+            ancestor_lsn=str(m.ancestor_lsn),
+            disk_consistent_lsn=str(m.disk_consistent_lsn),
+            remote_consistent_lsn=str(rcl) if rcl is not None else None,
+            latest_gc_cutoff_lsn=str(m.latest_gc_cutoff_lsn),
+            pg_version=m.pg_version,
+            layers=len(t.layers),
+            resident_bytes=t.resident_bytes,
+            upload_lag_bytes=t.upload_lag_bytes,
+            awaits_download=t.awaits_download,
+            state=t.state.value,
+            upload_queue_unfinished=t.queue.unfinished,
+        )
+
+    # ---- entry points -------------------------------------------------------------------------
+
+    def local_state(self) -> str:
+        """What the volume says: "attaching" (marker), "present" (tenant data), or "absent"."""
+        p = self.paths
+        if p.marker.exists():
+            return "attaching"
+        if p.tenant_dir.is_dir() and any(p.tenant_dir.iterdir()):
+            return "present"
+        return "absent"
+
+    async def start(self, config: Mapping[str, Any] | None = None) -> None:
+        """Bring the tenant to Active from whatever the volume holds (operator start-up)."""
+        if self.local_state() == "present":
+            await self.load(config)
+        else:
+            await self.attach(config)
+
+    async def attach(self, config: Mapping[str, Any] | None = None) -> None:
+        """Attach from remote storage, or resume an interrupted attach; a loaded tenant is reloaded."""
+        async with self._lock:
+            if self.local_state() == "present":
+                await self._guarded(TenantState.LOADING, self._load, config)
+            else:
+                await self._guarded(TenantState.ATTACHING, self._attach, config)
+
+    async def load(self, config: Mapping[str, Any] | None = None) -> None:
+        async with self._lock:
+            await self._guarded(TenantState.LOADING, self._load, config)
+
+    async def sync(self, timeout: float | None = None) -> None:
+        """Upload local-only layers, then the index; return when the queues are drained."""
+        async with self._lock:
+            if self.state is not TenantState.ACTIVE:
+                raise EngineError(
+                    "TenantNotActive", f"{self.where} is not Active (state {self.state}): cannot sync"
+                )
+            try:
+                await self._sync_once(timeout)
+            except BaseException as e:
+                raise self._classify(e) from e
+
+    async def detach(self, timeout: float | None = None) -> None:
+        """Drain uploads (nothing local-only is lost), then remove the local tenant directory."""
+        async with self._lock:
+            try:
+                await self._detach(timeout)
+            except BaseException as e:
+                err = self._classify(e)
+                self.note(f"detach blocked: {err.message}")
+                raise err from e
+
+    def stop(self) -> None:
+        """Stop the upload queues (shutdown); queued work is redone by reconcile at next start."""
+        for t in self.timelines.values():
+            t.queue.stop()
+
+    # ---- error handling -----------------------------------------------------------------------
+
+    async def _guarded(self, initial: TenantState, fn: Callable[..., Any], *args: Any) -> None:
+        self.progress.start(0, 0)
+        try:
+            await fn(*args)
+        except asyncio.CancelledError:
+            self.stop()
+            await self._stop_downloads()
+            raise
+        except BaseException as e:
+            await self._stop_downloads()
+            err = self._classify(e)
+            if err.transient:
+                self._set_state(self.state or initial, err.reason, f"retrying after error: {err.message}")
+            else:
+                self.stop()
+                self._set_state(TenantState.BROKEN, err.reason, err.message)
+            raise err from e
+
+    async def _stop_downloads(self) -> None:
+        """Make download threads still running stop at their next chunk, and wait for them, so
+        that nothing writes into the tenant directory after an attach was abandoned."""
+        self._cancel.set()
+        deadline = time.monotonic() + 60
+        while self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self._cancel.clear()
+
+    def _download_thread(
+        self, key: str, target: Any, size: int | None
+    ) -> int:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            def progress_cb(n: int) -> None:
+                if self._cancel.is_set():
+                    raise DownloadCancelled()
+                self.progress.add_bytes(n)
+
+            if self._cancel.is_set():
+                raise DownloadCancelled()
+            return remote_io.download_layer_blocking(self.io.storage, key, target, size, progress_cb)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _classify(self, e: BaseException) -> EngineError:
+        if isinstance(e, EngineError):
+            return e
+        if isinstance(e, format_errors.FormatError):
+            return EngineError(e.reason, f"{self.where}: {e}")
+        if isinstance(e, remote_errors.TransientRemoteError):
+            return EngineError(e.reason, f"{self.where}: remote storage unavailable: {e}", transient=True)
+        if isinstance(e, remote_errors.RemoteError):
+            return EngineError(e.reason, f"{self.where}: remote storage: {e}")
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return EngineError("DiskFull", f"{self.where}: no space left on the volume: {e}")
+        if isinstance(e, OSError):
+            return EngineError("LocalIOError", f"{self.where}: local I/O failed: {e}")
+        if isinstance(e, TimeoutError):
+            return EngineError("Timeout", f"{self.where}: timed out: {e}", transient=True)
+        return EngineError("InternalError", f"{self.where}: unexpected {type(e).__name__}: {e}")
+
+    # ---- attach / load ------------------------------------------------------------------------
+
+    async def _attach(self, config: Mapping[str, Any] | None) -> None:
+        p = self.paths
+        self._set_state(
+            TenantState.ATTACHING,
+            "AttachStarted",
+            f"attaching from {self.io.storage.describe()}" + (" (resuming)" if p.marker.exists() else ""),
+        )
+        await self.io.run(self._create_marker)
+        await self._write_config(config)
+        remote_ids = await self._list_remote_timelines()
+        if not remote_ids:
+            raise EngineError(
+                "NoRemoteTimelines",
+                f"{self.where}: no timelines found in remote storage under "
+                f"{paths.remote_timelines_prefix(self.id)}",
+            )
+        indexes = await self._fetch_indexes(remote_ids, required=set(remote_ids))
+        await self._setup_timelines({}, indexes)
+        await self.io.run(crashsafe.remove_marker, p.marker)
+        self._activate()
+
+    def _create_marker(self) -> None:
+        p = self.paths
+        crashsafe.durable_mkdir(p.tenant_dir)
+        crashsafe.create_marker(p.marker)
+        crashsafe.durable_mkdir(p.timelines_dir)
+
+    async def _load(self, config: Mapping[str, Any] | None) -> None:
+        self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
+        await self._write_config(config)
+        await self.io.run(self._check_config)
+        local = await self.io.run(self._read_local_timelines)
+        remote_ids = await self._list_remote_timelines()
+        indexes = await self._fetch_indexes(set(local) | set(remote_ids), required=set(remote_ids) - set(local))
+        await self._setup_timelines(local, indexes)
+        self._activate()
+
+    def _activate(self) -> None:
+        for t in self.timelines.values():
+            t.state = timeline.TimelineState.ACTIVE
+            t.awaits_download = False
+        n = len(self.timelines)
+        self._set_state(TenantState.ACTIVE, "Active", f"{n} timeline{'s' if n != 1 else ''} active")
+
+    async def _write_config(self, config: Mapping[str, Any] | None) -> None:
+        if config is None:
+            return
+        text = tenant_config.render_tenant_config(config).encode()
+        path = self.paths.config
+
+        def write() -> None:
+            try:
+                if path.read_bytes() == text:
+                    return
+            except FileNotFoundError:
+                pass
+            crashsafe.durable_mkdir(path.parent)
+            crashsafe.durable_write(path, text)
+
+        await self.io.run(write)
+
+    def _check_config(self) -> None:
+        try:
+            text = self.paths.config.read_text()
+        except FileNotFoundError:
+            return
+        try:
+            tenant_config.parse_tenant_config(text)
+        except format_errors.FormatError as e:
+            raise EngineError("TenantConfigInvalid", f"{self.where}: {self.paths.config}: {e}") from e
+
+    def _read_local_timelines(self, clean: bool = True) -> dict[ids.TimelineId, Any]:
+        """Scan ``timelines/`` once, then clean leftovers, then read each metadata (fix of #4458).
+
+        With ``clean=False`` (sync while Active) leftovers are skipped, not removed: the
+        pageserver may be creating that timeline right now; a timeline without metadata yet is
+        skipped for the same reason."""
+        tdir = self.paths.timelines_dir
+        try:
+            entries = sorted(os.listdir(tdir))
+        except FileNotFoundError as e:
+            raise EngineError("TimelinesDirMissing", f"{self.where}: {tdir} is missing") from e
+        uninit = {e.removesuffix("." + paths.UNINIT_SUFFIX) for e in entries if e.endswith(paths.UNINIT_SUFFIX)}
+        found: list[ids.TimelineId] = []
+        for name in entries:
+            full = tdir / name
+            if not clean and (name.endswith((paths.TEMP_SUFFIX, paths.UNINIT_SUFFIX)) or name in uninit):
+                continue
+            if not clean and not (full / paths.METADATA_FILE).exists():
+                continue
+            if name.endswith(paths.TEMP_SUFFIX):
+                crashsafe.remove_tree(full, full) if full.is_dir() else full.unlink(missing_ok=True)
+            elif name.endswith(paths.UNINIT_SUFFIX):
+                full.unlink(missing_ok=True)
+            elif name in uninit:
+                crashsafe.remove_tree(full, full)
+            else:
+                try:
+                    found.append(ids.TimelineId.parse(name))
+                except format_errors.FormatError:
+                    self._log.warning("ignoring unrecognised entry %s in %s", name, tdir)
+        return {
+            tlid: timeline.read_local_metadata(self.paths.metadata(tlid), self.id, tlid) for tlid in found
+        }
+
+    async def _list_remote_timelines(self) -> list[ids.TimelineId]:
+        names = await self.io.list_dirs(paths.remote_timelines_prefix(self.id))
+        result = []
+        for name in names:
+            try:
+                result.append(ids.TimelineId.parse(name))
+            except format_errors.FormatError as e:
+                raise EngineError(
+                    "InvalidRemoteTimeline",
+                    f"{self.where}: remote storage has an entry {name!r} under "
+                    f"{paths.remote_timelines_prefix(self.id)} that is not a timeline id",
+                ) from e
+        return sorted(result)
+
+    async def _fetch_indexes(
+        self, timeline_ids: set[ids.TimelineId], required: set[ids.TimelineId]
+    ) -> dict[ids.TimelineId, index_part.IndexPart]:
+        async def fetch(tlid: ids.TimelineId) -> tuple[ids.TimelineId, index_part.IndexPart | None]:
+            key = paths.remote_index_key(self.id, tlid)
+            try:
+                data = await self.io.get_bytes(key)
+            except remote_errors.NotFound as e:
+                if tlid in required:
+                    raise EngineError(
+                        "RemoteIndexMissing", f"timeline {self.id}/{tlid}: {key} does not exist in remote storage"
+                    ) from e
+                return tlid, None
+            try:
+                index = index_part.IndexPart.parse(data)
+                meta = index.metadata
+            except format_errors.FormatError as e:
+                raise EngineError(e.reason, f"timeline {self.id}/{tlid}: {key}: {e}") from e
+            if meta.disk_consistent_lsn != index.disk_consistent_lsn:
+                raise EngineError(
+                    "InvalidIndexPart",
+                    f"timeline {self.id}/{tlid}: {key}: disk_consistent_lsn {index.disk_consistent_lsn} "
+                    f"disagrees with metadata_bytes ({meta.disk_consistent_lsn})",
+                )
+            if meta.ancestor_timeline == tlid:
+                raise EngineError(
+                    "AncestorCycle", f"timeline {self.id}/{tlid}: {key}: the timeline is its own ancestor"
+                )
+            return tlid, index
+
+        results = await _gather_first_error([fetch(t) for t in sorted(timeline_ids)])
+        return {tlid: index for tlid, index in results if index is not None}
+
+    async def _setup_timelines(
+        self, local: Mapping[ids.TimelineId, Any], indexes: Mapping[ids.TimelineId, index_part.IndexPart]
+    ) -> None:
+        """Shared by attach and load (reference §6.5, §6.7, §6.8), all timelines at once:
+        choose metadata, clean directories, plan downloads, download everything in one bounded
+        pool, then per timeline (ancestors first) fsync the directory, write metadata last and
+        schedule the uploads of local-only layers and the index."""
+        parents = {
+            tlid: (local[tlid] if tlid in local else indexes[tlid].metadata).ancestor_timeline
+            for tlid in set(local) | set(indexes)
+        }
+        order = ancestry.ancestors_first(parents, self.where)
+        prepared = await self.io.run(self._prepare_timelines, order, local, indexes)
+        self.timelines = {t.timeline_id: t for t, _ in prepared}
+        downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
+        done_bytes = sum(t.resident_bytes for t, _ in prepared)
+        done_layers = sum(len(t.layers) for t, _ in prepared)
+        self.progress.start(
+            done_layers + len(downloads), done_bytes + sum(s or 0 for _, _, s in downloads), done_layers, done_bytes
+        )
+        self._notify()
+        learnt = await self._download_all(downloads)
+        for t, _ in prepared:
+            await self.io.run(self._finish_timeline, t)
+            # A timeline that never had a remote index gets one (fix of #3865); a v0 index whose
+            # sizes are now known is rewritten as v1.
+            t.schedule_local_only(force_index=t.timeline_id not in indexes or t.timeline_id in learnt)
+
+    def _prepare_timelines(
+        self,
+        order: list[ids.TimelineId],
+        local: Mapping[ids.TimelineId, Any],
+        indexes: Mapping[ids.TimelineId, index_part.IndexPart],
+    ) -> list[tuple[timeline.Timeline, list[tuple[layer_name.LayerName, int | None]]]]:
+        prepared = []
+        for tlid in order:
+            index = indexes.get(tlid)
+            where = f"timeline {self.id}/{tlid}"
+            chosen = timeline.choose_metadata(local.get(tlid), index.metadata if index else None, where)
+            directory = self.paths.timeline_dir(tlid)
+            crashsafe.durable_mkdir(directory)
+            scan = timeline.scan_timeline_dir(directory, chosen.disk_consistent_lsn)
+            timeline.clean_timeline_dir(directory, scan)
+            queue = upload_queue.UploadQueue(self.io, self.id, tlid, directory, self.backoff)
+            if index is not None:
+                queue.init_from_index(index)
+            else:
+                queue.init_empty(chosen)
+            t = timeline.Timeline(self.id, tlid, directory, chosen, queue)
+            t.layers = scan.layers
+            plan = self._plan_downloads(t, index)
+            t.awaits_download = bool(plan)
+            prepared.append((t, plan))
+        return prepared
+
+    def _plan_downloads(
+        self, t: timeline.Timeline, index: index_part.IndexPart | None
+    ) -> list[tuple[layer_name.LayerName, int | None]]:
+        """Reference §6.8: wrong-size local files set aside, missing ones planned (future skipped)."""
+        if index is None:
+            return []
+        plan: list[tuple[layer_name.LayerName, int | None]] = []
+        for name, meta in sorted(index.layers.items(), key=lambda kv: str(kv[0])):
+            if name in t.layers:
+                size = t.layers[name]
+                if meta.file_size is None:
+                    t.queue.record_size(name, size)
+                    continue
+                if size == meta.file_size:
+                    continue
+                aside = crashsafe.set_aside(t.directory / str(name))
+                self._log.warning(
+                    "removing local file %s because it has unexpected length %d (index: %d); kept as %s",
+                    name, size, meta.file_size, aside.name,
+                )
+                del t.layers[name]
+            if name.is_future(t.metadata.disk_consistent_lsn):
+                self._log.warning("%s: skipping layer %s from the future", t.where, name)
+                continue
+            plan.append((name, meta.file_size))
+        return plan
+
+    async def _download_all(
+        self, downloads: list[tuple[timeline.Timeline, layer_name.LayerName, int | None]]
+    ) -> set[ids.TimelineId]:
+        """Download in parallel, bounded by the remote's concurrency. Returns timelines whose
+        index lacked some sizes (v0) that are now known."""
+        sem = asyncio.Semaphore(self.io.workers)
+        learnt: set[ids.TimelineId] = set()
+        tenant_label = str(self.id)
+
+        async def one(t: timeline.Timeline, name: layer_name.LayerName, size: int | None) -> None:
+            key = paths.remote_layer_key(self.id, t.timeline_id, name)
+            async with sem:
+                try:
+                    n = await self.io.run(self._download_thread, key, t.directory / str(name), size)
+                except remote_errors.NotFound as e:
+                    raise EngineError(
+                        "RemoteLayerMissing",
+                        f"{t.where}: index_part.json names layer {name} but {key} does not exist",
+                    ) from e
+                except remote_errors.PermanentRemoteError as e:
+                    raise EngineError("LayerDownloadFailed", f"{t.where}: layer {name}: {e}") from e
+            t.layers[name] = n
+            self.progress.add_layer()
+            metrics.LAYER_DOWNLOADS.labels(tenant_label).inc()
+            metrics.LAYER_DOWNLOAD_BYTES.labels(tenant_label).inc(n)
+            if size is None:
+                self.progress.unknown_size_done(n)
+                if t.queue.record_size(name, n):
+                    learnt.add(t.timeline_id)
+
+        await _gather_first_error([one(*d) for d in downloads])
+        return learnt
+
+    def _finish_timeline(self, t: timeline.Timeline) -> None:
+        crashsafe.fsync_dir(t.directory)
+        if t.metadata.ancestor_timeline is None and not t.layers:
+            raise EngineError("NoLayers", f"{t.where}: timeline has no ancestor and no layer files")
+        try:
+            on_disk = t.directory.joinpath(paths.METADATA_FILE).read_bytes()
+        except FileNotFoundError:
+            on_disk = b""
+        if on_disk != t.metadata.to_bytes():
+            t.write_metadata()
+        t.awaits_download = False
+
+    # ---- sync ---------------------------------------------------------------------------------
+
+    async def _sync_once(self, timeout: float | None) -> None:
+        local = await self.io.run(self._read_local_timelines, False)
+        new = {tlid: meta for tlid, meta in local.items() if tlid not in self.timelines}
+        if new:
+            remote = await self._fetch_indexes(set(new), required=set())
+            existing = dict(self.timelines)
+            await self._setup_timelines(new, remote)
+            self.timelines = {**existing, **self.timelines}
+            for t in self.timelines.values():
+                t.state = timeline.TimelineState.ACTIVE
+        for tlid, meta in local.items():
+            t = self.timelines[tlid]
+            if tlid in new:
+                continue
+            if meta.disk_consistent_lsn < t.metadata.disk_consistent_lsn:
+                raise EngineError(
+                    "LocalMetadataWentBackwards",
+                    f"{t.where}: local metadata disk_consistent_lsn went backwards "
+                    f"({t.metadata.disk_consistent_lsn} -> {meta.disk_consistent_lsn})",
+                )
+            t.metadata = meta
+            scan = await self.io.run(timeline.scan_timeline_dir, t.directory, meta.disk_consistent_lsn)
+            t.layers = scan.layers
+            t.schedule_local_only()
+        self._notify()
+        await asyncio.wait_for(
+            asyncio.gather(*(t.queue.wait_completion() for t in self.timelines.values())), timeout
+        )
+        self._notify()
+
+    # ---- detach -------------------------------------------------------------------------------
+
+    async def _detach(self, timeout: float | None) -> None:
+        p = self.paths
+        state = self.local_state()
+        if state == "present":
+            if self.state is not TenantState.ACTIVE:
+                # Not loaded (or Broken): load it to learn what is local-only; if that fails,
+                # the local data stays where it is.
+                try:
+                    await self._load(None)
+                except BaseException as e:
+                    err = self._classify(e)
+                    raise EngineError(
+                        err.reason,
+                        f"{err.message}; the local directory {p.tenant_dir} is kept because its "
+                        "layers could not be checked against remote storage",
+                        transient=err.transient,
+                    ) from e
+            self._set_state(TenantState.STOPPING, "DetachStarted", "uploading local-only layers")
+            await self._sync_once(timeout)
+            lagging = [t.where for t in self.timelines.values() if t.local_only() or t.upload_lag_bytes]
+            if lagging:
+                raise EngineError(
+                    "UploadIncomplete", f"local-only layers not uploaded for {', '.join(lagging)}", transient=True
+                )
+        else:
+            # The marker means attach never completed: every local layer came from remote.
+            self._set_state(TenantState.STOPPING, "DetachStarted", "removing an incomplete attach")
+        self.stop()
+        await self.io.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
+        metrics.forget_tenant(str(self.id))
+        if self.state is not None:
+            metrics.TENANTS.labels(self.state.value).dec()
+        self.state = None
+        self.timelines = {}
+        self.history.append(Transition(datetime.now(UTC), "Detached", "Detached", "local data removed"))
+        self._notify()
+
+
+async def _gather_first_error(coros: list[Any]) -> list[Any]:
+    """Run ``coros`` concurrently; on the first failure cancel the rest and raise that failure."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    if not tasks:
+        return []
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            exc = t.exception()
+            if exc is not None:
+                raise exc
+        return [t.result() for t in tasks]
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

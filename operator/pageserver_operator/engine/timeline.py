@@ -1,0 +1,177 @@
+"""One timeline of a tenant: its chosen metadata, its resident layers, its upload queue.
+
+The local directory scan (reference §6.6) is split into *scan* (read the directory once, classify
+every entry) and *clean* (act on the classification): the reference mutated the directory while
+iterating a snapshot of it (#4458). Cleaning only removes files that are never the only copy of
+data (partial downloads, temp files, ephemeral spill files); layer files that are "from the
+future" relative to the chosen metadata are set aside as ``<name>.<N>.old``, never deleted.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pageserver_operator.engine import crashsafe, paths, upload_queue
+from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.formats import errors as format_errors
+from pageserver_operator.formats import ids, layer_name, lsn, metadata
+
+log = logging.getLogger(__name__)
+
+
+class TimelineState(enum.StrEnum):
+    ACTIVE = "Active"
+    SUSPENDED = "Suspended"
+    STOPPING = "Stopping"
+    BROKEN = "Broken"
+
+
+@dataclass
+class DirScan:
+    """The classified content of a timeline directory."""
+
+    layers: dict[layer_name.LayerName, int] = field(default_factory=dict)
+    future: list[layer_name.LayerName] = field(default_factory=list)
+    removable: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    has_metadata: bool = False
+
+
+def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
+    scan = DirScan()
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return scan
+    for entry in entries:
+        name = entry.name
+        if name == paths.METADATA_FILE:
+            scan.has_metadata = True
+        elif name.endswith(paths.TEMP_DOWNLOAD_SUFFIX) or name.endswith(paths.TEMP_SUFFIX):
+            scan.removable.append(name)
+        elif name.startswith("ephemeral-"):
+            scan.removable.append(name)
+        elif name.endswith(paths.OLD_SUFFIX):
+            continue
+        else:
+            try:
+                parsed = layer_name.parse_layer_name(name)
+            except format_errors.FormatError:
+                scan.unknown.append(name)
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                scan.unknown.append(name)
+            elif parsed.is_future(disk_consistent_lsn):
+                scan.future.append(parsed)
+            else:
+                scan.layers[parsed] = entry.stat(follow_symlinks=False).st_size
+    return scan
+
+
+def clean_timeline_dir(directory: Path, scan: DirScan) -> None:
+    for name in scan.removable:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+    for future in scan.future:
+        aside = crashsafe.set_aside(directory / str(future))
+        log.warning("set aside layer %s from the future: %s", future, aside.name)
+    for name in scan.unknown:
+        log.warning("ignoring unrecognised file %s in %s", name, directory)
+
+
+def read_local_metadata(path: Path, tenant_id: ids.TenantId, timeline_id: ids.TimelineId) -> metadata.TimelineMetadata:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise EngineError(
+            "LocalMetadataMissing", f"timeline {tenant_id}/{timeline_id}: local file {path} is missing"
+        ) from e
+    try:
+        return metadata.TimelineMetadata.from_bytes(data)
+    except format_errors.FormatError as e:
+        raise EngineError(
+            "LocalMetadataInvalid", f"timeline {tenant_id}/{timeline_id}: local file {path}: {e}"
+        ) from e
+
+
+def choose_metadata(
+    local: metadata.TimelineMetadata | None,
+    remote: metadata.TimelineMetadata | None,
+    where: str,
+) -> metadata.TimelineMetadata:
+    """Reference §6.5: local wins unless remote is ahead in dcl or gc cutoff (another writer)."""
+    if local is None and remote is None:
+        raise EngineError("NoMetadata", f"{where}: neither local nor remote metadata exists")
+    if local is None:
+        assert remote is not None
+        return remote
+    if remote is None:
+        return local
+    if (
+        remote.disk_consistent_lsn > local.disk_consistent_lsn
+        or remote.latest_gc_cutoff_lsn > local.latest_gc_cutoff_lsn
+    ):
+        raise EngineError(
+            "RemoteAheadOfLocal",
+            f"{where}: remote metadata appears to be ahead of local metadata "
+            f"(remote disk_consistent_lsn {remote.disk_consistent_lsn}, gc cutoff "
+            f"{remote.latest_gc_cutoff_lsn}; local {local.disk_consistent_lsn}, "
+            f"{local.latest_gc_cutoff_lsn}): another writer uploaded this timeline",
+        )
+    return local
+
+
+class Timeline:
+    def __init__(
+        self,
+        tenant_id: ids.TenantId,
+        timeline_id: ids.TimelineId,
+        directory: Path,
+        meta: metadata.TimelineMetadata,
+        queue: upload_queue.UploadQueue,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.timeline_id = timeline_id
+        self.directory = directory
+        self.metadata = meta
+        self.queue = queue
+        self.layers: dict[layer_name.LayerName, int] = {}
+        self.state = TimelineState.SUSPENDED
+        self.awaits_download = False
+
+    @property
+    def where(self) -> str:
+        return f"timeline {self.tenant_id}/{self.timeline_id}"
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(self.layers.values())
+
+    @property
+    def upload_lag_bytes(self) -> int:
+        """Bytes of local layers the last completed remote index does not name."""
+        remote = self.queue.remote_files
+        return sum(size for name, size in self.layers.items() if name not in remote)
+
+    def local_only(self) -> dict[layer_name.LayerName, int]:
+        """Resident layers the desired remote state does not have yet."""
+        latest = self.queue.latest_files
+        return {n: s for n, s in self.layers.items() if n not in latest}
+
+    def schedule_local_only(self, *, force_index: bool = False) -> int:
+        """Upload every local-only layer, then the index. Returns the number of layers scheduled."""
+        only = self.local_only()
+        for name, size in sorted(only.items(), key=lambda kv: str(kv[0])):
+            self.queue.schedule_layer_upload(name, size)
+        if only or force_index or self.queue.latest_metadata != self.metadata:
+            self.queue.schedule_index_upload(self.metadata)
+        return len(only)
+
+    def write_metadata(self) -> None:
+        crashsafe.durable_write(self.directory / paths.METADATA_FILE, self.metadata.to_bytes())

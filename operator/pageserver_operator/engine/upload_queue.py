@@ -1,0 +1,297 @@
+"""Per-timeline upload queue with the reference's launch rules (§6.9).
+
+Invariants:
+- FIFO; only the head of the queue may start, nothing overtakes.
+- Layer uploads run in parallel with each other.
+- An index upload starts only when nothing is in flight, so every layer an index names has
+  been uploaded before the index that names it.
+- A deletion starts only when everything in flight is a deletion, and is always preceded by an
+  index upload that no longer names the file (`schedule_layer_deletion`).
+- A barrier (`wait_completion`) resolves when everything scheduled before it has completed.
+- `remote_consistent_lsn` is the ``disk_consistent_lsn`` of the last *completed* index upload.
+
+The queue is not persisted: after a crash, reconcile_with_remote rebuilds it from the remote
+index and the local files. Accepted leaks (as in the reference): a layer uploaded but never
+indexed, a layer unlinked by an index but not yet deleted.
+
+Fix over the reference (#5635): a layer whose upload can never succeed because its local file
+disappeared is *abandoned*: later index uploads leave it out instead of naming an object that
+does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pageserver_operator.engine import metrics, paths, remote_io
+from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
+from pageserver_operator.remote import errors as remote_errors
+
+log = logging.getLogger(__name__)
+
+
+class OpKind(enum.Enum):
+    UPLOAD_LAYER = "upload_layer"
+    UPLOAD_INDEX = "upload_index"
+    DELETE = "delete"
+    BARRIER = "barrier"
+
+
+_GAUGE_LABELS = {
+    OpKind.UPLOAD_LAYER: ("layer", "upload"),
+    OpKind.UPLOAD_INDEX: ("index", "upload"),
+    OpKind.DELETE: ("layer", "delete"),
+}
+
+
+@dataclass
+class Op:
+    kind: OpKind
+    name: layer_name.LayerName | None = None
+    size: int | None = None
+    files: dict[layer_name.LayerName, int | None] = field(default_factory=dict)
+    metadata: metadata.TimelineMetadata | None = None
+    barrier: asyncio.Future[None] | None = None
+
+
+class QueueStopped(EngineError):
+    def __init__(self, message: str) -> None:
+        super().__init__("UploadQueueStopped", message, transient=True)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff between attempts of one queued operation."""
+
+    base: float = 0.1
+    factor: float = 2.0
+    cap: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        if attempt <= 0:
+            return 0.0
+        return float(min(self.base * self.factor ** (attempt - 1), self.cap))
+
+
+class UploadQueue:
+    def __init__(
+        self,
+        io: remote_io.RemoteIO,
+        tenant_id: ids.TenantId,
+        timeline_id: ids.TimelineId,
+        timeline_dir: Path,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        self.io = io
+        self.tenant_id = tenant_id
+        self.timeline_id = timeline_id
+        self.timeline_dir = timeline_dir
+        self.backoff = backoff
+        self.initialized = False
+        self.stopped = False
+        #: The desired remote file set, including everything queued or in flight.
+        self.latest_files: dict[layer_name.LayerName, int | None] = {}
+        self.latest_metadata: metadata.TimelineMetadata | None = None
+        self.remote_consistent_lsn: lsn.Lsn | None = None
+        #: Names of layers known to be in the remote index that has completed last.
+        self.remote_files: dict[layer_name.LayerName, int | None] = {}
+        self.last_error: str | None = None
+        self.abandoned: set[layer_name.LayerName] = set()
+        self._queued: list[Op] = []
+        self._in_flight: dict[int, Op] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_id = 0
+        self._log = logging.LoggerAdapter(
+            log, {"tenant_id": str(tenant_id), "timeline_id": str(timeline_id)}
+        )
+
+    # ---- initialisation -------------------------------------------------------------------
+
+    def init_from_index(self, index: index_part.IndexPart) -> None:
+        self._init()
+        self.latest_files = {name: meta.file_size for name, meta in index.layers.items()}
+        self.remote_files = dict(self.latest_files)
+        self.latest_metadata = index.metadata
+        self.remote_consistent_lsn = index.disk_consistent_lsn
+
+    def init_empty(self, meta: metadata.TimelineMetadata) -> None:
+        self._init()
+        self.latest_metadata = meta
+        self.remote_consistent_lsn = None
+
+    def _init(self) -> None:
+        if self.initialized:
+            raise RuntimeError("upload queue initialised twice")
+        self.initialized = True
+
+    def record_size(self, name: layer_name.LayerName, size: int) -> bool:
+        """Remember a size learnt by downloading (v0 index); True if it was unknown before."""
+        if name in self.latest_files and self.latest_files[name] is None:
+            self.latest_files[name] = size
+            return True
+        return False
+
+    # ---- scheduling -----------------------------------------------------------------------
+
+    def schedule_layer_upload(self, name: layer_name.LayerName, size: int) -> None:
+        self._check_open()
+        self.latest_files[name] = size
+        self._enqueue(Op(OpKind.UPLOAD_LAYER, name=name, size=size))
+
+    def schedule_index_upload(self, meta: metadata.TimelineMetadata) -> None:
+        self._check_open()
+        self.latest_metadata = meta
+        self._enqueue(Op(OpKind.UPLOAD_INDEX, files=dict(self.latest_files), metadata=meta))
+
+    def schedule_layer_deletion(self, names: list[layer_name.LayerName]) -> None:
+        """Unlink ``names`` from the index (uploaded first), then delete the objects."""
+        self._check_open()
+        assert self.latest_metadata is not None
+        for name in names:
+            self.latest_files.pop(name, None)
+        self._enqueue(Op(OpKind.UPLOAD_INDEX, files=dict(self.latest_files), metadata=self.latest_metadata))
+        for name in names:
+            self._enqueue(Op(OpKind.DELETE, name=name))
+
+    async def wait_completion(self) -> None:
+        """Barrier: returns when everything scheduled before the call has completed."""
+        self._check_open()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(Op(OpKind.BARRIER, barrier=fut))
+        await fut
+
+    def stop(self) -> None:
+        """Drop queued operations (failing pending barriers); in-flight attempts finish by themselves."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for op in self._queued:
+            if op.barrier is not None and not op.barrier.done():
+                op.barrier.set_exception(
+                    QueueStopped("wait_completion aborted because upload queue was stopped")
+                )
+            self._gauge(op, -1)
+        self._queued.clear()
+
+    # ---- introspection --------------------------------------------------------------------
+
+    @property
+    def unfinished(self) -> int:
+        """Operations queued or in flight, barriers not counted."""
+        return sum(1 for op in self._queued if op.kind is not OpKind.BARRIER) + len(self._in_flight)
+
+    def in_flight_kinds(self) -> list[OpKind]:
+        return [op.kind for op in self._in_flight.values()]
+
+    def queued_kinds(self) -> list[OpKind]:
+        return [op.kind for op in self._queued]
+
+    def pending_upload_bytes(self) -> int:
+        """Bytes of layers scheduled for upload that have not completed yet."""
+        ops = [*self._queued, *self._in_flight.values()]
+        return sum(op.size or 0 for op in ops if op.kind is OpKind.UPLOAD_LAYER)
+
+    # ---- launching ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self.initialized:
+            raise RuntimeError("upload queue is in state Uninitialized")
+        if self.stopped:
+            raise QueueStopped(f"upload queue of timeline {self.timeline_id} is stopped")
+
+    def _enqueue(self, op: Op) -> None:
+        self._queued.append(op)
+        self._gauge(op, +1)
+        self._launch()
+
+    def _gauge(self, op: Op, delta: int) -> None:
+        labels = _GAUGE_LABELS.get(op.kind)
+        if labels is not None:
+            metrics.UPLOAD_QUEUE_UNFINISHED.labels(
+                str(self.tenant_id), str(self.timeline_id), *labels
+            ).inc(delta)
+
+    def _may_start(self, op: Op) -> bool:
+        if op.kind is OpKind.UPLOAD_LAYER:
+            return True
+        if op.kind is OpKind.DELETE:
+            return all(o.kind is OpKind.DELETE for o in self._in_flight.values())
+        return not self._in_flight  # UPLOAD_INDEX and BARRIER
+
+    def _launch(self) -> None:
+        while self._queued and not self.stopped and self._may_start(self._queued[0]):
+            op = self._queued.pop(0)
+            if op.kind is OpKind.BARRIER:
+                assert op.barrier is not None
+                if not op.barrier.done():
+                    op.barrier.set_result(None)
+                continue
+            task_id = self._next_id
+            self._next_id += 1
+            self._in_flight[task_id] = op
+            task = asyncio.get_running_loop().create_task(self._execute(task_id, op))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, task_id: int, op: Op) -> None:
+        attempt = 0
+        try:
+            while not self.stopped:
+                try:
+                    await self._perform(op)
+                    self.last_error = None
+                    break
+                except FileNotFoundError as e:
+                    if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
+                        self._log.error("abandoning upload of %s: local file is gone (%s)", op.name, e)
+                        self.abandoned.add(op.name)
+                        self.latest_files.pop(op.name, None)
+                        break
+                    self._record_failure(op, e, attempt)
+                except (remote_errors.RemoteError, OSError) as e:
+                    self._record_failure(op, e, attempt)
+                attempt += 1
+                await asyncio.sleep(self.backoff.delay(attempt))
+        finally:
+            self._in_flight.pop(task_id, None)
+            self._gauge(op, -1)
+        if not self.stopped:
+            self._launch()
+
+    def _record_failure(self, op: Op, e: BaseException, attempt: int) -> None:
+        what = f"{op.kind.value} {op.name}" if op.name else op.kind.value
+        self.last_error = f"timeline {self.timeline_id}: {what} failed: {e}"
+        self._log.warning("%s (attempt %d), retrying", self.last_error, attempt + 1)
+
+    async def _perform(self, op: Op) -> None:
+        if op.kind is OpKind.UPLOAD_LAYER:
+            assert op.name is not None and op.size is not None
+            local = self.timeline_dir / str(op.name)
+            actual = (await self.io.run(local.stat)).st_size
+            if actual != op.size:
+                raise OSError(f"local layer {local} has {actual} bytes, {op.size} were scheduled")
+            await self.io.upload_file(
+                paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name), local, op.size
+            )
+            metrics.LAYER_UPLOADS.labels(str(self.tenant_id)).inc()
+        elif op.kind is OpKind.UPLOAD_INDEX:
+            assert op.metadata is not None
+            files = {n: s for n, s in op.files.items() if n not in self.abandoned}
+            # sizes learnt by downloads since the snapshot was taken (v0 upgrade)
+            for n, s in files.items():
+                if s is None and self.latest_files.get(n) is not None:
+                    files[n] = self.latest_files[n]
+            index = index_part.IndexPart.build(files, op.metadata)
+            await self.io.put_bytes(
+                paths.remote_index_key(self.tenant_id, self.timeline_id), index.to_json_bytes()
+            )
+            self.remote_consistent_lsn = op.metadata.disk_consistent_lsn
+            self.remote_files = files
+        elif op.kind is OpKind.DELETE:
+            assert op.name is not None
+            await self.io.delete(paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name))

@@ -1,0 +1,76 @@
+"""Operator settings: one pydantic model fed by environment variables, CLI flags and Helm values.
+
+Every field has a description, an environment name (``PAGESERVER_OPERATOR_<FIELD>``) and a
+default. A flag wins over its variable (the CLI passes only the flags that were given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from pageserver_operator.remote import url as remote_url
+
+ENV_PREFIX = "PAGESERVER_OPERATOR_"
+
+
+class EngineSettings(BaseSettings):
+    """What the storage engine needs: the volume and the remote storage."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    workdir: Path = Field(Path("/data"), description="The pageserver working directory (the volume)")
+    remote: str = Field(
+        ...,
+        description="Remote storage: file:///absolute/path or "
+        "s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=REGION",
+    )
+    concurrency: int = Field(
+        8, ge=1, le=256, description="Remote requests in flight at once (downloads and uploads share it)"
+    )
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute_workdir(cls, v: Path) -> Path:
+        return v.absolute()
+
+    @field_validator("remote")
+    @classmethod
+    def _valid_remote(cls, v: str) -> str:
+        remote_url.parse_remote_url(v)
+        return v
+
+    def remote_config(self) -> remote_url.RemoteConfig:
+        return remote_url.parse_remote_url(self.remote, concurrency=self.concurrency)
+
+
+class OperatorSettings(EngineSettings):
+    """Settings of ``pageserver-operator run``."""
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch (comma-separated in the env); empty = all"
+    )
+    sync_period: float = Field(60.0, gt=0, description="Seconds between syncs of an Active tenant")
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig file; default: KUBECONFIG, else the in-cluster service account"
+    )
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port (0 = off)")
+    liveness_port: int = Field(8080, ge=0, le=65535, description="kopf liveness endpoint port (0 = off)")
+    log_format: Literal["json", "text"] = Field("text", description="Log line format")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    status_interval: float = Field(
+        1.0, gt=0, description="Minimum seconds between two progress updates of one Tenant's status"
+    )
+    retry_initial: float = Field(30.0, gt=0, description="First automatic retry of a Broken tenant (s)")
+    retry_max: float = Field(3600.0, gt=0, description="Cap of the retry backoff of a Broken tenant (s)")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [n.strip() for n in v.split(",") if n.strip()]
+        return v

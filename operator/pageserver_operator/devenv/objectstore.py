@@ -19,7 +19,9 @@ import atexit
 import os
 import sys
 import sysconfig
+import tempfile
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,21 +41,16 @@ REGION = "us-east-1"
 READY_TIMEOUT = 90.0
 START_ATTEMPTS = 3
 
-# Every port flag of `weed mini`; each gets its own free port.
-_PORT_FLAGS = (
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "volume.port.public",
-    "filer.port",
-    "filer.port.grpc",
-    "filer.port.public",
-    "s3.port",
-    "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
+# Each server of `weed mini` as (HTTP port flag, gRPC port flag). SeaweedFS derives
+# some gRPC addresses as HTTP + 10000 even when told otherwise, so the pairs follow that.
+_SERVER_PORT_FLAGS = (
+    ("master.port", "master.port.grpc"),
+    ("volume.port", "volume.port.grpc"),
+    ("filer.port", "filer.port.grpc"),
+    ("s3.port", "s3.port.grpc"),
+    ("admin.port", "admin.port.grpc"),
 )
+_GRPC_PORT_OFFSET = 10000
 
 
 def _log(message: str) -> None:
@@ -82,7 +79,9 @@ def find_weed() -> Path:
 class ObjectStore:
     """A running ``weed mini`` serving S3. Create with :meth:`start`."""
 
-    def __init__(self, state_dir: Path, endpoint: str, process: processes.ManagedProcess) -> None:
+    def __init__(
+        self, state_dir: Path, endpoint: str, process: processes.ManagedProcess, ports: dict[str, int]
+    ) -> None:
         self.state_dir = state_dir
         """Directory holding the server's data and log."""
         self.endpoint = endpoint
@@ -91,6 +90,7 @@ class ObjectStore:
         self.secret_key = SECRET_KEY
         self.region = REGION
         self._process = process
+        self._ports = ports
         atexit.register(self.stop)
 
     @classmethod
@@ -114,7 +114,11 @@ class ObjectStore:
 
     @classmethod
     def _start_once(cls, weed: Path, state_dir: Path) -> ObjectStore:
-        ports = dict(zip(_PORT_FLAGS, processes.free_ports(len(_PORT_FLAGS)), strict=True))
+        ports: dict[str, int] = {}
+        pairs = processes.free_port_pairs(len(_SERVER_PORT_FLAGS), _GRPC_PORT_OFFSET)
+        for (http_flag, grpc_flag), (http_port, grpc_port) in zip(_SERVER_PORT_FLAGS, pairs, strict=True):
+            ports[http_flag] = http_port
+            ports[grpc_flag] = grpc_port
         data_dir = state_dir / "data"
         admin_dir = state_dir / "admin"
         data_dir.mkdir(exist_ok=True)
@@ -160,7 +164,7 @@ class ObjectStore:
         except BaseException:
             process.stop()
             raise
-        return cls(state_dir, endpoint, process)
+        return cls(state_dir, endpoint, process, ports)
 
     def client(self) -> S3Client:
         """A boto3 S3 client for this server (path-style addressing, dev credentials)."""
@@ -195,7 +199,15 @@ class ObjectStore:
     def stop(self) -> None:
         """Stop the server. Idempotent; safe after a failed test."""
         self._process.stop()
+        _remove_stale_sockets(self._ports.values())
         atexit.unregister(self.stop)
+
+
+def _remove_stale_sockets(ports: Iterable[int]) -> None:
+    """Remove ``/tmp/seaweedfs-*-<port>.sock`` of our ports (left behind if weed was killed)."""
+    for port in ports:
+        for path in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            path.unlink(missing_ok=True)
 
 
 def _make_client(endpoint: str, retries: int = 3) -> S3Client:

@@ -58,6 +58,39 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def free_port_pairs(count: int, offset: int) -> list[tuple[int, int]]:
+    """``count`` pairs of free ports ``(p, p + offset)``, all distinct.
+
+    Why: SeaweedFS derives some gRPC addresses as HTTP port + 10000 even when the gRPC
+    port is given, so pinned ports must follow that convention to stay reachable.
+    """
+    held: list[socket.socket] = []
+    pairs: list[tuple[int, int]] = []
+    try:
+        for _ in range(count * 50):
+            if len(pairs) == count:
+                break
+            first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(first)
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            if port + offset > 65535:
+                continue
+            second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(second)
+            try:
+                second.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+            pairs.append((port, port + offset))
+    finally:
+        for sock in held:
+            sock.close()
+    if len(pairs) < count:
+        raise StartError(f"could not find {count} free port pairs (p, p+{offset}) on 127.0.0.1")
+    return pairs
+
+
 def _pdeathsig_preexec() -> Callable[[], None] | None:
     """A preexec hook asking the kernel to SIGKILL the child when its parent thread dies.
 

@@ -180,7 +180,7 @@ class IndexPart:
         )
 
     @classmethod
-    def parse(cls, data: bytes | str) -> IndexPart:
+    def parse(cls, data: bytes | bytearray | memoryview | str) -> IndexPart:
         """Parse `index_part.json` (v0 or v1, compact or pretty); raises `InvalidIndexPart`."""
         return _parse(data)
 
@@ -228,7 +228,7 @@ def _check_duplicates(obj: _JsonObject, where: str) -> None:
         _fail(f"{where} has duplicate key {errors.show(obj.duplicates[0])}")
 
 
-def _load_json(data: bytes | str) -> object:
+def _load_json(data: bytes | bytearray | memoryview | str) -> object:
     if isinstance(data, bytes | bytearray | memoryview):
         if len(data) > MAX_INDEX_PART_BYTES:
             _fail(f"{len(data)} bytes, more than the limit {MAX_INDEX_PART_BYTES}")
@@ -261,13 +261,25 @@ def _u64(value: object, where: str) -> int:
     return value
 
 
-def _layer(value: object, where: str) -> LayerName:
+def _layer(value: object, cache: dict[str, LayerName], field: str, position: int | None) -> LayerName:
+    """Parse a layer name once (memoized in `cache`).
+
+    Errors name `field[position]` (an array entry) or, with no position, `field key 'NAME'`.
+    """
+
+    def where() -> str:
+        return f"{field}[{position}]" if position is not None else f"{field} key {errors.show(value)}"
+
     if not isinstance(value, str):
-        _fail(f"{where} must be a string, got {_json_type(value)} {errors.show(value)}")
+        _fail(f"{where()} must be a string, got {_json_type(value)} {errors.show(value)}")
+    cached = cache.get(value)
+    if cached is not None:
+        return cached
     try:
-        return parse_layer_name(value)
+        parsed = cache[value] = parse_layer_name(value)
     except errors.FormatError as exc:
-        raise errors.InvalidIndexPart(f"{_PREFIX}: {where}: {exc}") from exc
+        raise errors.InvalidIndexPart(f"{_PREFIX}: {where()}: {exc}") from exc
+    return parsed
 
 
 def _string_list(value: object, field: str) -> list[object]:
@@ -278,7 +290,7 @@ def _string_list(value: object, field: str) -> list[object]:
     return value
 
 
-def _parse(data: bytes | str) -> IndexPart:
+def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
     document = _load_json(data)
     if not isinstance(document, _JsonObject):
         _fail(f"expected a JSON object at the top level, got {_json_type(document)}")
@@ -290,9 +302,12 @@ def _parse(data: bytes | str) -> IndexPart:
 
     version = _u64(document.get("version", 0), "version")
 
-    timeline_layers: set[LayerName] = set()
+    # Names are parsed once each (they appear in timeline_layers and layer_metadata) and matched
+    # by their text, which is canonical: equal names have equal text.
+    parsed_names: dict[str, LayerName] = {}
     for position, item in enumerate(_string_list(document["timeline_layers"], "timeline_layers")):
-        timeline_layers.add(_layer(item, f"timeline_layers[{position}]"))
+        _layer(item, parsed_names, "timeline_layers", position)
+    timeline_layers = dict(parsed_names)
 
     missing_layers: list[str] = []
     for position, item in enumerate(_string_list(document.get("missing_layers", []), "missing_layers")):
@@ -300,7 +315,7 @@ def _parse(data: bytes | str) -> IndexPart:
             _fail(f"missing_layers[{position}] must be a string, got {_json_type(item)} {errors.show(item)}")
         missing_layers.append(item)
 
-    sizes: dict[LayerName, int | None] = {}
+    sizes: dict[str, int | None] = {}
     layer_metadata = document.get("layer_metadata", {})
     if not isinstance(layer_metadata, dict):
         _fail(
@@ -311,14 +326,14 @@ def _parse(data: bytes | str) -> IndexPart:
     if len(layer_metadata) > MAX_LAYERS:
         _fail(f"layer_metadata has {len(layer_metadata)} entries, more than the limit {MAX_LAYERS}")
     for key, entry in layer_metadata.items():
-        name = _layer(key, f"layer_metadata key {errors.show(key)}")
+        _layer(key, parsed_names, "layer_metadata", None)
         where = f"layer_metadata[{key}]"
         if not isinstance(entry, dict):
             _fail(f"{where} must be an object, got {_json_type(entry)} {errors.show(entry)}")
         if isinstance(entry, _JsonObject):
             _check_duplicates(entry, where)
         size = entry.get("file_size")
-        sizes[name] = None if size is None else _u64(size, f"{where}.file_size")
+        sizes[key] = None if size is None else _u64(size, f"{where}.file_size")
 
     dcl_text = document["disk_consistent_lsn"]
     if not isinstance(dcl_text, str):
@@ -338,7 +353,7 @@ def _parse(data: bytes | str) -> IndexPart:
             _fail(f"metadata_bytes[{position}] must be an integer 0..255, got {errors.show(byte)}")
 
     return IndexPart(
-        layers={name: LayerFileMetadata(sizes.get(name)) for name in timeline_layers},
+        layers={name: LayerFileMetadata(sizes.get(text)) for text, name in timeline_layers.items()},
         disk_consistent_lsn=disk_consistent_lsn,
         metadata_bytes=bytes(raw),
         version=version,

@@ -86,7 +86,7 @@ def _check_key_range(key_start: Key, key_end: Key) -> None:
         raise errors.InvalidLayerName(
             f"key range must be two Keys, got {errors.show(key_start)} and {errors.show(key_end)}"
         )
-    if key_start >= key_end:
+    if key_start.value >= key_end.value:
         raise errors.InvalidLayerName(f"empty key range: start {key_start} >= end {key_end}")
 
 
@@ -117,6 +117,9 @@ class ImageLayerName:
         """True if this layer is beyond `disk_consistent_lsn` (not durably complete): `lsn > D`."""
         return self.lsn > disk_consistent_lsn
 
+    def __hash__(self) -> int:
+        return hash((self.key_start.value, self.key_end.value, self.lsn.value))
+
     def __str__(self) -> str:
         return f"{self.key_start}-{self.key_end}__{self.lsn.hex16()}"
 
@@ -140,7 +143,7 @@ class DeltaLayerName:
                 f"delta layer LSN range must be two Lsns, got {errors.show(self.lsn_start)} "
                 f"and {errors.show(self.lsn_end)}"
             )
-        if self.lsn_start >= self.lsn_end:
+        if self.lsn_start.value >= self.lsn_end.value:
             raise errors.InvalidLayerName(
                 f"empty LSN range: start {self.lsn_start.hex16()} >= end {self.lsn_end.hex16()}"
             )
@@ -158,6 +161,9 @@ class DeltaLayerName:
     def is_future(self, disk_consistent_lsn: Lsn) -> bool:
         """True if this layer is beyond `disk_consistent_lsn` (not durably complete): `lsn_end > D + 1`."""
         return self.lsn_end.value > disk_consistent_lsn.value + 1
+
+    def __hash__(self) -> int:
+        return hash((self.key_start.value, self.key_end.value, self.lsn_start.value, self.lsn_end.value))
 
     def __str__(self) -> str:
         return f"{self.key_start}-{self.key_end}__{self.lsn_start.hex16()}-{self.lsn_end.hex16()}"

@@ -59,7 +59,7 @@ _U32: Final = struct.Struct(">I")
 _U32_LIMIT: Final = 1 << 32
 
 
-def crc32c(data: bytes) -> int:
+def crc32c(data: bytes | bytearray | memoryview) -> int:
     """CRC-32C (Castagnoli) of `data`, as stored in the metadata header."""
     return int(google_crc32c.value(bytes(data)))
 
@@ -118,29 +118,29 @@ class TimelineMetadata:
         return (header + body).ljust(METADATA_FILE_SIZE, b"\0")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> TimelineMetadata:
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> TimelineMetadata:
         """Decode a 512-byte `metadata` file image (v4, or v3 upgraded); raises `InvalidMetadata`."""
         return parse_metadata_with_version(data)[0]
 
 
-def parse_metadata_with_version(data: bytes) -> tuple[TimelineMetadata, int]:
+def parse_metadata_with_version(data: bytes | bytearray | memoryview) -> tuple[TimelineMetadata, int]:
     """Decode like `TimelineMetadata.from_bytes`, also returning the format version read (4 or 3).
 
     A result with version 3 was upgraded (pg_version 14); writing it back produces version 4.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise errors.InvalidMetadata(f"metadata must be bytes, got {errors.show(data)}")
-    data = bytes(data)
-    if len(data) != METADATA_FILE_SIZE:
-        raise errors.InvalidMetadata(f"metadata is {len(data)} bytes, expected {METADATA_FILE_SIZE}")
-    checksum, size, version = _HEADER.unpack_from(data, 0)
+    raw = bytes(data)
+    if len(raw) != METADATA_FILE_SIZE:
+        raise errors.InvalidMetadata(f"metadata is {len(raw)} bytes, expected {METADATA_FILE_SIZE}")
+    checksum, size, version = _HEADER.unpack_from(raw, 0)
     if size > METADATA_FILE_SIZE:
         raise errors.InvalidMetadata(f"metadata size field {size} exceeds {METADATA_FILE_SIZE}")
     if size < METADATA_HEADER_SIZE:
         raise errors.InvalidMetadata(
             f"metadata size field {size} is smaller than the {METADATA_HEADER_SIZE}-byte header"
         )
-    body = data[METADATA_HEADER_SIZE:size]
+    body = raw[METADATA_HEADER_SIZE:size]
     computed = crc32c(body)
     if computed != checksum:
         raise errors.MetadataChecksumMismatch(

@@ -95,7 +95,7 @@ def test_constructed_names_render_canonically() -> None:
         f"{K0}-{K3}__0000000001696070-",
         f"{K0}-{K3}__G000000001696070",
         f"{K0}-{K3}__+000000001696070",
-        f"{K0}-{K3}__０000000001696070",  # full-width digit
+        f"{K0}-{K3}__\uff10000000001696070",  # full-width digit
         "index_part.json",
         "metadata",
         "ephemeral-1",

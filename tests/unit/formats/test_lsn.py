@@ -26,7 +26,9 @@ def test_parse_and_str_round_trip(text: str, value: int) -> None:
     assert Lsn.parse(str(parsed)) == parsed
 
 
-@pytest.mark.parametrize(("text", "canonical"), [("0/16b5a50", "0/16B5A50"), ("00000000/016B5A50", "0/16B5A50")])
+@pytest.mark.parametrize(
+    ("text", "canonical"), [("0/16b5a50", "0/16B5A50"), ("00000000/016B5A50", "0/16B5A50")]
+)
 def test_parse_accepts_lowercase_and_leading_zeros(text: str, canonical: str) -> None:
     assert str(Lsn.parse(text)) == canonical
 
@@ -52,7 +54,7 @@ def test_parse_accepts_lowercase_and_leading_zeros(text: str, canonical: str) ->
         "0/100000000",
         "0/G",
         "0/1_0",
-        "０/1",  # full-width digit
+        "\uff10/1",  # full-width digit
         "0/\x00",
     ],
 )
@@ -92,14 +94,16 @@ def test_hex16_round_trip() -> None:
     assert Lsn.ZERO.hex16() == "0" * 16
 
 
-@pytest.mark.parametrize("text", ["", "16B5A51", "00000000016b5a51", "000000000016B5A51", "0000000 016B5A51", "0x00000016B5A51"])
+@pytest.mark.parametrize(
+    "text", ["", "16B5A51", "00000000016b5a51", "000000000016B5A51", "0000000 016B5A51", "0x00000016B5A51"]
+)
 def test_from_hex16_accepts_only_the_canonical_form(text: str) -> None:
     with pytest.raises(errors.InvalidLsn):
         Lsn.from_hex16(text)
 
 
 def test_constants() -> None:
-    assert Lsn.ZERO == Lsn(0)
+    assert Lsn(0) == Lsn.ZERO
     assert str(Lsn.ZERO) == "0/0"
     assert Lsn.MAX.value == lsn.LSN_LIMIT - 1
 

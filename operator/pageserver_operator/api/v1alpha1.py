@@ -116,7 +116,7 @@ class TenantStatus(Model):
     attempts: int | None = None
     next_retry_time: str | None = None
     history: list[HistoryEntry] | None = None
-    unmanaged_tenant_dirs: list[str] | None = None
+    timeline_count: int | None = Field(None, description="Number of timelines (printer column)")
 
 
 def rfc3339(t: datetime) -> str:
@@ -144,7 +144,7 @@ def status_from_snapshot(snap: engine_tenant.TenantSnapshot) -> TenantStatus:
         percent = 100
     phase = snap.state if snap.state in ("Loading", "Attaching", "Active", "Broken", "Stopping") else None
     return TenantStatus(
-        phase=phase,  # type: ignore[arg-type]
+        phase=phase,
         reason=snap.reason,
         message=snap.message,
         has_in_progress_downloads=snap.state in ("Loading", "Attaching"),

@@ -117,7 +117,7 @@ class Tenant:
         tenant_id: ids.TenantId,
         io: remote_io.RemoteIO,
         *,
-        backoff: upload_queue.Backoff = upload_queue.Backoff(),
+        backoff: upload_queue.Backoff = upload_queue.DEFAULT_BACKOFF,
     ) -> None:
         from pathlib import Path
 
@@ -251,6 +251,18 @@ class Tenant:
                 self.note(f"detach blocked: {err.message}")
                 raise err from e
 
+    def mark_broken(self, err: EngineError) -> None:
+        """Record a failure found outside attach/load (e.g. by sync) as Broken."""
+        self.stop()
+        self._set_state(TenantState.BROKEN, err.reason, err.message)
+
+    async def apply_config(self, config: Mapping[str, Any] | None) -> None:
+        """Write the tenant config overrides (idempotent; a no-op when unchanged)."""
+        try:
+            await self._write_config(config)
+        except BaseException as e:
+            raise self._classify(e) from e
+
     def stop(self) -> None:
         """Stop the upload queues (shutdown); queued work is redone by reconcile at next start."""
         for t in self.timelines.values():
@@ -338,7 +350,7 @@ class Tenant:
                 f"{self.where}: no timelines found in remote storage under "
                 f"{paths.remote_timelines_prefix(self.id)}",
             )
-        indexes = await self._fetch_indexes(remote_ids, required=set(remote_ids))
+        indexes = await self._fetch_indexes(set(remote_ids), required=set(remote_ids))
         await self._setup_timelines({}, indexes)
         await self.io.run(crashsafe.remove_marker, p.marker)
         self._activate()
@@ -679,7 +691,7 @@ async def _gather_first_error(coros: list[Any]) -> list[Any]:
     if not tasks:
         return []
     try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:
             exc = t.exception()
             if exc is not None:

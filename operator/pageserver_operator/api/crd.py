@@ -1,0 +1,124 @@
+"""The Tenant CRD, generated from the pydantic models of `v1alpha1`.
+
+``python -m pageserver_operator.api.crd > crds/tenants.pageserver.dev.yaml`` writes it; a test
+regenerates it and fails when the committed file differs, so the models and the schema cannot
+drift. The generated schema is structural: ``$ref``s inlined, ``nullable`` instead of
+``anyOf [.., null]``, no ``additionalProperties: false`` (the API server prunes unknown fields),
+plus what pydantic cannot say: the CEL immutability rule of ``spec.tenantId``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from pageserver_operator.api import v1alpha1
+
+_DROP = {"title", "default", "additionalProperties"}
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in node:
+        variants = [v for v in node["anyOf"] if v != {"type": "null"}]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(variants) == 1:
+            out = _structural({**variants[0], **rest}, defs)
+            out["nullable"] = True
+            return out
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k in _DROP or k == "$defs":
+            continue
+        if k == "const":
+            out["enum"] = [v]
+            continue
+        out[k] = {pk: _structural(pv, defs) for pk, pv in v.items()} if k == "properties" else _structural(v, defs)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def model_schema(model: type[v1alpha1.Model]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True)
+    defs = raw.pop("$defs", {})
+    result: dict[str, Any] = _structural(raw, defs)
+    return result
+
+
+def crd() -> dict[str, Any]:
+    spec = model_schema(v1alpha1.TenantSpec)
+    spec["properties"]["tenantId"]["x-kubernetes-validations"] = [
+        {"rule": "self == oldSelf", "message": "tenantId is immutable"}
+    ]
+    status = model_schema(v1alpha1.TenantStatus)
+    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    columns = [
+        {"name": "Tenant ID", "type": "string", "jsonPath": ".spec.tenantId"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Timelines", "type": "integer", "jsonPath": ".status.timelineCount"},
+        {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent", "priority": 1,
+         "description": "percent of the bytes of the current attach/reconcile that are on the volume"},
+        {"name": "ETA", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1,
+         "description": "seconds until the current attach/reconcile is done (from the recent rate)"},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"},
+        "spec": {
+            "group": v1alpha1.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": v1alpha1.KIND,
+                "plural": v1alpha1.PLURAL,
+                "singular": v1alpha1.SINGULAR,
+                "shortNames": v1alpha1.SHORT_NAMES,
+                "categories": ["pageserver"],
+            },
+            "versions": [
+                {
+                    "name": v1alpha1.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A pageserver tenant attached from remote storage onto the operator's volume",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m pageserver_operator.api.crd` from api/v1alpha1.py. Do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

@@ -1,0 +1,118 @@
+"""The operator's own calls to the API server: status patches and Events.
+
+kopf owns watching and finalizers; everything the operator writes besides that goes through
+here, on a small dedicated thread pool (the `kubernetes` client blocks), so that a slow API
+server never takes the workers that move tenant data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from pageserver_operator.api import v1alpha1
+
+log = logging.getLogger(__name__)
+
+
+class ClusterUnreachable(RuntimeError):
+    pass
+
+
+def load_config(kubeconfig: str | None) -> kubernetes.client.ApiClient:
+    """KUBECONFIG (or the given file), else the in-cluster service account."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    try:
+        if path:
+            cfg = kubernetes.client.Configuration()
+            kubernetes.config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            cfg = kubernetes.client.Configuration()
+            kubernetes.config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except Exception as e:
+        raise ClusterUnreachable(f"cannot load cluster credentials ({path or 'in-cluster'}): {e}") from e
+    cfg.retries = 3
+    return kubernetes.client.ApiClient(cfg)
+
+
+def check_cluster(api: kubernetes.client.ApiClient) -> None:
+    """Fail fast with one line when the API server or the CRD is missing."""
+    try:
+        kubernetes.client.VersionApi(api).get_code(_request_timeout=10)
+    except Exception as e:
+        raise ClusterUnreachable(f"cannot reach the API server at {api.configuration.host}: {e}") from e
+    try:
+        kubernetes.client.CustomObjectsApi(api).get_api_resources(
+            v1alpha1.GROUP, v1alpha1.VERSION, _request_timeout=10
+        )
+    except ApiException as e:
+        if e.status == 404:
+            raise ClusterUnreachable(
+                f"the CRD {v1alpha1.PLURAL}.{v1alpha1.GROUP} is not installed (kubectl apply -f crds/)"
+            ) from e
+        raise ClusterUnreachable(f"cannot read {v1alpha1.GROUP}/{v1alpha1.VERSION}: {e.status} {e.reason}") from e
+
+
+class Kube:
+    def __init__(self, api: kubernetes.client.ApiClient, workers: int = 4) -> None:
+        self.api = api
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        try:
+            await self._run(
+                self.custom.patch_namespaced_custom_object_status,
+                v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL, name, patch,
+                _request_timeout=30,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return  # the resource is gone
+            raise RuntimeError(f"PATCH status of {namespace}/{name}: {e.status} {e.reason}: {e.body}") from e
+
+    async def event(self, ref: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        now = datetime.now(UTC)
+        meta = ref["metadata"]
+        body = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=f"{v1alpha1.GROUP}/{v1alpha1.VERSION}",
+                kind=v1alpha1.KIND,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=kubernetes.client.V1EventSource(component="pageserver-operator"),
+            reporting_component="pageserver-operator",
+            reporting_instance=os.environ.get("HOSTNAME", "pageserver-operator"),
+        )
+        try:
+            await self._run(self.core.create_namespaced_event, meta["namespace"], body, _request_timeout=30)
+        except Exception as e:  # events are best effort
+            log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.api.close()  # type: ignore[no-untyped-call]

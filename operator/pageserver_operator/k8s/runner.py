@@ -1,0 +1,78 @@
+"""``pageserver-operator run``: settings -> a running kopf operator with metrics and liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import kopf
+import prometheus_client
+
+from pageserver_operator import logs
+from pageserver_operator import settings as settings_mod
+from pageserver_operator.engine import manager
+from pageserver_operator.formats import ids
+from pageserver_operator.k8s import controller, handlers, kube
+from pageserver_operator.remote import url as remote_url
+
+log = logging.getLogger(__name__)
+
+
+def run(s: settings_mod.OperatorSettings) -> None:
+    logs.setup(s.log_format, s.log_level)
+    try:
+        api = kube.load_config(str(s.kubeconfig) if s.kubeconfig else None)
+        kube.check_cluster(api)
+    except kube.ClusterUnreachable as e:
+        print(f"pageserver-operator run: {e}", file=sys.stderr)
+        sys.exit(1)
+    if s.kubeconfig:
+        import os
+
+        os.environ["KUBECONFIG"] = str(s.kubeconfig)
+    storage = remote_url.open_remote(s.remote_config())
+    m = manager.TenantManager(s.workdir, storage)
+    scan = m.scan_volume()
+    if scan.unknown:
+        log.warning("entries in %s that are not tenants (left alone): %s", m.tenants_root, ", ".join(scan.unknown))
+    handlers.REGISTRY = controller.Registry(manager=m, kube=kube.Kube(api), settings=s)
+    if s.metrics_port:
+        prometheus_client.start_http_server(s.metrics_port)
+    log.info(
+        "starting: workdir %s, remote %s, namespaces %s, %d tenant directories on the volume",
+        s.workdir, storage.describe(), ",".join(s.namespaces) or "(all)", len(scan.tenants),
+    )
+    asyncio.run(_operate(s, scan.tenants))
+    m.close()
+
+
+async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantId]) -> None:
+    liveness = f"http://0.0.0.0:{s.liveness_port}/healthz" if s.liveness_port else None
+    reporter = asyncio.get_running_loop().create_task(_report_unmanaged(on_volume))
+    try:
+        await kopf.operator(
+            clusterwide=not s.namespaces,
+            namespaces=s.namespaces,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        reporter.cancel()
+
+
+async def _report_unmanaged(on_volume: list[ids.TenantId], delay: float = 30.0) -> None:
+    """Tenant directories that no Tenant resource names are left alone and reported."""
+    await asyncio.sleep(delay)
+    reg = handlers.REGISTRY
+    if reg is None:
+        return
+    unmanaged = sorted(str(t) for t in on_volume if t not in reg.owners)
+    UNMANAGED.set(len(unmanaged))
+    if unmanaged:
+        log.warning("tenant directories on the volume that no Tenant resource names (left alone): %s",
+                    ", ".join(unmanaged))
+
+
+UNMANAGED = prometheus_client.Gauge(
+    "pageserver_operator_unmanaged_tenant_dirs", "Tenant directories on the volume that no Tenant resource names"
+)

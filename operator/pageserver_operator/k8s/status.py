@@ -1,0 +1,174 @@
+"""Status of a Tenant resource as small functions merged into one patch (CloudNativePG style).
+
+`StatusWriter` turns the engine's snapshot into ``status`` and writes it through the ``/status``
+subresource. Writes are coalesced: progress at most once per ``interval`` seconds, never per
+file; phase changes at once; a patch identical to the last one is skipped. Conditions keep
+their ``lastTransitionTime`` while their status does not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pageserver_operator.api import v1alpha1
+from pageserver_operator.engine import tenant as engine_tenant
+
+log = logging.getLogger(__name__)
+
+Patcher = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def now_rfc3339() -> str:
+    return v1alpha1.rfc3339(datetime.now(UTC))
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Return ``conditions`` with ``type_`` set; the transition time moves only on a change."""
+    value = "True" if status else "False"
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    ltt = old["lastTransitionTime"] if old and old.get("status") == value else now_rfc3339()
+    new = {
+        "type": type_,
+        "status": value,
+        "reason": reason or ("Ready" if status else "NotReady"),
+        "message": message,
+        "lastTransitionTime": ltt,
+    }
+    if generation is not None:
+        new["observedGeneration"] = generation
+    return [c for c in conditions if c.get("type") != type_] + [new]
+
+
+def ready_condition(
+    conditions: list[dict[str, Any]], snap: engine_tenant.TenantSnapshot, generation: int | None
+) -> list[dict[str, Any]]:
+    active = snap.state == "Active"
+    return set_condition(conditions, "Ready", active, snap.reason or "", snap.message, generation)
+
+
+def synced_condition(
+    conditions: list[dict[str, Any]], snap: engine_tenant.TenantSnapshot, generation: int | None
+) -> list[dict[str, Any]]:
+    if snap.state != "Active":
+        return set_condition(conditions, "Synced", False, "NotActive", f"tenant is {snap.state}", generation)
+    lagging = [t for t in snap.timelines if t.upload_lag_bytes or t.upload_queue_unfinished]
+    if lagging:
+        msg = ", ".join(
+            f"timeline {t.timeline_id}: {t.upload_lag_bytes} bytes, {t.upload_queue_unfinished} operations pending"
+            for t in lagging
+        )
+        return set_condition(conditions, "Synced", False, "UploadsPending", msg, generation)
+    return set_condition(
+        conditions, "Synced", True, "UpToDate", "every timeline's remote index is up to date", generation
+    )
+
+
+def build_status(
+    snap: engine_tenant.TenantSnapshot,
+    conditions: list[dict[str, Any]],
+    generation: int | None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The full status document for ``snap`` and the updated conditions."""
+    status = v1alpha1.status_from_snapshot(snap).model_dump(by_alias=True, exclude_none=True)
+    conditions = ready_condition(conditions, snap, generation)
+    conditions = synced_condition(conditions, snap, generation)
+    status["conditions"] = conditions
+    status["observedGeneration"] = generation
+    status["timelineCount"] = len(snap.timelines)
+    if extra:
+        status.update(extra)
+    return status, conditions
+
+
+class StatusWriter:
+    """Coalescing, throttled writer of one resource's status."""
+
+    def __init__(
+        self,
+        patch: Patcher,
+        snapshot: Callable[[], engine_tenant.TenantSnapshot],
+        interval: float,
+        conditions: list[dict[str, Any]] | None = None,
+        generation: int | None = None,
+    ) -> None:
+        self._patch = patch
+        self._snapshot = snapshot
+        self.interval = interval
+        self.conditions = list(conditions or [])
+        self.generation = generation
+        self.extra: dict[str, Any] = {}
+        self._last: dict[str, Any] | None = None
+        self._last_time = 0.0
+        self._last_state: str | None = None
+        self._dirty = asyncio.Event()
+        self._urgent = False
+        self._task: asyncio.Task[None] | None = None
+        self.patches = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Write what is pending, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
+
+    def mark(self, urgent: bool = False) -> None:
+        self._urgent = self._urgent or urgent
+        self._dirty.set()
+
+    def on_tenant_change(self, t: engine_tenant.Tenant) -> None:
+        state = t.state.value if t.state else None
+        self.mark(urgent=state != self._last_state)
+
+    async def flush(self) -> None:
+        snap = self._snapshot()
+        status, self.conditions = build_status(snap, self.conditions, self.generation, self.extra)
+        self._last_state = snap.state
+        comparable = _without_volatile(status)
+        if self._last is not None and comparable == self._last:
+            return
+        try:
+            await self._patch({"status": status})
+        except Exception as e:  # a failed status write must never stop the tenant
+            log.warning("status patch failed: %s", e)
+            return
+        self._last = comparable
+        self._last_time = time.monotonic()
+        self.patches += 1
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            if not self._urgent:
+                wait = self._last_time + self.interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._dirty.clear()
+            self._urgent = False
+            await self.flush()
+
+
+def _without_volatile(status: dict[str, Any]) -> dict[str, Any]:
+    """Status minus fields that change without meaning (ETA recomputed on every read)."""
+    out = dict(status)
+    if "progress" in out:
+        out["progress"] = {k: v for k, v in out["progress"].items() if k != "etaSeconds"}
+    return out

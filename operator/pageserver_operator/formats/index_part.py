@@ -23,7 +23,8 @@ Invariants:
 - Unknown fields (from newer pageservers) are ignored on read; the writer emits only the six
   fields above, compact, with layers sorted by name, so its output is deterministic.
 - `metadata_bytes` is always exactly 512 bytes that parse as `TimelineMetadata`
-  (checked at construction); the metadata is authoritative, `disk_consistent_lsn` is kept as read.
+  (checked at construction). The metadata is authoritative: `disk_consistent_lsn` is kept as read
+  (a disagreement is tolerated, as upstream does), but the writer emits the metadata's.
 - Absurd inputs are refused before they can cost much: more than `MAX_LAYERS` layers, or more
   than `MAX_INDEX_PART_BYTES` of JSON.
 - Every failure is an `InvalidIndexPart` whose message starts with `index_part.json:` and names
@@ -194,7 +195,8 @@ class IndexPart:
             "layer_metadata": {
                 str(name): {"file_size": meta.file_size} for name, meta in self.layers.items()
             },
-            "disk_consistent_lsn": str(self.disk_consistent_lsn),
+            # The writer's rule: a copy of the metadata's (which is authoritative).
+            "disk_consistent_lsn": str(self.metadata.disk_consistent_lsn),
             "metadata_bytes": list(self.metadata_bytes),
         }
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(

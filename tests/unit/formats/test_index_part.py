@@ -137,6 +137,15 @@ def test_unknown_fields_are_tolerated() -> None:
     assert IndexPart.parse(encode(document)) == IndexPart.parse(V1_BYTES)
 
 
+def test_disk_consistent_lsn_disagreeing_with_metadata_is_tolerated() -> None:
+    document = v1_document()
+    document["disk_consistent_lsn"] = "0/1"
+    parsed = IndexPart.parse(encode(document))
+    assert parsed.disk_consistent_lsn == Lsn.parse("0/1")
+    assert parsed.metadata.disk_consistent_lsn == Lsn.parse("0/16B5A50")
+    assert parsed.to_json_bytes() == V1_BYTES  # the writer copies the metadata's
+
+
 def test_missing_layers_may_be_absent() -> None:
     document = v1_document()
     del document["missing_layers"]

@@ -8,7 +8,6 @@ The logic lives in :mod:`pageserver_operator.devenv`; this file only scopes it. 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,8 +67,8 @@ def s3_bucket(s3_server: objectstore.ObjectStore) -> str:
 
 @pytest.fixture(scope="session")
 def kubectl() -> Path:
-    """Path of the ``kubectl`` client (required under CI like the other components)."""
-    found = shutil.which("kubectl")
-    if found is None:
-        unavailable("kubectl", FileNotFoundError("`kubectl` is not on PATH"))
-    return Path(found)
+    """A ``kubectl`` (cached build, else PATH, else built now); required under CI."""
+    try:
+        return binaries.find_kubectl()
+    except binaries.BuildError as error:
+        unavailable("kubectl", error)

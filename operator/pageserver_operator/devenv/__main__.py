@@ -131,11 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = commands.add_parser("up", help="start the environment and stay in the foreground")
     up.add_argument("--state-dir", type=Path, default=default_state_dir(), help="default: %(default)s")
     up.add_argument("--no-s3", action="store_true", help="do not start the object store")
-    commands.add_parser("binaries", help="build or find the etcd and kube-apiserver binaries")
+    build = commands.add_parser("binaries", help="build or find etcd, kube-apiserver (and kubectl)")
+    build.add_argument("--kubectl", choices=("auto", "always", "never"), default="auto")
     args = parser.parse_args(argv)
     try:
         if args.command == "binaries":
-            return binaries.main()
+            return binaries.main(["--kubectl", args.kubectl])
         return _up(args.state_dir, not args.no_s3)
     except (processes.StartError, binaries.BuildError) as error:
         print(f"error: {error}", file=sys.stderr)

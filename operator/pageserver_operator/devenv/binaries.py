@@ -2,7 +2,7 @@
 
 Why built here: neither is pip- or apt-installable at a current version, and
 ``go install`` refuses both (their ``go.mod`` files carry ``replace`` directives).
-Each is built from a small wrapper module (templates in ``devenv/go/<name>/``) that
+Each is built from a small wrapper module (templates in ``devenv/go/<module>/``) that
 requires the upstream module. For kube-apiserver the wrapper also replaces every
 ``k8s.io/*`` staging module by its published ``v0.X.Y``; that list is read from the
 release's own ``go.mod`` (``go mod download -json``), never typed by hand.
@@ -16,11 +16,15 @@ Invariants:
 - A binary appears at its final path only complete (built to a temp name, then renamed).
 - One Go build at a time across processes (a file lock): the machines have 2 cores.
 
-Run ``python -m pageserver_operator.devenv.binaries`` to just ensure both binaries.
+kubectl is built from the same Kubernetes wrapper, but only when asked or when none is
+on PATH (:func:`find_kubectl`).
+
+Run ``python -m pageserver_operator.devenv.binaries`` to just ensure the binaries.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import fcntl
 import json
@@ -51,17 +55,22 @@ class Component:
     """One Go-built binary: where its source module lives and how to check the result."""
 
     name: str
-    """Binary name, also the template directory under ``devenv/go/``."""
+    """Binary name."""
+    module: str
+    """Wrapper-module template directory under ``devenv/go/`` (also its build directory)."""
     version: str
     """Upstream module version (``v``-prefixed)."""
     package: str
     """Go package path of the ``main`` package to build."""
     version_text: str
-    """Substring that ``<binary> --version`` must print for a cached binary to count."""
+    """Substring that the version command must print for a cached binary to count."""
+    version_args: tuple[str, ...] = ("--version",)
+    """Arguments that make the binary print its version."""
 
 
 ETCD = Component(
     name="etcd",
+    module="etcd",
     version=ETCD_VERSION,
     package="go.etcd.io/etcd/server/v3",
     version_text=f"etcd Version: {ETCD_VERSION.removeprefix('v')}",
@@ -69,12 +78,23 @@ ETCD = Component(
 
 KUBE_APISERVER = Component(
     name="kube-apiserver",
+    module="kubernetes",
     version=KUBERNETES_VERSION,
     package="k8s.io/kubernetes/cmd/kube-apiserver",
     version_text=f"Kubernetes {KUBERNETES_VERSION}",
 )
 
-COMPONENTS = (ETCD, KUBE_APISERVER)
+KUBECTL = Component(
+    name="kubectl",
+    module="kubernetes",
+    version=KUBERNETES_VERSION,
+    package="k8s.io/kubernetes/cmd/kubectl",
+    version_text=f"Client Version: {KUBERNETES_VERSION}",
+    version_args=("version", "--client"),
+)
+
+CONTROL_PLANE = (KUBE_APISERVER, ETCD)
+"""What the control plane needs, slowest build first."""
 
 
 def cache_root() -> Path:
@@ -100,7 +120,7 @@ def _is_usable(path: Path, component: Component) -> bool:
         return False
     try:
         result = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
+            [str(path), *component.version_args], capture_output=True, text=True, timeout=60, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -178,7 +198,7 @@ def _kubernetes_ldflags(version: str, commit: str) -> str:
 
 
 def _template(component: Component, filename: str) -> string.Template:
-    source = resources.files("pageserver_operator.devenv").joinpath("go", component.name, filename)
+    source = resources.files("pageserver_operator.devenv").joinpath("go", component.module, filename)
     return string.Template(source.read_text())
 
 
@@ -189,7 +209,7 @@ def _write_wrapper(go: Path, component: Component, workdir: Path) -> str:
         (workdir / stale).unlink(missing_ok=True)
     values = {"version": component.version, "replaces": ""}
     ldflags = "-s -w"
-    if component is KUBE_APISERVER:
+    if component.module == "kubernetes":
         # `go mod download` needs a module context to run in; an empty one will do.
         (workdir / "go.mod").write_text("module pageserver-operator.local/build/probe\n\ngo 1.24\n")
         published = _published_staging_version(component.version)
@@ -223,7 +243,7 @@ def build(component: Component) -> Path:
     """Build ``component`` unconditionally into its cache slot; return the binary path."""
     go = find_go()
     target = binary_path(component)
-    workdir = cache_root() / "build" / f"{component.name}-{component.version}"
+    workdir = cache_root() / "build" / f"{component.module}-{component.version}"
     started = time.monotonic()
     _log(f"building {component.name} {component.version} with {go} (this can take minutes)")
     ldflags = _write_wrapper(go, component, workdir)
@@ -233,7 +253,7 @@ def build(component: Component) -> Path:
     partial = target.with_name(f".{component.name}.partial")
     _run_go(go, ["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(partial), component.package], workdir)
     if not _is_usable(partial, component):
-        raise BuildError(f"built {partial} but `--version` does not report {component.version_text!r}")
+        raise BuildError(f"built {partial} but its version output lacks {component.version_text!r}")
     partial.replace(target)
     finished = time.monotonic()
     _log(
@@ -264,22 +284,53 @@ def ensure_kube_apiserver() -> Path:
     return ensure(KUBE_APISERVER)
 
 
-def ensure_all() -> dict[str, Path]:
-    """Ensure every control-plane binary; the slow kube-apiserver first."""
+def find_kubectl() -> Path:
+    """A kubectl: the cached build if present, else the one on PATH, else build it."""
+    cached = binary_path(KUBECTL)
+    if _is_usable(cached, KUBECTL):
+        return cached
+    on_path = shutil.which("kubectl")
+    if on_path:
+        return Path(on_path)
+    return ensure(KUBECTL)
+
+
+def ensure_all(kubectl: str = "auto") -> dict[str, Path]:
+    """Ensure the control-plane binaries (slowest first) and a kubectl.
+
+    ``kubectl``: ``"auto"`` builds it only if none is on PATH, ``"always"`` builds it,
+    ``"never"`` leaves it out.
+    """
+    wanted = list(CONTROL_PLANE)
+    if kubectl == "always" or (kubectl == "auto" and shutil.which("kubectl") is None):
+        wanted.append(KUBECTL)
     paths: dict[str, Path] = {}
-    for component in (KUBE_APISERVER, ETCD):
+    for component in wanted:
         started = time.monotonic()
         paths[component.name] = ensure(component)
         _log(
             f"{component.name} {component.version} ready in {time.monotonic() - started:.1f} s: {paths[component.name]}"
         )
+    if "kubectl" not in paths and kubectl == "auto":
+        paths["kubectl"] = find_kubectl()
     return paths
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Console entry: ensure the binaries, print their paths; exit 1 with the reason on failure."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pageserver_operator.devenv.binaries",
+        description="Build (once) and cache etcd, kube-apiserver and, if needed, kubectl.",
+    )
+    parser.add_argument(
+        "--kubectl",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto: build kubectl only if none is on PATH (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
     try:
-        paths = ensure_all()
+        paths = ensure_all(args.kubectl)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -98,8 +98,10 @@ def set_aside(path: Path) -> Path:
 
 
 def remove_tree(path: Path, aside: Path) -> None:
-    """Remove a directory tree crash-safely: rename to ``aside``, fsync the parent, delete."""
-    if path.exists():
+    """Remove a directory tree crash-safely: rename to ``aside``, fsync the parent, delete.
+
+    ``path == aside`` (a leftover that is already its own aside name) is just deleted."""
+    if path != aside and path.exists():
         if aside.exists():
             shutil.rmtree(aside)
         os.rename(path, aside)

@@ -8,13 +8,14 @@ Uses a tiny test CRD (``gadgets``), not the product's Tenant CRD.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client, config
@@ -75,6 +76,28 @@ CRD: dict[str, Any] = {
 }
 
 
+M = TypeVar("M")
+
+
+def model(parse: Callable[[dict[str, Any]], M | None], data: dict[str, Any]) -> M:
+    """Build a typed client model from its JSON form (``from_dict`` is typed Optional)."""
+    parsed = parse(data)
+    assert parsed is not None, data
+    return parsed
+
+
+def as_dict(body: object) -> dict[str, Any]:
+    """Custom-object calls return untyped JSON; check it is an object."""
+    assert isinstance(body, dict), body
+    return body
+
+
+def connect(kubeconfig: Path) -> client.ApiClient:
+    """An API client for ``kubeconfig`` (the loader is untyped)."""
+    api_client: client.ApiClient = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    return api_client
+
+
 def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     """Poll ``check`` until true (caches such as RBAC and discovery settle asynchronously)."""
     deadline = time.monotonic() + timeout
@@ -87,11 +110,11 @@ def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "co
 @pytest.fixture(scope="module")
 def api(control_plane: controlplane.ControlPlane) -> Iterator[client.ApiClient]:
     """An admin API client built from the control plane's written kubeconfig."""
-    api_client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api_client = connect(control_plane.kubeconfig)
     try:
         yield api_client
     finally:
-        api_client.close()
+        api_client.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +122,7 @@ def gadget_crd(api: client.ApiClient) -> None:
     """The test CRD, applied and Established."""
     extensions = client.ApiextensionsV1Api(api)
     try:
-        extensions.create_custom_resource_definition(client.V1CustomResourceDefinition.from_dict(CRD))
+        extensions.create_custom_resource_definition(model(client.V1CustomResourceDefinition.from_dict, CRD))
     except ApiException as error:
         if error.status != 409:
             raise
@@ -116,7 +139,7 @@ def gadget_crd(api: client.ApiClient) -> None:
 def namespace(api: client.ApiClient) -> str:
     """A fresh namespace (never deleted: without a controller-manager it would stay Terminating)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    client.CoreV1Api(api).create_namespace(client.V1Namespace.from_dict({"metadata": {"name": name}}))
+    client.CoreV1Api(api).create_namespace(model(client.V1Namespace.from_dict, {"metadata": {"name": name}}))
     return name
 
 
@@ -140,8 +163,8 @@ def test_status_subresource_patch_is_stored_and_read_back(
     api: client.ApiClient, gadget_crd: None, namespace: str
 ) -> None:
     objects = client.CustomObjectsApi(api)
-    created = objects.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, gadget("g1", "0123abcd")
+    created = as_dict(
+        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, gadget("g1", "0123abcd"))
     )
     assert "status" not in created
 
@@ -153,7 +176,7 @@ def test_status_subresource_patch_is_stored_and_read_back(
         GROUP, VERSION, namespace, PLURAL, "g1", {"spec": {"size": 2}, "status": {"phase": "Hijacked"}}
     )
 
-    read: dict[str, Any] = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "g1")
+    read = as_dict(objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "g1"))
     assert read["status"] == {"phase": "Active", "observedGeneration": 1}
     assert read["spec"] == {"serial": "0123abcd", "size": 2}
     assert read["metadata"]["generation"] == 2, "a status write must not bump the generation"
@@ -181,7 +204,7 @@ def test_cel_rule_keeps_the_serial_immutable(api: client.ApiClient, gadget_crd: 
 
     assert error.value.status == 422
     assert "serial is immutable" in str(error.value.body)
-    read = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "g2")
+    read = as_dict(objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "g2"))
     assert read["spec"]["serial"] == "00000001"
 
 
@@ -189,9 +212,9 @@ def service_account_token(api: client.ApiClient, namespace: str, name: str) -> s
     """Create ServiceAccount ``name`` and mint a token for it (TokenRequest API)."""
     core = client.CoreV1Api(api)
     core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount.from_dict({"metadata": {"name": name}})
+        namespace, model(client.V1ServiceAccount.from_dict, {"metadata": {"name": name}})
     )
-    request = client.AuthenticationV1TokenRequest.from_dict({"spec": {"expirationSeconds": 3600}})
+    request = model(client.AuthenticationV1TokenRequest.from_dict, {"spec": {"expirationSeconds": 3600}})
     response = core.create_namespaced_service_account_token(name, namespace, request)
     assert response.status is not None
     return str(response.status.token)
@@ -206,53 +229,62 @@ def test_rbac_denies_a_service_account_until_a_role_binding_allows_it(
 ) -> None:
     token = service_account_token(api, namespace, "reader")
     kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "reader.kubeconfig")
-    reader_client = config.new_client_from_config(config_file=str(kubeconfig))
-    reader = client.CustomObjectsApi(reader_client)
+    with contextlib.closing(connect(kubeconfig)) as reader_client:
+        reader = client.CustomObjectsApi(reader_client)
 
-    with pytest.raises(ApiException) as denied:
-        reader.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    assert denied.value.status == 403
-    assert f"system:serviceaccount:{namespace}:reader" in str(denied.value.body)
-
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_namespaced_role(
-        namespace,
-        client.V1Role.from_dict(
-            {
-                "metadata": {"name": "gadget-reader"},
-                "rules": [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]}],
-            }
-        ),
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        client.V1RoleBinding.from_dict(
-            {
-                "metadata": {"name": "gadget-reader"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "gadget-reader"},
-                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
-            }
-        ),
-    )
-
-    def can_list() -> bool:
-        try:
+        with pytest.raises(ApiException) as denied:
             reader.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        except ApiException as error:
-            if error.status == 403:
-                return False
-            raise
-        return True
+        assert denied.value.status == 403
+        assert f"system:serviceaccount:{namespace}:reader" in str(denied.value.body)
 
-    eventually(can_list, what="the RoleBinding to take effect")
-    # The binding grants reads only, and only in this namespace.
-    with pytest.raises(ApiException) as still_denied:
-        reader.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, gadget("nope", "0000000f"))
-    assert still_denied.value.status == 403
-    with pytest.raises(ApiException) as other_namespace:
-        reader.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
-    assert other_namespace.value.status == 403
-    reader_client.close()
+        rbac = client.RbacAuthorizationV1Api(api)
+        rbac.create_namespaced_role(
+            namespace,
+            model(
+                client.V1Role.from_dict,
+                {
+                    "metadata": {"name": "gadget-reader"},
+                    "rules": [
+                        {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]}
+                    ],
+                },
+            ),
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            model(
+                client.V1RoleBinding.from_dict,
+                {
+                    "metadata": {"name": "gadget-reader"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": "gadget-reader",
+                    },
+                    "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+                },
+            ),
+        )
+
+        def can_list() -> bool:
+            try:
+                reader.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            except ApiException as error:
+                if error.status == 403:
+                    return False
+                raise
+            return True
+
+        eventually(can_list, what="the RoleBinding to take effect")
+        # The binding grants reads only, and only in this namespace.
+        with pytest.raises(ApiException) as still_denied:
+            reader.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, gadget("nope", "0000000f")
+            )
+        assert still_denied.value.status == 403
+        with pytest.raises(ApiException) as other_namespace:
+            reader.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
+        assert other_namespace.value.status == 403
 
 
 def test_kubectl_works_with_the_written_kubeconfig(

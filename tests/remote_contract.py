@@ -25,6 +25,7 @@ import botocore.awsrequest
 import botocore.exceptions
 import pytest
 import urllib3.exceptions
+from botocore.compat import HTTPHeaders
 
 from pageserver_operator.remote import base, errors, unreliable
 
@@ -219,7 +220,9 @@ def check_delete_removes_and_missing_is_success(h: Harness, tmp: Path) -> None:
     h.storage.delete(TL_B + "never-existed")
     h.storage.delete(TL_A + "index_part.json")
     assert h.storage.list_objects("") == {}
-    assert h.storage.list_dirs(TL) == []  # no object left below: the "directory" is gone, as on S3
+    # AWS S3 and the local backend drop a "directory" with its last object; SeaweedFS keeps the empty
+    # folder as a common prefix. Callers must treat a listed timeline without an index as NotFound.
+    assert h.storage.list_dirs(TL) in ([], ["11111111111111111111111111111111"])
     assert h.raw_keys() == set()
 
 
@@ -405,7 +408,7 @@ class BotocoreFaults:
     def fail_with_status(self, operation: str, times: int, status: int, code: str) -> None:
         def respond() -> botocore.awsrequest.AWSResponse:
             body = f"<Error><Code>{code}</Code><Message>injected {code}</Message></Error>".encode()
-            return botocore.awsrequest.AWSResponse("http://injected", status, {}, _RawBody(body))
+            return botocore.awsrequest.AWSResponse("http://injected", status, HTTPHeaders(), _RawBody(body))
 
         self._arm(operation, times, respond)
 

@@ -60,7 +60,7 @@ def test_a_failed_write_leaves_the_old_object_and_no_temp_file(
     def broken_replace(src: object, dst: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(local_fs.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(errors.TransientRemoteError, match="8 attempts"):
         storage.put_bytes(KEY, b"new")
 
@@ -77,10 +77,10 @@ def test_out_of_space_is_permanent_and_not_retried(
     def full_disk(fd: int, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(local_fs.os, "write", full_disk)
+    monkeypatch.setattr(os, "write", full_disk)
     with pytest.raises(errors.PermanentRemoteError, match="No space left"):
         storage.put_bytes(KEY, b"data")
-    monkeypatch.setattr(local_fs.os, "write", real_write)
+    monkeypatch.setattr(os, "write", real_write)
     assert sleeps.delays == []
     assert _files(root) == set()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
+from typing import Any
 
 import botocore.exceptions
 import pytest
@@ -37,7 +38,7 @@ def _sample(name: str, **labels: str) -> float:
 
 def test_client_configuration(aws_env: None) -> None:
     storage = s3.S3Storage("bucket", "/p/", "http://127.0.0.1:1", "eu-west-1", concurrency=12)
-    config = storage.client.meta.config
+    config: Any = storage.client.meta.config
     assert config.max_pool_connections >= 12
     assert config.retries is not None and config.retries["total_max_attempts"] == 1
     assert config.s3 is not None and config.s3["addressing_style"] == "path"
@@ -278,7 +279,6 @@ def test_map_error_of_client_side_failures(exc: BaseException, kind: type[errors
     ],
 )
 def test_map_error_of_s3_responses(code: str, status: int, kind: type[errors.RemoteError]) -> None:
-    exc = botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
-    )
+    response: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    exc = botocore.exceptions.ClientError(response, "GetObject")
     assert type(s3.map_error(exc, op="get", bucket="b", full_key="k")) is kind

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_every_operation_can_fail(inner: local_fs.LocalFsStorage, tmp_path: Path
     source = tmp_path / "src"
     source.write_bytes(b"data")
     flaky = unreliable.UnreliableStorage(inner, fail_first=1)
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: flaky.list_dirs(""),
         lambda: flaky.list_objects(""),
         lambda: flaky.get_bytes("k"),

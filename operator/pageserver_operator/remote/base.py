@@ -44,7 +44,8 @@ class RemoteStorage(Protocol):
         """Names of the immediate "subdirectories" under ``prefix`` (which ends with '/').
 
         For ``tenants/<tid>/timelines/`` this returns the timeline id strings. An empty or
-        missing prefix yields an empty list.
+        missing prefix yields an empty list. Some S3-compatible servers (SeaweedFS) keep a
+        "directory" whose objects were all deleted, so a listed name may hold no object.
         """
         ...
 
@@ -63,7 +64,12 @@ class RemoteStorage(Protocol):
         expected_size: int | None,
         progress: ProgressCallback | None = None,
     ) -> int:
-        """Stream the object into ``out`` (positioned at 0, truncated) and return the byte count."""
+        """Stream the object into ``out`` (positioned at 0, truncated) and return the byte count.
+
+        ``progress`` is called per chunk; when a transient failure mid-stream restarts the
+        download, it is first called with the negative count of the abandoned bytes, so the
+        sum of all calls is always the bytes kept in ``out``.
+        """
         ...
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -71,7 +77,11 @@ class RemoteStorage(Protocol):
         ...
 
     def upload_file(self, key: str, path: Path, size: int, progress: ProgressCallback | None = None) -> None:
-        """Create or replace an object with the content of a local file of exactly ``size`` bytes."""
+        """Create or replace an object with the content of a local file of exactly ``size`` bytes.
+
+        ``progress(size)`` is called once the object exists. A local file of another size is a
+        `PermanentRemoteError`; a missing local file raises the plain ``OSError``.
+        """
         ...
 
     def delete(self, key: str) -> None:

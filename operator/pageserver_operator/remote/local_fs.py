@@ -54,6 +54,8 @@ class LocalFsStorage:
     """`base.RemoteStorage` over a directory tree."""
 
     def __init__(self, root: Path, concurrency: int = 8, *, retrier: retry.Retrier | None = None) -> None:
+        """Serve the tree under ``root`` (created on the first write); ``retrier`` replaces the default
+        retry policy (tests pass one that does not sleep)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self._root = Path(os.path.abspath(root))

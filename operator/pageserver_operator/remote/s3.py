@@ -19,6 +19,10 @@ How requests are arranged (see reference/s3-download-performance.md §0-1):
   of the abandoned bytes so the caller's totals stay right.
 - With an ``endpoint`` (S3-compatible server) addressing is path-style, and checksums are only
   sent or checked when the operation requires them (many servers lack the newer algorithms).
+- Uploads are one PUT with the exact ``ContentLength`` (no multipart: layer files are at most a
+  few hundred MiB, well under S3's 5 GiB single-PUT limit).
+- ``list_dirs`` returns the common prefixes as the server reports them: SeaweedFS keeps a
+  "directory" whose objects were all deleted, so a listed name may hold no object.
 
 Error mapping: ``NoSuchKey``/404 is `NotFound`; ``NoSuchBucket``, ``AccessDenied``,
 ``InvalidAccessKeyId``, ``SignatureDoesNotMatch`` and other 4xx are `PermanentRemoteError`
@@ -120,6 +124,12 @@ class S3Storage:
         read_timeout: float = 60.0,
         list_page_size: int = 1000,
     ) -> None:
+        """Create the client; nothing is sent until the first operation.
+
+        ``retrier`` replaces the default retry policy (tests pass one that does not sleep);
+        ``connect_timeout``/``read_timeout`` bound each request's socket waits, in seconds;
+        ``list_page_size`` is ListObjectsV2's ``MaxKeys`` (S3 caps it at 1000).
+        """
         # Same validation as a parsed URL (bucket name, prefix without slashes, endpoint form).
         self._config = url.RemoteConfig(
             kind="s3",

@@ -35,7 +35,12 @@ ALL_OPS: frozenset[metrics.Op] = frozenset({"list", "get", "download", "upload",
 
 
 class UnreliableStorage:
-    """Fails the first ``fail_first`` calls of each (operation, target), then delegates."""
+    """Fails the first ``fail_first`` calls of each (operation, target), then delegates.
+
+    ``ops`` picks the operations by their metric names (`ALL_OPS`: ``list`` for both listings,
+    ``get``, ``download``, ``upload``, ``put``, ``delete``); None means all of them. ``error`` is
+    the exception class raised, constructed with a message naming the operation and target.
+    """
 
     def __init__(
         self,

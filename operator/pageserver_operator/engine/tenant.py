@@ -238,7 +238,7 @@ class Tenant:
                 )
             try:
                 await self._sync_once(timeout)
-            except BaseException as e:
+            except Exception as e:
                 raise self._classify(e) from e
 
     async def detach(self, timeout: float | None = None) -> None:
@@ -246,7 +246,7 @@ class Tenant:
         async with self._lock:
             try:
                 await self._detach(timeout)
-            except BaseException as e:
+            except Exception as e:
                 err = self._classify(e)
                 self.note(f"detach blocked: {err.message}")
                 raise err from e
@@ -260,7 +260,7 @@ class Tenant:
         """Write the tenant config overrides (idempotent; a no-op when unchanged)."""
         try:
             await self._write_config(config)
-        except BaseException as e:
+        except Exception as e:
             raise self._classify(e) from e
 
     def stop(self) -> None:
@@ -278,7 +278,7 @@ class Tenant:
             self.stop()
             await self._stop_downloads()
             raise
-        except BaseException as e:
+        except Exception as e:
             await self._stop_downloads()
             err = self._classify(e)
             if err.transient:
@@ -350,7 +350,18 @@ class Tenant:
                 f"{self.where}: no timelines found in remote storage under "
                 f"{paths.remote_timelines_prefix(self.id)}",
             )
-        indexes = await self._fetch_indexes(set(remote_ids), required=set(remote_ids))
+        indexes = await self._fetch_indexes(set(remote_ids), required=set())
+        skipped = sorted(str(t) for t in set(remote_ids) - set(indexes))
+        if skipped:
+            # A prefix without an index: a timeline whose first upload never completed (or an
+            # emptied folder the server keeps listing). It is not part of the remote state.
+            self._log.warning("skipping remote timelines without index_part.json: %s", ", ".join(skipped))
+        if not indexes:
+            raise EngineError(
+                "NoRemoteTimelines",
+                f"{self.where}: no timeline under {paths.remote_timelines_prefix(self.id)} has an "
+                f"index_part.json ({len(remote_ids)} listed)",
+            )
         await self._setup_timelines({}, indexes)
         await self.io.run(crashsafe.remove_marker, p.marker)
         self._activate()
@@ -367,7 +378,7 @@ class Tenant:
         await self.io.run(self._check_config)
         local = await self.io.run(self._read_local_timelines)
         remote_ids = await self._list_remote_timelines()
-        indexes = await self._fetch_indexes(set(local) | set(remote_ids), required=set(remote_ids) - set(local))
+        indexes = await self._fetch_indexes(set(local) | set(remote_ids), required=set())
         await self._setup_timelines(local, indexes)
         self._activate()
 
@@ -656,7 +667,7 @@ class Tenant:
                 # the local data stays where it is.
                 try:
                     await self._load(None)
-                except BaseException as e:
+                except Exception as e:
                     err = self._classify(e)
                     raise EngineError(
                         err.reason,
@@ -672,8 +683,9 @@ class Tenant:
                     "UploadIncomplete", f"local-only layers not uploaded for {', '.join(lagging)}", transient=True
                 )
         else:
-            # The marker means attach never completed: every local layer came from remote.
-            self._set_state(TenantState.STOPPING, "DetachStarted", "removing an incomplete attach")
+            # Nothing local, or a marker: attach never completed, every local layer came from remote.
+            what = "removing an incomplete attach" if state == "attaching" else "nothing on the volume"
+            self._set_state(TenantState.STOPPING, "DetachStarted", what)
         self.stop()
         await self.io.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
         metrics.forget_tenant(str(self.id))

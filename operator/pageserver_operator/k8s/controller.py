@@ -72,6 +72,7 @@ class TenantController:
         self.retry_token: str | None = None
         self.attempts = 0
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._last_event_state: str | None = None
         old = (body.get("status") or {})
@@ -96,7 +97,7 @@ class TenantController:
         self.writer.generation = generation
         self.retry_token = token
         self.spec = dict(body.get("spec") or {})
-        if wake:
+        if wake and not meta.get("deletionTimestamp"):
             self._wake.set()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class TenantController:
             self._task = asyncio.get_running_loop().create_task(self._main(), name=f"tenant {self.key}")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -143,13 +145,21 @@ class TenantController:
             asyncio.get_running_loop().create_task(self.event(type_, reason, t.message))
 
     async def _sleep(self, seconds: float) -> bool:
-        """Sleep, or return early (True) when woken by a spec change or the retry annotation."""
+        """Sleep, or return early (True) when woken by a spec change or the retry annotation.
+
+        Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives in the
+        same tick as the wake-up (a deletion does both), and the controller would never stop."""
+        if self._stopping:
+            raise asyncio.CancelledError()
         self._wake.clear()
+        waiter = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-            return True
-        except TimeoutError:
-            return False
+            done, _ = await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
+        if self._stopping:
+            raise asyncio.CancelledError()
+        return bool(done)
 
     # ---- the loop -------------------------------------------------------------------------------
 

@@ -47,7 +47,20 @@ def run(s: settings_mod.OperatorSettings) -> None:
     m.close()
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: log the stack of every asyncio task (where is it waiting?)."""
+    import io
+
+    for task in asyncio.all_tasks():
+        buf = io.StringIO()
+        task.print_stack(file=buf)
+        log.warning("task %s:\n%s", task.get_name(), buf.getvalue())
+
+
 async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantId]) -> None:
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     liveness = f"http://0.0.0.0:{s.liveness_port}/healthz" if s.liveness_port else None
     reporter = asyncio.get_running_loop().create_task(_report_unmanaged(on_volume))
     try:

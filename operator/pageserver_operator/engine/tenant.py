@@ -522,8 +522,13 @@ class Tenant:
         for t, _ in prepared:
             await self.io.run(self._finish_timeline, t)
             # A timeline that never had a remote index gets one (fix of #3865); a v0 index whose
-            # sizes are now known is rewritten as v1.
-            t.schedule_local_only(force_index=t.timeline_id not in indexes or t.timeline_id in learnt)
+            # sizes are now known is rewritten as v1 -- also when the sizes were learnt from
+            # layers already on the volume (a rerun after a crash before that index upload).
+            index = indexes.get(t.timeline_id)
+            sizes_learnt = index is not None and any(
+                m.file_size is None and t.queue.latest_files.get(n) is not None for n, m in index.layers.items()
+            )
+            t.schedule_local_only(force_index=index is None or sizes_learnt or t.timeline_id in learnt)
 
     def _prepare_timelines(
         self,

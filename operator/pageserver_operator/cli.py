@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dev", help="local control plane + object store + sample tenant + operator")
     p.add_argument("--state-dir", default=None, help="where state and the env file go (default ~/.cache/...)")
+    p.add_argument("--exit-when-ready", action="store_true", help="stop everything once the sample is Active")
 
     p = sub.add_parser("testdata", help="generate test data in the exact formats")
     tsub = p.add_subparsers(dest="testdata_command", required=True, metavar="WHAT")
@@ -295,7 +296,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_dev(args: argparse.Namespace) -> None:
     from pageserver_operator import dev
 
-    dev.run(Path(args.state_dir) if args.state_dir else None)
+    dev.run(Path(args.state_dir) if args.state_dir else None, exit_when_ready=args.exit_when_ready)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -32,9 +32,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         variants = [v for v in node["anyOf"] if v != {"type": "null"}]
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         if len(variants) == 1:
-            out = _structural({**variants[0], **rest}, defs)
-            out["nullable"] = True
-            return out
+            nullable: dict[str, Any] = _structural({**variants[0], **rest}, defs)
+            nullable["nullable"] = True
+            return nullable
     out: dict[str, Any] = {}
     for k, v in node.items():
         if k in _DROP or k == "$defs":

@@ -140,7 +140,7 @@ def status_from_snapshot(snap: engine_tenant.TenantSnapshot) -> TenantStatus:
     percent = None
     if p.bytes_total:
         percent = min(100, int(100 * p.bytes_done / p.bytes_total))
-    elif p.started_at is not None:
+    elif snap.state == "Active":
         percent = 100
     phase = snap.state if snap.state in ("Loading", "Attaching", "Active", "Broken", "Stopping") else None
     return TenantStatus(

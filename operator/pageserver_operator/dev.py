@@ -1,0 +1,192 @@
+"""``pageserver-operator dev``: the embedded default, end to end, in one command.
+
+Starts the local control plane and object store (built once, cached), seeds a sample tenant in
+the exact remote formats (once: it stays in the object store's state), installs the CRD, runs
+the operator as a child process and applies ``examples/tenant.yaml``; then shows the Tenant go
+from Attaching to Active with its progress, and writes ``<state-dir>/env`` for a second shell.
+Ctrl-C (or SIGTERM) stops the operator, then the object store, then the control plane.
+A second run starts in seconds: nothing is rebuilt and the sample data is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pageserver_operator import testdata
+from pageserver_operator.api import crd, v1alpha1
+from pageserver_operator.devenv import binaries, environment
+from pageserver_operator.engine import paths
+from pageserver_operator.formats import ids
+from pageserver_operator.remote import errors as remote_errors
+from pageserver_operator.remote import url as remote_url
+
+BUCKET = "pageserver-dev"
+SAMPLE_SHAPE = testdata.TenantShape(timelines=3, layers=24, layer_size=4 << 20, seed=1)
+
+_EMBEDDED_SAMPLE = """\
+apiVersion: pageserver.dev/v1alpha1
+kind: Tenant
+metadata:
+  name: sample
+spec:
+  tenantId: 5ca1ab1e000000000000000000000001
+"""
+
+
+def _say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def sample_manifest() -> str:
+    """``examples/tenant.yaml`` of the checkout (the file the README shows), else a copy."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        path = base / "examples" / "tenant.yaml"
+        if path.is_file():
+            return path.read_text()
+    return _EMBEDDED_SAMPLE
+
+
+def sample_tenant_id(manifest: str) -> ids.TenantId:
+    for line in manifest.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "tenantId":
+            return ids.TenantId.parse(value.strip().strip("'\""))
+    raise ValueError("the sample manifest has no spec.tenantId")
+
+
+def _kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(binaries.find_kubectl()), *args], input=stdin, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _seed(remote: str, tenant_id: ids.TenantId, env: dict[str, str]) -> None:
+    os.environ.update(env)
+    storage = remote_url.open_remote(remote_url.parse_remote_url(remote))
+    try:
+        tl_prefix = paths.remote_timelines_prefix(tenant_id)
+        try:
+            if storage.list_dirs(tl_prefix):
+                _say(f"sample tenant {tenant_id} already in s3://{BUCKET}")
+                return
+        except remote_errors.NotFound:
+            pass
+        started = time.monotonic()
+        gen = testdata.make_remote_tenant(storage, SAMPLE_SHAPE, tenant_id)
+        _say(
+            f"seeded sample tenant {tenant_id}: {len(gen.timelines)} timelines, "
+            f"{gen.layer_bytes >> 20} MiB in {time.monotonic() - started:.1f} s"
+        )
+    finally:
+        storage.close()
+
+
+def _watch_until_active(env: dict[str, str], name: str, operator: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if operator.poll() is not None:
+            raise RuntimeError(f"the operator exited with status {operator.returncode}; see its log")
+        try:
+            doc: dict[str, Any] = json.loads(_kubectl(env, "get", "tenant", name, "-o", "json"))
+        except RuntimeError:
+            time.sleep(0.5)
+            continue
+        st = doc.get("status") or {}
+        prog = st.get("progress") or {}
+        line = (
+            f"tenant/{name}: {st.get('phase', 'Pending'):<9} "
+            f"{prog.get('percent', 0):>3}% ({prog.get('layersDone', 0)}/{prog.get('layersTotal', 0)} layers, "
+            f"{prog.get('bytesDone', 0) >> 20}/{prog.get('bytesTotal', 0) >> 20} MiB) {st.get('message', '')}"
+        )
+        if line != last:
+            _say(line)
+            last = line
+        if st.get("phase") == "Active":
+            return
+        if st.get("phase") == "Broken":
+            raise RuntimeError(f"the sample tenant is Broken: {st.get('reason')}: {st.get('message')}")
+        time.sleep(0.5)
+    raise RuntimeError(f"the sample tenant did not become Active within {timeout:.0f} s")
+
+
+def run(state_dir: Path | None, exit_when_ready: bool = False) -> None:
+    state = (state_dir or environment.default_state_dir()).resolve()
+    started = time.monotonic()
+    env_ = environment.start_environment(state)
+    operator: subprocess.Popen[bytes] | None = None
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        assert env_.object_store is not None
+        env_.object_store.create_bucket(BUCKET)
+        env = {**os.environ, **env_.env()}
+        remote = f"s3://{BUCKET}?endpoint={env_.object_store.endpoint}&region={env_.object_store.region}"
+        workdir = state / "volume"
+        workdir.mkdir(parents=True, exist_ok=True)
+        manifest = sample_manifest()
+        tenant_id = sample_tenant_id(manifest)
+        _seed(remote, tenant_id, env_.env())
+        _kubectl(env, "apply", "-f", "-", stdin=crd.render())
+        _kubectl(env, "wait", "--for=condition=Established", f"crd/{v1alpha1.PLURAL}.{v1alpha1.GROUP}", "--timeout=60s")
+        log_path = state / "operator.log"
+        extra = {
+            "PAGESERVER_OPERATOR_WORKDIR": str(workdir),
+            "PAGESERVER_OPERATOR_REMOTE": remote,
+            "PAGESERVER_OPERATOR_METRICS_PORT": "0",
+            "PAGESERVER_OPERATOR_LIVENESS_PORT": "0",
+            "PAGESERVER_OPERATOR_SYNC_PERIOD": "10",
+        }
+        with open(log_path, "ab") as log:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "pageserver_operator.cli", "run"],
+                env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        _say(f"operator running (pid {operator.pid}), log: {log_path}")
+        _kubectl(env, "apply", "-f", "-", stdin=manifest)
+        _watch_until_active(env, "sample", operator, timeout=300)
+        env_file = env_.write_env_file()
+        with open(env_file, "a") as f:
+            for k, v in extra.items():
+                if k in ("PAGESERVER_OPERATOR_WORKDIR", "PAGESERVER_OPERATOR_REMOTE"):
+                    f.write(f"{k}={shlex.quote(v)}\n")
+        _say(f"ready in {time.monotonic() - started:.1f} s. In another shell:")
+        print(f"  set -a; . {env_file}; set +a")
+        print("  kubectl get tenants -o wide")
+        print(f"  pageserver-operator status --workdir {workdir} {tenant_id}")
+        for line in env_file.read_text().splitlines():
+            print(f"  {line}")
+        if exit_when_ready:
+            return
+        _say("Ctrl-C stops everything")
+        while not stop.wait(1.0):
+            if operator.poll() is not None:
+                raise RuntimeError(f"the operator exited with status {operator.returncode}; see {log_path}")
+    finally:
+        if operator is not None and operator.poll() is None:
+            os.killpg(operator.pid, signal.SIGTERM)
+            try:
+                operator.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(operator.pid, signal.SIGKILL)
+                operator.wait()
+        env_.stop()
+        _say("stopped")

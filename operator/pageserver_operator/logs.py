@@ -13,11 +13,15 @@ import logging
 import sys
 from typing import Any
 
-_CONTEXT_KEYS = ("tenant_id", "timeline_id", "namespace", "name")
+_CONTEXT_KEYS = ("tenant_id", "timeline_id")
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: getattr(record, k) for k in _CONTEXT_KEYS if getattr(record, k, None) is not None}
+    ctx = {k: getattr(record, k) for k in _CONTEXT_KEYS if getattr(record, k, None) is not None}
+    ref = getattr(record, "k8s_ref", None)  # kopf's per-object loggers
+    if isinstance(ref, dict) and ref.get("name"):
+        ctx["object"] = f"{ref.get('namespace') or ''}/{ref['name']}".lstrip("/")
+    return ctx
 
 
 class TextFormatter(logging.Formatter):

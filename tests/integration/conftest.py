@@ -9,6 +9,7 @@ started, like every other test that needs it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     workdir.mkdir()
     for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    for var in [v for v in os.environ if v.startswith("PAGESERVER_OPERATOR_")]:
+        monkeypatch.delenv(var)  # only the flags the tests give count
     if request.param == "file":
         root = tmp_path / "remote"
         b = Backend("file", f"file://{root}", tmp_path, workdir, remote_root=root)

@@ -1,0 +1,435 @@
+"""load / sync / detach (reconcile_with_remote, reference §6.4-6.8, §6.11) against both backends.
+
+- ``load`` re-downloads a truncated local layer (the short copy is set aside as ``.0.old``) and
+  leaves the remote object untouched (nothing at all is written remotely);
+- ``load`` cleans leftovers (partial downloads, temp files, an aborted timeline creation) and sets
+  layers from the future aside;
+- a local-only layer (written as a pageserver flush does: layer, then metadata) is uploaded by
+  ``sync`` (and by ``load``) and then indexed with its size and the new metadata; ``status
+  --remote`` shows the upload lag before and none after;
+- ``detach`` of a tenant with local-only layers uploads them and the index *before* the
+  directory is removed (observed in-process with a recording storage wrapper, and through the
+  CLI); a fresh attach elsewhere then yields the same tree;
+- remote metadata ahead of local (disk_consistent_lsn or gc cutoff) makes ``load`` end Broken
+  with reason RemoteAheadOfLocal (exit 1, the reason as the last line of stderr), nothing uploaded;
+- a ``<tid>.___temp`` leftover of an interrupted detach is removed by ``load`` of the volume;
+- SIGKILL of ``sync`` and ``detach`` at random points (3 + 3 per backend) converges: the rerun
+  exits 0, every local-only layer ends up indexed remotely, and a directory is never gone before
+  its layers are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+import pytest
+
+from helpers import cli, tree
+from helpers.backends import Backend
+from pageserver_operator import testdata
+from pageserver_operator.engine import manager, paths
+from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
+from pageserver_operator.remote import base, url
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+SHAPE = testdata.TenantShape(timelines=3, layers=3, layer_size=30_000, sizes=[5_000, 300_001, 17, 64_000], seed=7)
+
+
+def attached(b: Backend, shape: testdata.TenantShape = SHAPE) -> testdata.GeneratedTenant:
+    gen = testdata.make_remote_tenant(b.open(), shape)
+    r = cli.run(["attach", *b.args(), str(gen.tenant_id)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    return gen
+
+
+def root_timeline(gen: testdata.GeneratedTenant) -> ids.TimelineId:
+    return gen.timelines[0]  # make_remote_tenant writes the root first
+
+
+def remote_index(b: Backend, tid: ids.TenantId, tlid: ids.TimelineId) -> tuple[index_part.IndexPart, dict[str, object]]:
+    raw = b.open().get_bytes(paths.remote_index_key(tid, tlid))
+    return index_part.IndexPart.parse(raw), json.loads(raw)
+
+
+def status(b: Backend, tid: ids.TenantId) -> dict[str, dict[str, object]]:
+    r = cli.run(["status", "--workdir", str(b.workdir), "--remote", b.url, str(tid), "--json"])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    return {t["timelineId"]: t for t in json.loads(r.stdout)["timelines"]}
+
+
+def file_object(b: Backend, key: str) -> Path | None:
+    """The file behind a remote key on the file:// backend (None on S3)."""
+    return b.remote_root.joinpath(*key.split("/")) if b.remote_root is not None else None
+
+
+# ---- load: truncated layer, leftovers, future layers --------------------------------------------
+
+
+def test_load_redownloads_a_truncated_layer_and_leaves_the_remote_object_alone(backend: Backend) -> None:
+    gen = attached(backend)
+    tid, root = gen.tenant_id, root_timeline(gen)
+    idx, _ = remote_index(backend, tid, root)
+    name = next(n for n, m in idx.layers.items() if m.file_size == 300_001)
+    local = paths.TenantPaths(backend.workdir, tid).layer(root, name)
+    good = local.read_bytes()
+    key = paths.remote_layer_key(tid, root, name)
+    obj = file_object(backend, key)
+    obj_stat = obj.stat() if obj is not None else None
+    store_before = backend.store_snapshot()
+    remote = tree.RemoteTenant.capture(backend.open(), tid)
+
+    with open(local, "r+b") as f:
+        f.truncate(100)
+    r = cli.run(["load", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+
+    assert local.read_bytes() == good
+    aside = local.with_name(f"{name}.0.old")
+    assert aside.read_bytes() == good[:100], "the short copy is set aside, not deleted"
+    tree.assert_matches_remote(backend.workdir, remote, allow_set_aside=True)
+    assert backend.store_snapshot() == store_before, "load wrote to remote storage"
+    if obj is not None and obj_stat is not None:
+        now = obj.stat()
+        assert (now.st_ino, now.st_mtime_ns, now.st_size) == (obj_stat.st_ino, obj_stat.st_mtime_ns, obj_stat.st_size)
+
+    # truncated to zero bytes, the reference's scenario, in a child timeline this time
+    child = gen.timelines[1]
+    cidx, _ = remote_index(backend, tid, child)
+    cname = next(iter(cidx.layers))
+    clocal = paths.TenantPaths(backend.workdir, tid).layer(child, cname)
+    cgood = clocal.read_bytes()
+    clocal.write_bytes(b"")
+    r = cli.run(["load", *backend.args()])  # every tenant of the volume
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    assert clocal.read_bytes() == cgood
+    assert backend.store_snapshot() == store_before
+
+
+def test_load_cleans_leftovers_and_sets_future_layers_aside(backend: Backend) -> None:
+    gen = attached(backend)
+    tid = gen.tenant_id
+    tp = paths.TenantPaths(backend.workdir, tid)
+    remote = tree.RemoteTenant.capture(backend.open(), tid)
+    child = gen.timelines[1]
+    cdir = tp.timeline_dir(child)
+    some_layer = next(p.name for p in cdir.iterdir() if p.name != "metadata")
+    (cdir / f"{some_layer}.temp_download").write_bytes(b"partial")
+    (cdir / "metadata___temp").write_bytes(b"x" * 512)
+    (cdir / "ephemeral-3").write_bytes(b"spill")
+    dcl = timeline_dcl(cdir)
+    future = layer_name.DeltaLayerName(
+        layer_name.Key.MIN, layer_name.Key.MAX, dcl, lsn.Lsn(dcl.value + 0x10000)
+    )
+    (cdir / str(future)).write_bytes(b"not durable")  # a layer written after the last metadata update
+    aborted = ids.TimelineId(bytes(range(16)))
+    (tp.timelines_dir / str(aborted)).mkdir()
+    (tp.timelines_dir / str(aborted) / "metadata").write_bytes(b"half-created")
+    (tp.timelines_dir / f"{aborted}.___uninit").write_bytes(b"")
+    (tp.timelines_dir / "0123___temp").mkdir()
+    (tp.timelines_dir / "0123___temp" / "junk").write_bytes(b"j")
+
+    r = cli.run(["load", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    assert (cdir / f"{future}.0.old").read_bytes() == b"not durable"
+    assert not (cdir / str(future)).exists()
+    tree.assert_matches_remote(backend.workdir, remote, allow_set_aside=True)
+    _, doc = remote_index(backend, tid, child)
+    assert str(future) not in doc["timeline_layers"]  # type: ignore[operator]
+
+
+def timeline_dcl(tdir: Path) -> lsn.Lsn:
+    return metadata.TimelineMetadata.from_bytes((tdir / "metadata").read_bytes()).disk_consistent_lsn
+
+
+# ---- local-only layers: sync, load, detach ------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["sync", "load"])
+def test_local_only_layer_is_uploaded_then_indexed_with_its_size(backend: Backend, command: str) -> None:
+    gen = attached(backend)
+    tid = gen.tenant_id
+    child = gen.timelines[2]
+    others = {t: remote_index(backend, tid, t)[1] for t in gen.timelines if t != child}
+    name = testdata.flush_local_layer(backend.workdir, tid, child, 123_457, seed=3)
+    tp = paths.TenantPaths(backend.workdir, tid)
+    local_meta = tp.metadata(child).read_bytes()
+    before = status(backend, tid)[str(child)]
+    assert before["uploadLagBytes"] == 123_457
+
+    r = cli.run([command, *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+
+    storage = backend.open()
+    assert storage.get_bytes(paths.remote_layer_key(tid, child, name)) == tp.layer(child, name).read_bytes()
+    idx, doc = remote_index(backend, tid, child)
+    assert doc["version"] == 1
+    assert str(name) in doc["timeline_layers"]  # type: ignore[operator]
+    assert doc["layer_metadata"][str(name)] == {"file_size": 123_457}  # type: ignore[index]
+    assert idx.metadata_bytes == local_meta
+    assert str(idx.disk_consistent_lsn) == str(metadata.TimelineMetadata.from_bytes(local_meta).disk_consistent_lsn)
+    assert len(idx.layers) == SHAPE.layers + 1
+    for t, d in others.items():
+        assert remote_index(backend, tid, t)[1] == d, f"index of untouched timeline {t} changed"
+    after = status(backend, tid)[str(child)]
+    assert after["uploadLagBytes"] == 0
+    assert after["remoteConsistentLsn"] == after["diskConsistentLsn"]
+
+    # a fresh attach elsewhere reproduces the volume, new layer included
+    other = backend.tmp / "other-workdir"
+    r = cli.run(["attach", "--workdir", str(other), "--remote", backend.url, str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    tree.assert_matches_remote(other, tree.RemoteTenant.capture(storage, tid))
+    tree.assert_matches_remote(backend.workdir, tree.RemoteTenant.capture(storage, tid))
+
+
+def test_detach_with_local_only_layers_uploads_them_before_removing_the_directory(backend: Backend) -> None:
+    gen = attached(backend)
+    tid = gen.tenant_id
+    tp = paths.TenantPaths(backend.workdir, tid)
+    new = {
+        gen.timelines[0]: testdata.flush_local_layer(backend.workdir, tid, gen.timelines[0], 77_777, seed=4),
+        gen.timelines[1]: testdata.flush_local_layer(backend.workdir, tid, gen.timelines[1], 1_001, seed=5),
+    }
+    local_copy = {t: tp.layer(t, n).read_bytes() for t, n in new.items()}
+    metas = {t: tp.metadata(t).read_bytes() for t in new}
+
+    r = cli.run(["detach", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    assert not tp.tenant_dir.exists()
+    assert not tp.deleting_dir.exists()
+    storage = backend.open()
+    for t, n in new.items():
+        assert storage.get_bytes(paths.remote_layer_key(tid, t, n)) == local_copy[t]
+        idx, doc = remote_index(backend, tid, t)
+        assert doc["layer_metadata"][str(n)] == {"file_size": len(local_copy[t])}  # type: ignore[index]
+        assert idx.metadata_bytes == metas[t]
+
+    r = cli.run(["attach", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    tree.assert_matches_remote(backend.workdir, tree.RemoteTenant.capture(storage, tid))
+    for t, n in new.items():
+        assert tp.layer(t, n).read_bytes() == local_copy[t]
+
+
+class RecordingStorage:
+    """Delegates to a real backend; records every write with whether the tenant dir existed then."""
+
+    def __init__(self, inner: base.RemoteStorage, tenant_dir: Path) -> None:
+        self.inner = inner
+        self.tenant_dir = tenant_dir
+        self.writes: list[tuple[str, str, bool]] = []
+        self._lock = threading.Lock()
+
+    def _record(self, op: str, key: str) -> None:
+        with self._lock:
+            self.writes.append((op, key, self.tenant_dir.exists()))
+
+    @property
+    def concurrency(self) -> int:
+        return self.inner.concurrency
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        return self.inner.list_dirs(prefix)
+
+    def list_objects(self, prefix: str) -> dict[str, int]:
+        return self.inner.list_objects(prefix)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.inner.get_bytes(key)
+
+    def download_to(
+        self, key: str, out: BinaryIO, expected_size: int | None, progress: base.ProgressCallback | None = None
+    ) -> int:
+        return self.inner.download_to(key, out, expected_size, progress)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.inner.put_bytes(key, data)
+        self._record("put", key)
+
+    def upload_file(self, key: str, path: Path, size: int, progress: base.ProgressCallback | None = None) -> None:
+        self.inner.upload_file(key, path, size, progress)
+        self._record("upload", key)
+
+    def delete(self, key: str) -> None:
+        self._record("delete", key)
+        self.inner.delete(key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_detach_order_layer_then_index_then_directory_removal(backend: Backend) -> None:
+    gen = attached(backend)
+    tid = gen.tenant_id
+    tp = paths.TenantPaths(backend.workdir, tid)
+    tl = gen.timelines[1]
+    name = testdata.flush_local_layer(backend.workdir, tid, tl, 50_000, seed=9)
+    rec = RecordingStorage(url.open_remote(url.parse_remote_url(backend.url)), tp.tenant_dir)
+    m = manager.TenantManager(backend.workdir, rec)
+
+    async def go() -> None:
+        await asyncio.wait_for(m.get(tid).detach(timeout=60), 120)
+
+    try:
+        asyncio.run(go())
+    finally:
+        m.close()
+    assert not tp.tenant_dir.exists()
+    layer_key = paths.remote_layer_key(tid, tl, name)
+    index_key = paths.remote_index_key(tid, tl)
+    ops = [(op, k) for op, k, _ in rec.writes]
+    assert ("upload", layer_key) in ops, rec.writes
+    assert ("put", index_key) in ops, rec.writes
+    assert ops.index(("upload", layer_key)) < ops.index(("put", index_key))
+    assert all(existed for _, _, existed in rec.writes), f"a write happened after the directory was removed: {rec.writes}"
+    assert not any(op == "delete" for op, _ in ops), "detach deleted remote objects"
+    _, doc = remote_index(backend, tid, tl)
+    assert doc["layer_metadata"][str(name)] == {"file_size": 50_000}  # type: ignore[index]
+
+
+# ---- remote ahead of local ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["disk_consistent_lsn", "latest_gc_cutoff_lsn"])
+def test_remote_metadata_ahead_of_local_makes_load_broken(backend: Backend, field: str) -> None:
+    gen = attached(backend)
+    tid, tl = gen.tenant_id, gen.timelines[1]
+    storage = backend.open()
+    idx, _ = remote_index(backend, tid, tl)
+    m = idx.metadata
+    ahead = lsn.Lsn(getattr(m, field).value + 0x10000)
+    fields = {f: getattr(m, f) for f in m.__dataclass_fields__}
+    fields[field] = ahead
+    if field == "disk_consistent_lsn":
+        fields["prev_record_lsn"] = None
+    newer = metadata.TimelineMetadata(**fields)  # type: ignore[arg-type]
+    storage.put_bytes(
+        paths.remote_index_key(tid, tl),
+        index_part.IndexPart.build({n: x.file_size for n, x in idx.layers.items()}, newer).to_json_bytes(),
+    )
+    store_before = backend.store_snapshot()
+    tp = paths.TenantPaths(backend.workdir, tid)
+    layers_before = sorted(p.name for p in tp.timeline_dir(tl).iterdir())
+
+    for command in ("load", "sync"):
+        r = cli.run([command, *backend.args(), str(tid)])
+        assert r.returncode == cli.EXIT_FAILED, cli.describe(r)
+        # the one-line reason is the last line (log records of the failure may precede it)
+        lines = r.stderr.strip().splitlines()
+        assert "Traceback" not in r.stderr, cli.describe(r)
+        assert lines[-1].startswith(
+            f"pageserver-operator {command}: RemoteAheadOfLocal: timeline {tid}/{tl}: "
+            "remote metadata appears to be ahead of local metadata"
+        ), cli.describe(r)
+        assert str(ahead) in lines[-1]
+    assert backend.store_snapshot() == store_before, "a Broken load uploaded something"
+    assert sorted(p.name for p in tp.timeline_dir(tl).iterdir()) == layers_before
+
+
+# ---- leftovers of an interrupted detach ---------------------------------------------------------
+
+
+def test_load_of_the_volume_removes_a_leftover_of_an_interrupted_detach(backend: Backend) -> None:
+    gen = attached(backend)
+    leftover = backend.workdir / "tenants" / f"{'ab' * 16}.___temp"
+    (leftover / "timelines" / ("cd" * 16)).mkdir(parents=True)
+    (leftover / "timelines" / ("cd" * 16) / "metadata").write_bytes(b"m")
+    r = cli.run(["load", *backend.args()])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    assert not leftover.exists()
+    tree.assert_matches_remote(backend.workdir, tree.RemoteTenant.capture(backend.open(), gen.tenant_id))
+
+
+# ---- SIGKILL of sync and detach -----------------------------------------------------------------
+
+
+def _kill_at_random(args: list[str], delay: float) -> tuple[bool, int, bytes]:
+    proc = cli.start(args)
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode == -signal.SIGKILL, proc.returncode, err
+
+
+def test_sigkill_during_sync_and_detach_converges(backend: Backend) -> None:
+    seed = int(os.environ.get("ENGINE_KILL_SEED", random.SystemRandom().randrange(1 << 32)))
+    rng = random.Random(seed)
+    ctx = f"[ENGINE_KILL_SEED={seed} backend={backend.kind}]"
+    print(ctx)
+    gen = attached(backend)
+    tid = gen.tenant_id
+    tp = paths.TenantPaths(backend.workdir, tid)
+    new: dict[ids.TimelineId, list[layer_name.LayerName]] = {}
+    for i, tl in enumerate(gen.timelines):
+        for j in range(12):
+            new.setdefault(tl, []).append(
+                testdata.flush_local_layer(backend.workdir, tid, tl, 96_000 + 7 * j, seed=100 * i + j)
+            )
+    expected = {(t, str(n)): tp.layer(t, n).read_bytes() for t, ns in new.items() for n in ns}
+    t0 = time.monotonic()
+    subprocess.run([*cli.CLI, "--version"], capture_output=True, check=True)
+    startup = time.monotonic() - t0
+    storage = backend.open()
+
+    def remote_has_everything() -> bool:
+        for t in new:
+            try:
+                idx = index_part.IndexPart.parse(storage.get_bytes(paths.remote_index_key(tid, t)))
+            except Exception:
+                return False
+            if not all(n in idx.layers for n in new[t]):
+                return False
+        return True
+
+    kills: list[str] = []
+    for command in ("sync", "detach"):
+        landed = attempts = 0
+        while landed < 3:
+            attempts += 1
+            assert attempts <= 12, f"{ctx} too few {command} kills landed: {kills}"
+            if not tp.tenant_dir.exists():  # a detach finished: attach again for the next kill
+                r = cli.run(["attach", *backend.args(), str(tid)])
+                assert r.returncode == cli.EXIT_OK, f"{ctx} {kills}: {cli.describe(r)}"
+            delay = rng.uniform(startup * 0.8, startup * 1.5 + 0.3)
+            killed, code, err = _kill_at_random([command, *backend.args(), str(tid)], delay)
+            if killed:
+                landed += 1
+                kills.append(f"{command}@{delay:.3f}s")
+            else:
+                kills.append(f"{command}-done@{delay:.3f}s")
+                assert code == cli.EXIT_OK, f"{ctx} {command} exited {code}: {err!r}"
+            if not tp.tenant_dir.exists():
+                # the directory may only disappear once every local-only layer is indexed remotely
+                assert remote_has_everything(), f"{ctx} {kills}: directory gone before its layers were safe"
+        if command == "sync":
+            r = cli.run(["sync", *backend.args(), str(tid)])
+            assert r.returncode == cli.EXIT_OK, f"{ctx} {kills}: {cli.describe(r)}"
+            assert remote_has_everything(), f"{ctx} {kills}"
+            tree.assert_matches_remote(backend.workdir, tree.RemoteTenant.capture(storage, tid))
+    r = cli.run(["detach", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, f"{ctx} {kills}: {cli.describe(r)}"
+    assert not tp.tenant_dir.exists() and not tp.deleting_dir.exists(), f"{ctx} {kills}"
+    assert list((backend.workdir / "tenants").iterdir()) == [], f"{ctx} {kills}"
+    assert remote_has_everything(), f"{ctx} {kills}"
+    r = cli.run(["attach", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, f"{ctx} {kills}: {cli.describe(r)}"
+    tree.assert_matches_remote(backend.workdir, tree.RemoteTenant.capture(storage, tid))
+    for (t, n), data in expected.items():
+        assert (tp.timeline_dir(t) / n).read_bytes() == data, f"{ctx} {kills}: {n} differs"
+    print(f"{ctx} kills: {' '.join(kills)}")

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detach", help="drain uploads, then remove the local tenant")
     _add_storage_flags(p)
     _add_tenant(p)
+    p.add_argument(
+        "--keep-local", action="store_true",
+        help="if local data cannot be uploaded, keep it as tenants/<id>.kept.<N> instead of failing",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the uploads")
     p = sub.add_parser("status", help="phase, timelines and LSNs of a tenant on the volume")
     _add_storage_flags(p, remote=False)
@@ -221,7 +225,7 @@ async def _cmd_detach(args: argparse.Namespace) -> None:
     m = _manager(_engine_settings(args))
     tid = _tenant_id(args.tenant_id)
     try:
-        await m.get(tid).detach(timeout=args.timeout)
+        await m.get(tid).detach(timeout=args.timeout, keep_local=args.keep_local)
         print(f"tenant {tid}: detached")
     finally:
         m.close()

@@ -23,6 +23,8 @@ SINGULAR = "tenant"
 SHORT_NAMES = ["pst"]
 TENANT_ID_PATTERN = r"^[0-9a-f]{32}$"
 RETRY_ANNOTATION = f"{GROUP}/retry"
+#: "true": if a deleted Tenant's local data cannot be uploaded, keep it as <tid>.kept.<N> and let go.
+KEEP_LOCAL_ANNOTATION = f"{GROUP}/keep-local-on-detach"
 
 Phase = Literal["Loading", "Attaching", "Active", "Broken", "Stopping"]
 

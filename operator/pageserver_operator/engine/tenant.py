@@ -241,11 +241,16 @@ class Tenant:
             except Exception as e:
                 raise self._classify(e) from e
 
-    async def detach(self, timeout: float | None = None) -> None:
-        """Drain uploads (nothing local-only is lost), then remove the local tenant directory."""
+    async def detach(self, timeout: float | None = None, keep_local: bool = False) -> None:
+        """Drain uploads (nothing local-only is lost), then remove the local tenant directory.
+
+        When local data cannot be checked against remote storage or uploaded (a corrupt local
+        metadata file, remote ahead of local), detach fails and keeps everything, unless
+        ``keep_local``: then the directory is renamed to ``<tid>.kept.<N>`` beside the other
+        tenants (nothing deleted; reported as an unmanaged entry) and the detach completes."""
         async with self._lock:
             try:
-                await self._detach(timeout)
+                await self._detach(timeout, keep_local)
             except Exception as e:
                 err = self._classify(e)
                 self.note(f"detach blocked: {err.message}")
@@ -663,30 +668,17 @@ class Tenant:
 
     # ---- detach -------------------------------------------------------------------------------
 
-    async def _detach(self, timeout: float | None) -> None:
+    async def _detach(self, timeout: float | None, keep_local: bool) -> None:
         p = self.paths
         state = self.local_state()
         if state == "present":
-            if self.state is not TenantState.ACTIVE:
-                # Not loaded (or Broken): load it to learn what is local-only; if that fails,
-                # the local data stays where it is.
-                try:
-                    await self._load(None)
-                except Exception as e:
-                    err = self._classify(e)
-                    raise EngineError(
-                        err.reason,
-                        f"{err.message}; the local directory {p.tenant_dir} is kept because its "
-                        "layers could not be checked against remote storage",
-                        transient=err.transient,
-                    ) from e
-            self._set_state(TenantState.STOPPING, "DetachStarted", "uploading local-only layers")
-            await self._sync_once(timeout)
-            lagging = [t.where for t in self.timelines.values() if t.local_only() or t.upload_lag_bytes]
-            if lagging:
-                raise EngineError(
-                    "UploadIncomplete", f"local-only layers not uploaded for {', '.join(lagging)}", transient=True
-                )
+            try:
+                await self._upload_before_detach(timeout)
+            except EngineError as e:
+                if not keep_local:
+                    raise
+                kept = await self.io.run(self._keep_aside)
+                self._log.warning("detach: %s; local data kept at %s", e.message, kept)
         else:
             # Nothing local, or a marker: attach never completed, every local layer came from remote.
             what = "removing an incomplete attach" if state == "attaching" else "nothing on the volume"
@@ -700,6 +692,38 @@ class Tenant:
         self.timelines = {}
         self.history.append(Transition(datetime.now(UTC), "Detached", "Detached", "local data removed"))
         self._notify()
+
+    def _keep_aside(self) -> str:
+        p = self.paths
+        n = 0
+        while (target := p.tenants_root / f"{self.id}.kept.{n}").exists():
+            n += 1
+        os.rename(p.tenant_dir, target)
+        crashsafe.fsync_dir(p.tenants_root)
+        return str(target)
+
+    async def _upload_before_detach(self, timeout: float | None) -> None:
+        """Make every local layer part of the remote index (uploaded, then indexed)."""
+        if self.state is not TenantState.ACTIVE:
+            # Not loaded (or Broken): load it to learn what is local-only; if that fails,
+            # the local data stays where it is.
+            try:
+                await self._load(None)
+            except Exception as e:
+                err = self._classify(e)
+                raise EngineError(
+                    err.reason,
+                    f"{err.message}; the local directory {self.paths.tenant_dir} is kept because its "
+                    "layers could not be checked against remote storage",
+                    transient=err.transient,
+                ) from e
+        self._set_state(TenantState.STOPPING, "DetachStarted", "uploading local-only layers")
+        await self._sync_once(timeout)
+        lagging = [t.where for t in self.timelines.values() if t.local_only() or t.upload_lag_bytes]
+        if lagging:
+            raise EngineError(
+                "UploadIncomplete", f"local-only layers not uploaded for {', '.join(lagging)}", transient=True
+            )
 
 
 async def _gather_first_error(coros: list[Any]) -> list[Any]:

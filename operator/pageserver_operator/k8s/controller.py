@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 
 
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 def retry_delay(attempt: int, initial: float, cap: float) -> float:
     return float(min(initial * 2 ** max(attempt - 1, 0), cap))
 
@@ -76,6 +80,12 @@ class TenantController:
         self._task: asyncio.Task[None] | None = None
         self._last_event_state: str | None = None
         old = (body.get("status") or {})
+        if not tenant_.history:
+            tenant_.history = [
+                tenant.Transition(_parse_time(h["time"]), h["phase"], h.get("reason", ""), h.get("message", ""))
+                for h in old.get("history") or []
+                if h.get("time") and h.get("phase")
+            ]
         self.writer = status.StatusWriter(
             self._patch, self.tenant.snapshot, s.status_interval, old.get("conditions") or []
         )

@@ -63,7 +63,8 @@ async def tenant_deleted(body: kopf.Body, namespace: str | None, name: str, retr
         reg.release(key)
         return
     try:
-        await ctl.tenant.detach(timeout=DETACH_TIMEOUT)
+        keep = (body.metadata.annotations or {}).get(v1alpha1.KEEP_LOCAL_ANNOTATION) == "true"
+        await ctl.tenant.detach(timeout=DETACH_TIMEOUT, keep_local=keep)
     except EngineError as e:
         ctl.writer.mark(urgent=True)
         await ctl.writer.flush()

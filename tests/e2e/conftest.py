@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,22 @@ def kube(control_plane: controlplane.ControlPlane, kubectl: Path) -> helpers.Kub
 def crd_installed(kube: helpers.Kubectl) -> None:
     """The committed CRD, applied and Established."""
     kube.run("apply", "-f", str(CRDS))
-    kube.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    wait_established(kube)
+
+
+def wait_established(kube: helpers.Kubectl, timeout: float = 60.0) -> dict[str, Any]:
+    """Until the Tenant CRD is Established; returns the CRD as the API server stores it.
+
+    Polls rather than ``kubectl wait``, which fails outright while a just-created CRD has no
+    ``status.conditions`` yet."""
+
+    def established() -> dict[str, Any] | None:
+        crd: dict[str, Any] = kube.get_json("crd", CRD_NAME)
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        ok = any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+        return crd if ok else None
+
+    return helpers.wait_for(established, timeout, f"the CRD {CRD_NAME} to be Established")
 
 
 @pytest.fixture

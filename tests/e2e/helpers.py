@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -89,10 +89,12 @@ class Kubectl:
             )
         return result
 
-    def apply(self, *docs: Mapping[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, *docs: Mapping[str, Any], check: bool = True, args: Sequence[str] = ()
+    ) -> subprocess.CompletedProcess[str]:
         """``kubectl apply -f -`` of ``docs`` (one List)."""
         body = {"apiVersion": "v1", "kind": "List", "items": list(docs)}
-        return self.run("apply", "-f", "-", stdin=json.dumps(body), check=check)
+        return self.run("apply", *args, "-f", "-", stdin=json.dumps(body), check=check)
 
     def get_json(self, *args: str) -> Any:
         return json.loads(self.run("get", *args, "-o", "json").stdout)

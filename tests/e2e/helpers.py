@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import tree
 from pageserver_operator.api import v1alpha1
 
 if TYPE_CHECKING:
@@ -229,6 +231,19 @@ def files_below(root: Path) -> list[str]:
         for name in [*dirnames, *filenames]:
             out.append(os.path.relpath(os.path.join(dirpath, name), root))
     return sorted(out)
+
+
+def assert_tenant_matches(workdir: Path, remote: tree.RemoteTenant, scratch: Path, allow_config: bool = False) -> None:
+    """`tree.assert_matches_remote` for one tenant of a volume that also holds other tenants
+    (whose markers or temp files must not count against this one): the tenant directory is
+    copied alone onto a scratch volume and compared there."""
+    tid = str(remote.tenant_id)
+    alone = scratch / "alone"
+    shutil.copytree(workdir / "tenants" / tid, alone / "tenants" / tid, symlinks=True)
+    try:
+        tree.assert_matches_remote(alone, remote, allow_config=allow_config)
+    finally:
+        shutil.rmtree(alone)
 
 
 def bucket_objects(client: S3Client, bucket: str) -> dict[str, tuple[int, str]]:

@@ -153,6 +153,66 @@ def timeline_dcl(tdir: Path) -> lsn.Lsn:
     return metadata.TimelineMetadata.from_bytes((tdir / "metadata").read_bytes()).disk_consistent_lsn
 
 
+def test_load_resumes_an_interrupted_attach(backend: Backend) -> None:
+    """Like the pageserver's start-up (reference §6.1 step 4), ``load`` of a volume where an attach
+    was interrupted (marker present, a timeline's layers and metadata not all there yet) resumes
+    the attach instead of failing on the missing metadata."""
+    gen = attached(backend)
+    tid = gen.tenant_id
+    tp = paths.TenantPaths(backend.workdir, tid)
+    remote = tree.RemoteTenant.capture(backend.open(), tid)
+    # as if killed while downloading the last timeline: marker present, its metadata not written
+    # yet, one layer missing and one partial
+    tl = gen.timelines[2]
+    tp.marker.write_bytes(b"")
+    tp.metadata(tl).unlink()
+    layers = sorted(p for p in tp.timeline_dir(tl).iterdir())
+    layers[0].unlink()
+    layers[1].rename(layers[1].with_name(layers[1].name + ".temp_download"))
+
+    r = cli.run(["load", *backend.args()])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    assert not tp.marker.exists()
+    tree.assert_matches_remote(backend.workdir, remote)
+
+
+def test_v0_index_is_never_rewritten_with_the_size_of_a_damaged_local_copy(backend: Backend) -> None:
+    """A v0 index has no sizes, so a local copy of a layer cannot be checked against it. If the
+    engine takes the size of a truncated local copy as the layer's size and writes it into the
+    upgraded index, every later attach of the tenant fails with a size mismatch on an intact
+    remote object. Sizes written into the index must be the remote objects' sizes."""
+    storage = backend.open()
+    shape = testdata.TenantShape(timelines=2, layers=2, sizes=[10_000, 20_000], layer_size=3_000, index_version=0, seed=41)
+    gen = testdata.make_remote_tenant(storage, shape)
+    tid, root = gen.tenant_id, gen.timelines[0]
+    v0 = {t: storage.get_bytes(paths.remote_index_key(tid, t)) for t in gen.timelines}
+    r = cli.run(["attach", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    for t, raw in v0.items():  # killed before the upgraded index reached remote storage
+        storage.put_bytes(paths.remote_index_key(tid, t), raw)
+    tp = paths.TenantPaths(backend.workdir, tid)
+    name = next(n for n in index_part.IndexPart.parse(v0[root]).layers
+                if gen.objects[paths.remote_layer_key(tid, root, n)] == 20_000)
+    with open(tp.layer(root, name), "r+b") as f:  # the local copy gets damaged
+        f.truncate(1_000)
+
+    r = cli.run(["load", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    _, doc = remote_index(backend, tid, root)
+    size = doc.get("layer_metadata", {}).get(str(name), {}).get("file_size")  # type: ignore[attr-defined]
+    assert size in (None, 20_000), f"after load, the index claims {size} bytes for a 20000-byte object"
+    # the next flush + sync uploads an index with every size the engine believes in
+    testdata.flush_local_layer(backend.workdir, tid, root, 4_096, seed=8)
+    r = cli.run(["sync", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    _, doc = remote_index(backend, tid, root)
+    size = doc.get("layer_metadata", {}).get(str(name), {}).get("file_size")  # type: ignore[attr-defined]
+    assert size in (None, 20_000), f"after sync, the index claims {size} bytes for a 20000-byte object"
+    other = backend.tmp / "other-workdir"
+    r = cli.run(["attach", "--workdir", str(other), "--remote", backend.url, str(tid)])
+    assert r.returncode == cli.EXIT_OK, f"a fresh attach fails after the load: {cli.describe(r)}"
+
+
 # ---- local-only layers: sync, load, detach ------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ deterministically, not inferred from timing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -526,6 +527,34 @@ def test_local_file_of_the_wrong_size_is_retried_not_uploaded(env: Env) -> None:
         env.layer(A, 11)  # the file reaches the scheduled size: the retry succeeds
         await q.wait_completion()
         assert len(env.storage.objects[key(A)]) == 11
+
+    run(scenario)
+
+
+def test_an_unexpected_error_in_a_layer_upload_never_lets_the_index_name_a_missing_object(env: Env) -> None:
+    """A failure that is neither a remote error nor an OSError (a bug in a backend, an exception
+    type nobody mapped) must not count as success: the index after it may only name objects that
+    exist (the queue may retry the upload or stop, but never run the index as if it had worked)."""
+
+    async def scenario() -> None:
+        q = env.queue()
+        q.init_empty(meta(0x1000000))
+        env.storage.fail("upload", str(A), RuntimeError("unexpected failure inside the backend"))
+        q.schedule_layer_upload(A, env.layer(A, 5))
+        q.schedule_index_upload(meta(0x1100000))
+        with contextlib.suppress(TimeoutError, QueueStopped):  # stopping or still retrying: both fine
+            await asyncio.wait_for(q.wait_completion(), 2)
+        # later work arrives (the next flush): whatever the queue does now, no index may lie
+        try:
+            q.schedule_layer_upload(B, env.layer(B, 6))
+            q.schedule_index_upload(meta(0x1200000))
+            await asyncio.wait_for(q.wait_completion(), 2)
+        except (TimeoutError, QueueStopped):
+            pass
+        if INDEX_KEY in env.storage.objects:
+            named = set(env.uploaded_index().layers)
+            missing = sorted(str(n) for n in named if key(n) not in env.storage.objects)
+            assert missing == [], f"the uploaded index names objects that were never uploaded: {missing}"
 
     run(scenario)
 

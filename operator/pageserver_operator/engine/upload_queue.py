@@ -30,7 +30,6 @@ from pathlib import Path
 from pageserver_operator.engine import metrics, paths, remote_io
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
-from pageserver_operator.remote import errors as remote_errors
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +252,9 @@ class UploadQueue:
                         self.latest_files.pop(op.name, None)
                         break
                     self._record_failure(op, e, attempt)
-                except (remote_errors.RemoteError, OSError) as e:
+                except Exception as e:
+                    # Remote errors and OSErrors are expected; anything else is retried the same way:
+                    # leaving the loop would unblock the next index as if this op had succeeded.
                     self._record_failure(op, e, attempt)
                 attempt += 1
                 await asyncio.sleep(self.backoff.delay(attempt))

@@ -226,8 +226,12 @@ class Tenant:
                 await self._guarded(TenantState.ATTACHING, self._attach, config)
 
     async def load(self, config: Mapping[str, Any] | None = None) -> None:
+        """Load from the volume; an interrupted attach (marker present) is resumed (reference §6.1)."""
         async with self._lock:
-            await self._guarded(TenantState.LOADING, self._load, config)
+            if self.local_state() == "attaching":
+                await self._guarded(TenantState.ATTACHING, self._attach, config)
+            else:
+                await self._guarded(TenantState.LOADING, self._load, config)
 
     async def sync(self, timeout: float | None = None) -> None:
         """Upload local-only layers, then the index; return when the queues are drained."""

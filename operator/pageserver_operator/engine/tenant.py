@@ -577,16 +577,19 @@ class Tenant:
             if name in t.layers:
                 size = t.layers[name]
                 if meta.file_size is None:
-                    t.queue.record_size(name, size)
+                    # v0 index: the local copy cannot be checked, and its size must not become the
+                    # layer's size in the next index (a damaged copy would poison it for every
+                    # later attach). Download the object again; its size is learnt from it.
+                    del t.layers[name]
+                elif size == meta.file_size:
                     continue
-                if size == meta.file_size:
-                    continue
-                aside = crashsafe.set_aside(t.directory / str(name))
-                self._log.warning(
-                    "removing local file %s because it has unexpected length %d (index: %d); kept as %s",
-                    name, size, meta.file_size, aside.name,
-                )
-                del t.layers[name]
+                else:
+                    aside = crashsafe.set_aside(t.directory / str(name))
+                    self._log.warning(
+                        "removing local file %s because it has unexpected length %d (index: %d); kept as %s",
+                        name, size, meta.file_size, aside.name,
+                    )
+                    del t.layers[name]
             if name.is_future(t.metadata.disk_consistent_lsn):
                 self._log.warning("%s: skipping layer %s from the future", t.where, name)
                 continue

@@ -8,9 +8,11 @@ server never takes the workers that move tenant data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -38,17 +40,42 @@ def load_config(kubeconfig: str | None) -> kubernetes.client.ApiClient:
             cfg = kubernetes.client.Configuration()
             kubernetes.config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except Exception as e:
-        raise ClusterUnreachable(f"cannot load cluster credentials ({path or 'in-cluster'}): {e}") from e
+        raise ClusterUnreachable(f"cannot load cluster credentials ({path or 'in-cluster'}): {_one_line(e)}") from e
     cfg.retries = 3
     return kubernetes.client.ApiClient(cfg)
 
 
+def _one_line(e: BaseException) -> str:
+    """An error as one line (``str(ApiException)`` spans its headers and body)."""
+    if isinstance(e, ApiException):
+        return f"{e.status} {e.reason}"
+    return " ".join(str(e).split())
+
+
+@contextlib.contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """urllib3 logs a warning per retry; they would bury the one-line reason on stderr."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def check_cluster(api: kubernetes.client.ApiClient) -> None:
     """Fail fast with one line when the API server or the CRD is missing."""
+    host = api.configuration.host
     try:
-        kubernetes.client.VersionApi(api).get_code(_request_timeout=10)
+        with _quiet_retries():
+            kubernetes.client.VersionApi(api).get_code(_request_timeout=10)
+    except ApiException as e:
+        if e.status in (401, 403):
+            raise ClusterUnreachable(f"the API server at {host} rejected the credentials: {_one_line(e)}") from e
+        raise ClusterUnreachable(f"cannot reach the API server at {host}: {_one_line(e)}") from e
     except Exception as e:
-        raise ClusterUnreachable(f"cannot reach the API server at {api.configuration.host}: {e}") from e
+        raise ClusterUnreachable(f"cannot reach the API server at {host}: {_one_line(e)}") from e
     try:
         kubernetes.client.CustomObjectsApi(api).get_api_resources(
             v1alpha1.GROUP, v1alpha1.VERSION, _request_timeout=10

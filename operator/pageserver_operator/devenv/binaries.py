@@ -19,7 +19,12 @@ Invariants:
 kubectl is built from the same Kubernetes wrapper, but only when asked or when none is
 on PATH (:func:`find_kubectl`).
 
-Run ``python -m pageserver_operator.devenv.binaries`` to just ensure the binaries.
+The same wrapper also builds what a kind node needs (:data:`KIND_NODE`: kubelet, kubeadm,
+kube-controller-manager, kube-scheduler, kube-proxy besides kube-apiserver and kubectl);
+``hack/kind/`` assembles an offline kind node image from them.
+
+Run ``python -m pageserver_operator.devenv.binaries`` to just ensure the binaries
+(``--kind-node`` for the kind node set).
 """
 
 from __future__ import annotations
@@ -95,6 +100,43 @@ KUBECTL = Component(
 
 CONTROL_PLANE = (KUBE_APISERVER, ETCD)
 """What the control plane needs, slowest build first."""
+
+
+def _kubernetes_command(name: str) -> Component:
+    """A ``k8s.io/kubernetes/cmd/<name>`` binary built from the shared Kubernetes wrapper."""
+    return Component(
+        name=name,
+        module="kubernetes",
+        version=KUBERNETES_VERSION,
+        package=f"k8s.io/kubernetes/cmd/{name}",
+        version_text=f"Kubernetes {KUBERNETES_VERSION}",
+    )
+
+
+KUBELET = _kubernetes_command("kubelet")
+KUBE_CONTROLLER_MANAGER = _kubernetes_command("kube-controller-manager")
+KUBE_SCHEDULER = _kubernetes_command("kube-scheduler")
+KUBE_PROXY = _kubernetes_command("kube-proxy")
+KUBEADM = Component(
+    name="kubeadm",
+    module="kubernetes",
+    version=KUBERNETES_VERSION,
+    package="k8s.io/kubernetes/cmd/kubeadm",
+    version_text=KUBERNETES_VERSION,
+    version_args=("version", "-o", "short"),
+)
+
+KIND_NODE = (
+    KUBE_APISERVER,
+    KUBELET,
+    KUBE_CONTROLLER_MANAGER,
+    KUBEADM,
+    KUBE_PROXY,
+    KUBE_SCHEDULER,
+    KUBECTL,
+    ETCD,
+)
+"""What an offline kind node image is assembled from (its node binaries and component images)."""
 
 
 def cache_root() -> Path:
@@ -316,6 +358,18 @@ def ensure_all(kubectl: str = "auto") -> dict[str, Path]:
     return paths
 
 
+def ensure_kind_node() -> dict[str, Path]:
+    """Ensure every binary of :data:`KIND_NODE`; return name -> path."""
+    paths: dict[str, Path] = {}
+    for component in KIND_NODE:
+        started = time.monotonic()
+        paths[component.name] = ensure(component)
+        _log(
+            f"{component.name} {component.version} ready in {time.monotonic() - started:.1f} s: {paths[component.name]}"
+        )
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry: ensure the binaries, print their paths; exit 1 with the reason on failure."""
     parser = argparse.ArgumentParser(
@@ -328,9 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="auto: build kubectl only if none is on PATH (default: %(default)s)",
     )
+    parser.add_argument(
+        "--kind-node",
+        action="store_true",
+        help="ensure every binary of an offline kind node image instead (kubelet, kubeadm, ...)",
+    )
     args = parser.parse_args(argv)
     try:
-        paths = ensure_all(args.kubectl)
+        paths = ensure_kind_node() if args.kind_node else ensure_all(args.kubectl)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

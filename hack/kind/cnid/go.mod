@@ -1,0 +1,3 @@
+module pageserver-operator.local/hack/kind/cnid
+
+go 1.24

@@ -2,7 +2,8 @@
 problem, a Warning Event, Ready=False and an automatic retry scheduled -- while another Tenant of
 the same operator becomes Active as if nothing happened. A layer name with a path traversal in
 an index is rejected before any file is touched: nothing is written outside
-``<workdir>/tenants/<tid>``.
+``<workdir>/tenants/<tid>``. Once the index is repaired, the retry annotation brings the Broken
+tenant up at once; a Broken tenant can be deleted.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def test_corrupt_index_breaks_only_that_tenant(
     # garbled: one timeline's index is cut off in the middle (not valid JSON)
     garbled_tl = sorted(remote.capture(garbled).timelines)[-1]
     garbled_key = paths.remote_index_key(ids.TenantId.parse(garbled), ids.TimelineId.parse(garbled_tl))
-    remote.put(garbled_key, remote.get(garbled_key)[:57])
+    garbled_original = remote.get(garbled_key)
+    remote.put(garbled_key, garbled_original[:57])
     # escape: one timeline's index names a "layer" that climbs out of the timeline directory
     escape_tl = sorted(remote.capture(escape).timelines)[0]
     escape_key = paths.remote_index_key(ids.TenantId.parse(escape), ids.TimelineId.parse(escape_tl))
@@ -94,3 +96,16 @@ def test_corrupt_index_breaks_only_that_tenant(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["operator-1.log", "volume"]
     assert sorted(p.name for p in op.workdir.iterdir()) == [paths.TENANTS_DIR]
     assert sorted(p.name for p in (op.workdir / paths.TENANTS_DIR).iterdir()) == sorted([good, garbled, escape])
+
+    # Repairing the index and asking for a retry (the annotation) brings the tenant up at once,
+    # without waiting for the automatic retry's backoff.
+    remote.put(garbled_key, garbled_original)
+    k.run("annotate", "tenant/garbled", "--overwrite", "pageserver.dev/retry=1")
+    k.run("wait", "--for=condition=Ready", "tenant/garbled", "--timeout=30s")
+    helpers.assert_tenant_matches(op.workdir, remote.capture(garbled), tmp_path_factory.mktemp("scratch"))
+
+    # A Broken tenant can be deleted: its incomplete attach is removed, the finalizer released.
+    k.run("delete", "tenant/escape", "--timeout=60s")
+    assert not (op.workdir / paths.TENANTS_DIR / escape).exists()
+    assert sorted(p.name for p in (op.workdir / paths.TENANTS_DIR).iterdir()) == sorted([good, garbled])
+    assert helpers.phase(k.tenant("good")) == "Active"

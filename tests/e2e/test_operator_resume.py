@@ -2,12 +2,14 @@
 resumes from its ``attaching`` marker and becomes Active with exactly the remote tree, and the
 new process downloads only what was not complete on the volume at the kill (its
 ``pageserver_operator_layer_downloads_total`` proves there is no duplicate work beyond the files
-that were in flight).
+that were in flight). A restart after the attach completed loads the tenant from the volume
+(Loading -> Active) and downloads nothing.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,30 @@ def test_sigkill_mid_attach_resumes_without_duplicate_downloads(
     assert downloads is not None
     assert downloads <= not_complete, "layers complete at the kill were downloaded again"
     assert downloads == not_complete, "every layer not complete at the kill must be fetched once"
+
+
+def test_restart_of_an_active_tenant_loads_it_without_downloading(
+    k: helpers.Kubectl, remote: Remote, operator: OperatorFactory
+) -> None:
+    tid = new_tenant_id()
+    first = operator.start(wait_live=False)
+    remote.seed(testdata.TenantShape(timelines=2, layers=3, layer_size=64 << 10, seed=6), tid)
+    expected = remote.capture(tid)
+    first.wait_live()
+    k.apply(helpers.tenant_manifest("steady", tid))
+    k.run("wait", "--for=condition=Ready", "tenant/steady", "--timeout=60s")
+    first.kill()
+
+    second = operator.start()
+
+    def loaded() -> dict[str, Any] | None:
+        obj = k.tenant("steady")
+        phases = [h["phase"] for h in obj["status"]["history"]]
+        return obj if phases[-2:] == ["Loading", "Active"] else None
+
+    obj = helpers.wait_for(loaded, 30, "the restarted operator to load the tenant (Loading -> Active)",
+                           describe=lambda: str(k.tenant("steady")["status"]["history"]))  # fmt: skip
+    assert helpers.condition(obj, "Ready")["status"] == "True"  # type: ignore[index]
+    assert "(resuming)" not in str(obj["status"]["history"])
+    tree.assert_matches_remote(second.workdir, expected)
+    assert not second.metric("pageserver_operator_layer_downloads_total", tenant_id=tid)

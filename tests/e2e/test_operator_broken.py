@@ -3,7 +3,8 @@ problem, a Warning Event, Ready=False and an automatic retry scheduled -- while 
 the same operator becomes Active as if nothing happened. A layer name with a path traversal in
 an index is rejected before any file is touched: nothing is written outside
 ``<workdir>/tenants/<tid>``. Once the index is repaired, the retry annotation brings the Broken
-tenant up at once; a Broken tenant can be deleted.
+tenant up at once; a Broken tenant can be deleted. Also Broken, without harm to anyone else: a
+tenant id with nothing in remote storage, and a second resource naming a managed tenant id.
 """
 
 from __future__ import annotations
@@ -109,3 +110,31 @@ def test_corrupt_index_breaks_only_that_tenant(
     assert not (op.workdir / paths.TENANTS_DIR / escape).exists()
     assert sorted(p.name for p in (op.workdir / paths.TENANTS_DIR).iterdir()) == sorted([good, garbled])
     assert helpers.phase(k.tenant("good")) == "Active"
+
+
+def test_unknown_tenant_and_duplicate_tenant_id(
+    k: helpers.Kubectl, remote: Remote, operator: OperatorFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A tenant id with nothing in remote storage is Broken (NoRemoteTimelines); a second Tenant
+    resource naming a tenant id already managed on this volume is Broken (TenantIdInUse) and
+    never touches the data -- deleting it leaves the owner's tenant in place and Active."""
+    owned, unknown = new_tenant_id(), new_tenant_id()
+    op = operator.start(wait_live=False)
+    remote.seed(SHAPE, owned)
+    expected = remote.capture(owned)
+    op.wait_live()
+    k.apply(helpers.tenant_manifest("owner", owned), helpers.tenant_manifest("nowhere", unknown))
+    k.run("wait", "--for=condition=Ready", "tenant/owner", "--timeout=60s")
+    k.apply(helpers.tenant_manifest("copycat", owned))
+
+    nowhere = helpers.wait_phase(k, "nowhere", "Broken")["status"]
+    assert nowhere["reason"] == "NoRemoteTimelines"
+    assert f"tenants/{unknown}/timelines/" in nowhere["message"]
+    copycat = helpers.wait_phase(k, "copycat", "Broken")["status"]
+    assert copycat["reason"] == "TenantIdInUse"
+    assert owned in copycat["message"]
+    assert helpers.wait_event(k, "copycat", "TenantIdInUse")["type"] == "Warning"
+
+    k.run("delete", "tenant/copycat", "--timeout=60s")
+    assert helpers.phase(k.tenant("owner")) == "Active"
+    helpers.assert_tenant_matches(op.workdir, expected, tmp_path_factory.mktemp("scratch"))

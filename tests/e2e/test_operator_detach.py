@@ -4,7 +4,8 @@ volume (flushed by the "pageserver" while Active) are uploaded and named in the 
 every object that was in the bucket before is still there, unchanged.
 
 The operator runs with a sync period far longer than the test, so the only thing that can upload
-the local-only layers is the detach itself.
+the local-only layers is the detach itself. A Tenant deleted while no operator runs is held by
+the finalizer and detached by the next operator process.
 """
 
 from __future__ import annotations
@@ -93,3 +94,33 @@ def test_delete_uploads_local_only_layers_then_removes_the_tenant(
     detached = helpers.wait_event(k, "leaving", "Detached")
     assert detached["type"] == "Normal"
 
+
+
+def test_delete_while_the_operator_is_down_detaches_at_its_next_start(
+    k: helpers.Kubectl, remote: Remote, operator: OperatorFactory
+) -> None:
+    """The finalizer holds the object while no operator runs; the next operator process uploads
+    the local-only layer (loading the tenant from the volume first), removes the directory and
+    releases the finalizer."""
+    tid = new_tenant_id()
+    tenant_id = ids.TenantId.parse(tid)
+    first = operator.start(sync_period=3600, wait_live=False)
+    generated = remote.seed(testdata.TenantShape(timelines=1, layers=3, layer_size=64 << 10, seed=22), tid)
+    first.wait_live()
+    k.apply(helpers.tenant_manifest("orphan", tid))
+    helpers.wait_phase(k, "orphan", "Active")
+    tlid = generated.timelines[0]
+    name = testdata.flush_local_layer(first.workdir, tenant_id, tlid, 128 << 10, seed=5)
+    first.kill()
+
+    k.run("delete", "tenant/orphan", "--wait=false")
+    obj = k.tenant("orphan")
+    assert obj["metadata"].get("deletionTimestamp") and FINALIZER in obj["metadata"]["finalizers"]
+
+    second = operator.start(sync_period=3600)
+    helpers.wait_gone(k, "orphan", timeout=60)
+
+    assert helpers.files_below(second.workdir / paths.TENANTS_DIR) == []
+    idx = index_part.IndexPart.parse(remote.get(paths.remote_index_key(tenant_id, tlid)))
+    assert {str(n): m.file_size for n, m in idx.layers.items()}.get(str(name)) == 128 << 10
+    assert remote.objects()[paths.remote_timeline_prefix(tenant_id, tlid) + str(name)][0] == 128 << 10

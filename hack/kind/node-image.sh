@@ -21,8 +21,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 wrapper="$kind_root/docker-wrapper/docker"
-node_inputs=("$kind_root/node" "$kind_root/node-image.sh" "$kind_root/kind_consts.py" "$kind_root/lib.sh"
-  "$kind_root/cnid" "$kind_root/pause" "$kind_root/docker-wrapper")
+node_inputs=("$kind_root/node" "$kind_root/node-image.sh" "$kind_root/kind_consts.py" "$kind_root/cnid"
+  "$kind_root/pause")
 node_key="$(inputs_hash "${node_inputs[@]}")"
 node_image="pageserver-operator/kind-node:$KUBERNETES_VERSION-$node_key"
 
@@ -64,10 +64,6 @@ step_done binaries
 # --- 1. node OS --------------------------------------------------------------------------------
 os_packages=(systemd dbus containerd runc containernetworking-plugins iptables nftables conntrack
   iproute2 ethtool kmod libseccomp2 pigz socat jq procps ca-certificates util-linux mount bash findutils)
-os_key="$(printf '%s\n' "${os_packages[@]}" "$DEBIAN_SUITE" "$(inputs_hash "$kind_root/node" "$kind_root/node-image.sh")" |
-  sha256sum | cut -c1-12)"
-os_image="pageserver-operator/kind-node-os:$DEBIAN_SUITE-$os_key"
-
 build_node_os() {
   local rootfs="$work/rootfs" files="$kind_src/images/base/files"
   apt_ensure debootstrap
@@ -137,6 +133,10 @@ build_node_os() {
   as_root rm -rf --one-file-system "$rootfs"
 }
 
+# Keyed by the recipe itself (this function's text), the packages and kind's version.
+os_key="$(printf '%s\n' "${os_packages[@]}" "$DEBIAN_SUITE" "$KIND_VERSION" "$(declare -f build_node_os)" \
+  "$(inputs_hash "$kind_root/node")" | sha256sum | cut -c1-12)"
+os_image="pageserver-operator/kind-node-os:$DEBIAN_SUITE-$os_key"
 step "node OS image $os_image"
 if image_exists "$os_image"; then
   log "node OS image exists (cached)"

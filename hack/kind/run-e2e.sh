@@ -136,10 +136,16 @@ end
 # --- 5. the suite ----------------------------------------------------------------------------
 begin "pytest tests/kind"
 pytest_status=0
-env PAGESERVER_OPERATOR_KIND_E2E=1 KUBECONFIG="$kubeconfig" \
+report="$kind_cache/report.json"
+rm -f "$report"
+env PAGESERVER_OPERATOR_KIND_E2E=1 KUBECONFIG="$kubeconfig" KIND_E2E_REPORT="$report" \
   KIND_E2E_KUBECTL="$kubectl_bin" KIND_E2E_HELM="${tools[helm]}" \
   KIND_E2E_OPERATOR_IMAGE="${images[operator]}" KIND_E2E_S3_IMAGE="${images[s3]}" \
   KIND_E2E_CLUSTER="$KIND_CLUSTER_NAME" \
-  "$repo_root/.venv/bin/pytest" tests/kind -p no:cacheprovider "$@" || pytest_status=$?
+  "$repo_root/.venv/bin/pytest" tests/kind -p no:cacheprovider -v "$@" || pytest_status=$?
 end
+if [[ -f "$report" ]]; then
+  echo "kind e2e measurements:"
+  sed 's/^/  /' "$report"
+fi
 exit "$pytest_status"

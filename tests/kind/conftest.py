@@ -1,0 +1,292 @@
+"""Fixtures of the kind end-to-end suite.
+
+This suite runs only through its own entry point, ``hack/kind/run-e2e.sh``, which builds the
+images, creates the kind cluster and sets ``PAGESERVER_OPERATOR_KIND_E2E=1`` plus the paths this
+file reads. A plain ``pytest`` run (``hack/test.sh``) does not collect it. Once selected, a
+missing piece is an error, never a skip.
+
+Layout in the cluster:
+- namespace ``e2e-s3``: the S3 server (SeaweedFS ``weed mini``, image built by hack/kind) as a
+  Deployment + Service, and a "toolbox" pod (the operator image, idle) with S3 credentials, used
+  to create the bucket, seed tenants with ``pageserver-operator testdata make-tenant`` and read
+  remote objects -- all traffic stays inside the cluster;
+- namespace ``pso-e2e``: PodSecurity ``restricted`` enforced; ``helm install`` of
+  charts/pageserver-operator with S3 settings pointing at the in-cluster server. The Tenants live
+  here too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kind import kube
+
+if os.environ.get("PAGESERVER_OPERATOR_KIND_E2E") != "1":
+    # Not run through hack/kind/run-e2e.sh: nothing here is collected.
+    collect_ignore_glob = ["test_*.py"]
+
+S3_NAMESPACE = "e2e-s3"
+OPERATOR_NAMESPACE = "pso-e2e"
+RELEASE = "pso"
+BUCKET = "pageserver-e2e"
+REGION = "us-east-1"
+ACCESS_KEY = "pageserver-e2e"
+SECRET_KEY = "pageserver-e2e-secret"
+S3_ENDPOINT = f"http://s3.{S3_NAMESPACE}.svc.cluster.local:8333"
+REMOTE_URL = f"s3://{BUCKET}?endpoint={S3_ENDPOINT}&region={REGION}"
+TOOLBOX = "toolbox"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=pageserver-operator"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kind: needs the kind cluster of hack/kind/run-e2e.sh")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Remember each phase's report on the item, so fixtures know at teardown whether it failed."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _credentials_secret(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3-credentials", "namespace": namespace},
+        "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+    }
+
+
+def _s3_manifests(s3_image: str, toolbox_image: str) -> str:
+    labels = {"app": "s3"}
+    env_from = [{"secretRef": {"name": "s3-credentials"}}]
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "s3", "namespace": S3_NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "weed",
+                            "image": s3_image,
+                            "imagePullPolicy": "Never",
+                            "args": [
+                                "mini",
+                                "-dir=/data",
+                                "-ip=127.0.0.1",
+                                "-ip.bind=0.0.0.0",
+                                "-s3.port=8333",
+                                "-s3.port.iceberg=0",
+                                "-s3.port.lance=0",
+                                "-webdav=false",
+                                "-admin.ui=false",
+                                "-master.telemetry=false",
+                            ],
+                            "envFrom": env_from,
+                            "ports": [{"name": "s3", "containerPort": 8333}],
+                            "readinessProbe": {"tcpSocket": {"port": 8333}, "periodSeconds": 1},
+                            "securityContext": RESTRICTED_CONTAINER,
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s3", "namespace": S3_NAMESPACE},
+        "spec": {"selector": labels, "ports": [{"name": "s3", "port": 8333, "targetPort": 8333}]},
+    }
+    toolbox = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": TOOLBOX, "namespace": S3_NAMESPACE},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "toolbox",
+                    "image": toolbox_image,
+                    "imagePullPolicy": "Never",
+                    "command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"],
+                    "envFrom": env_from,
+                    "env": [
+                        {"name": "AWS_ENDPOINT_URL", "value": S3_ENDPOINT},
+                        {"name": "AWS_REGION", "value": REGION},
+                        {"name": "HOME", "value": "/tmp"},
+                    ],
+                    "securityContext": RESTRICTED_CONTAINER,
+                }
+            ],
+        },
+    }
+    docs = [_credentials_secret(S3_NAMESPACE), deployment, service, toolbox]
+    return yaml.safe_dump_all(docs)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The kind cluster and what the suite put in it."""
+
+    k: kube.Kube
+    operator_image: str
+    s3_image: str
+
+    # ---- remote storage, through the toolbox pod ---------------------------------------------
+
+    def toolbox(self, argv: list[str], timeout: float = 600.0) -> str:
+        return self.k.exec(S3_NAMESPACE, TOOLBOX, argv, timeout=timeout)
+
+    def make_tenant(self, tenant_id: str, *args: str) -> None:
+        """``pageserver-operator testdata make-tenant`` into the in-cluster S3 bucket."""
+        started = time.monotonic()
+        out = self.toolbox(
+            [
+                "pageserver-operator",
+                "testdata",
+                "make-tenant",
+                "--remote",
+                REMOTE_URL,
+                "--tenant-id",
+                tenant_id,
+                *args,
+            ]
+        )
+        kube.log(f"seeded tenant {out.strip()} ({' '.join(args)}) in {time.monotonic() - started:.1f} s")
+
+    def remote_tree(self, tenant_id: str) -> dict[str, Any]:
+        """Every remote object of the tenant with size and sha256, and each timeline's index."""
+        result: dict[str, Any] = self.k.python(S3_NAMESPACE, TOOLBOX, REMOTE_TREE_SCRIPT, BUCKET, tenant_id)
+        return result
+
+
+REMOTE_TREE_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, os, sys
+    import boto3
+    bucket, tid = sys.argv[1], sys.argv[2]
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+    base = f"tenants/{tid}/timelines/"
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+        for obj in page.get("Contents", []):
+            timeline, _, name = obj["Key"][len(base):].partition("/")
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"]
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                digest.update(chunk)
+            entry = out.setdefault(timeline, {"objects": {}})
+            entry["objects"][name] = [obj["Size"], digest.hexdigest()]
+            if name == "index_part.json":
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                index = json.loads(body)
+                entry["index_layers"] = sorted(index["timeline_layers"])
+                entry["index_metadata_sha256"] = hashlib.sha256(bytes(index["metadata_bytes"])).hexdigest()
+    print(json.dumps(out))
+    """
+)
+
+LOCAL_TREE_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, os, sys
+    root = os.path.join(sys.argv[1], "tenants", sys.argv[2])
+    out = {"exists": os.path.isdir(root), "marker": os.path.exists(os.path.join(root, "attaching")),
+           "timelines": {}}
+    timelines = os.path.join(root, "timelines")
+    for timeline in sorted(os.listdir(timelines)) if os.path.isdir(timelines) else []:
+        files = {}
+        for name in sorted(os.listdir(os.path.join(timelines, timeline))):
+            path = os.path.join(timelines, timeline, name)
+            if not os.path.isfile(path):
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            files[name] = [os.path.getsize(path), digest.hexdigest()]
+        out["timelines"][timeline] = files
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The kind cluster, with the S3 server and the toolbox running and the bucket created."""
+    try:
+        k = kube.Kube.from_env()
+        operator_image = os.environ["KIND_E2E_OPERATOR_IMAGE"]
+        s3_image = os.environ["KIND_E2E_S3_IMAGE"]
+    except KeyError as missing:
+        pytest.fail(f"{missing} is not set: run this suite with hack/kind/run-e2e.sh", pytrace=False)
+    version = json.loads(k.kubectl("version", "-o", "json").stdout)
+    kube.log(f"cluster: server {version['serverVersion']['gitVersion']}; images {operator_image}, {s3_image}")
+    for name in (S3_NAMESPACE,):
+        if not k.exists("namespace", name):
+            k.kubectl("create", "namespace", name)
+    c = Cluster(k, operator_image, s3_image)
+    k.apply(_s3_manifests(s3_image, operator_image))
+    k.kubectl("rollout", "status", "-n", S3_NAMESPACE, "deployment/s3", "--timeout=180s", timeout=200)
+    k.kubectl(
+        "wait", "-n", S3_NAMESPACE, "--for=condition=Ready", f"pod/{TOOLBOX}", "--timeout=180s", timeout=200
+    )
+    create_bucket = textwrap.dedent(
+        f"""
+        import os, time, boto3, botocore.exceptions
+        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if "{BUCKET}" not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+                    s3.create_bucket(Bucket="{BUCKET}")
+                break
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        print("[]")
+        """
+    )
+    k.python(S3_NAMESPACE, TOOLBOX, create_bucket)
+    kube.log(f"S3 server ready at {S3_ENDPOINT}, bucket {BUCKET}")
+    yield c
+
+
+def local_tree(k: kube.Kube, pod: str, tenant_id: str, workdir: str = "/data") -> dict[str, Any]:
+    """The tenant's files on the operator's volume, with size and sha256 (through kubectl exec)."""
+    result: dict[str, Any] = k.python(OPERATOR_NAMESPACE, pod, LOCAL_TREE_SCRIPT, workdir, tenant_id)
+    return result
+
+
+def repo_path(*parts: str) -> Path:
+    return kube.REPO.joinpath(*parts)

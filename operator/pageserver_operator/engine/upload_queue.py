@@ -30,6 +30,7 @@ from pathlib import Path
 from pageserver_operator.engine import metrics, paths, remote_io
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
+from pageserver_operator.remote import errors as remote_errors
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ class Op:
     barrier: asyncio.Future[None] | None = None
 
 
+class SplitBrain(EngineError):
+    """The remote index changed under us: another writer owns this timeline too."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("SplitBrainDetected", message)
+
+
 class QueueStopped(EngineError):
     def __init__(self, message: str) -> None:
         super().__init__("UploadQueueStopped", message, transient=True)
@@ -77,6 +85,9 @@ class Backoff:
         return float(min(self.base * self.factor ** (attempt - 1), self.cap))
 
 
+DEFAULT_BACKOFF = Backoff()
+
+
 class UploadQueue:
     def __init__(
         self,
@@ -84,7 +95,7 @@ class UploadQueue:
         tenant_id: ids.TenantId,
         timeline_id: ids.TimelineId,
         timeline_dir: Path,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self.io = io
         self.tenant_id = tenant_id
@@ -100,6 +111,12 @@ class UploadQueue:
         #: Names of layers known to be in the remote index that has completed last.
         self.remote_files: dict[layer_name.LayerName, int | None] = {}
         self.last_error: str | None = None
+        #: The index we believe is in remote storage (normalised); None: no index yet.
+        self.expected_remote: bytes | None = None
+        #: A failure that stopped the queue for good (split brain).
+        self.fatal: EngineError | None = None
+        self._guard_lock = asyncio.Lock()
+        self._batch_checked = False
         self.abandoned: set[layer_name.LayerName] = set()
         self._queued: list[Op] = []
         self._in_flight: dict[int, Op] = {}
@@ -113,6 +130,7 @@ class UploadQueue:
 
     def init_from_index(self, index: index_part.IndexPart) -> None:
         self._init()
+        self.expected_remote = index.to_json_bytes()
         self.latest_files = {name: meta.file_size for name, meta in index.layers.items()}
         self.remote_files = dict(self.latest_files)
         self.latest_metadata = index.metadata
@@ -159,12 +177,14 @@ class UploadQueue:
 
     async def wait_completion(self) -> None:
         """Barrier: returns when everything scheduled before the call has completed."""
+        if self.fatal is not None:
+            raise self.fatal
         self._check_open()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(Op(OpKind.BARRIER, barrier=fut))
         await fut
 
-    def stop(self) -> None:
+    def stop(self, error: EngineError | None = None) -> None:
         """Drop queued operations (failing pending barriers); in-flight attempts finish by themselves."""
         if self.stopped:
             return
@@ -172,7 +192,7 @@ class UploadQueue:
         for op in self._queued:
             if op.barrier is not None and not op.barrier.done():
                 op.barrier.set_exception(
-                    QueueStopped("wait_completion aborted because upload queue was stopped")
+                    error or QueueStopped("wait_completion aborted because upload queue was stopped")
                 )
             self._gauge(op, -1)
         self._queued.clear()
@@ -245,6 +265,12 @@ class UploadQueue:
                     await self._perform(op)
                     self.last_error = None
                     break
+                except SplitBrain as e:
+                    self._log.error("%s", e.message)
+                    self.fatal = e
+                    self.last_error = e.message
+                    self.stop(e)
+                    break
                 except FileNotFoundError as e:
                     if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
                         self._log.error("abandoning upload of %s: local file is gone (%s)", op.name, e)
@@ -264,6 +290,32 @@ class UploadQueue:
         if not self.stopped:
             self._launch()
 
+    async def _check_remote_unchanged(self) -> None:
+        """Split-brain guard: before replacing the index (and before the first layer upload of a
+        batch, so that a layer object another writer indexed is not overwritten), make sure the
+        index is still the one we read or wrote last. If another operator or pageserver uploaded an index for this timeline in the
+        meantime, refuse: overwriting it could make the remote state go backwards (lose layers or
+        LSN). Best effort (GET then PUT is not atomic); generation numbers close the window
+        (docs/reliability.md)."""
+        key = paths.remote_index_key(self.tenant_id, self.timeline_id)
+        try:
+            raw = await self.io.get_bytes(key)
+        except remote_errors.NotFound:
+            current: bytes | None = None
+        else:
+            try:
+                current = index_part.IndexPart.parse(raw).to_json_bytes()
+            except Exception:
+                current = raw
+        if current != self.expected_remote:
+            what = "appeared" if self.expected_remote is None else ("disappeared" if current is None else "changed")
+            raise SplitBrain(
+                f"timeline {self.tenant_id}/{self.timeline_id}: the remote {key} {what} since this "
+                "operator last read or wrote it: another writer is attached to this tenant; refusing "
+                "to overwrite it (make sure only one operator/pageserver owns the tenant, then detach "
+                "and attach again)"
+            )
+
     def _record_failure(self, op: Op, e: BaseException, attempt: int) -> None:
         what = f"{op.kind.value} {op.name}" if op.name else op.kind.value
         self.last_error = f"timeline {self.timeline_id}: {what} failed: {e}"
@@ -276,6 +328,10 @@ class UploadQueue:
             actual = (await self.io.run(local.stat)).st_size
             if actual != op.size:
                 raise OSError(f"local layer {local} has {actual} bytes, {op.size} were scheduled")
+            async with self._guard_lock:  # one index GET per batch of layer uploads
+                if not self._batch_checked:
+                    await self._check_remote_unchanged()
+                    self._batch_checked = True
             await self.io.upload_file(
                 paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name), local, op.size
             )
@@ -288,9 +344,11 @@ class UploadQueue:
                 if s is None and self.latest_files.get(n) is not None:
                     files[n] = self.latest_files[n]
             index = index_part.IndexPart.build(files, op.metadata)
-            await self.io.put_bytes(
-                paths.remote_index_key(self.tenant_id, self.timeline_id), index.to_json_bytes()
-            )
+            await self._check_remote_unchanged()
+            data = index.to_json_bytes()
+            await self.io.put_bytes(paths.remote_index_key(self.tenant_id, self.timeline_id), data)
+            self.expected_remote = data
+            self._batch_checked = False
             self.remote_consistent_lsn = op.metadata.disk_consistent_lsn
             self.remote_files = files
         elif op.kind is OpKind.DELETE:

@@ -282,7 +282,9 @@ class OperatorFactory:
         if failed:
             for n, op in enumerate(self.started, 1):
                 lines = op.log().splitlines()
-                print(f"\n----- operator #{n} log ({op.log_path}), last {LOG_TAIL_LINES} of {len(lines)} lines -----")
+                print(
+                    f"\n----- operator #{n} log ({op.log_path}), last {LOG_TAIL_LINES} of {len(lines)} lines -----"
+                )
                 print("\n".join(lines[-LOG_TAIL_LINES:]))
 
 

@@ -84,7 +84,9 @@ class Kubectl:
         if self.namespace is not None:
             argv.append(f"--namespace={self.namespace}")
         argv += list(args)
-        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"`kubectl {' '.join(args)}` exited {result.returncode}:\n{result.stderr}{result.stdout}"
@@ -233,7 +235,9 @@ def files_below(root: Path) -> list[str]:
     return sorted(out)
 
 
-def assert_tenant_matches(workdir: Path, remote: tree.RemoteTenant, scratch: Path, allow_config: bool = False) -> None:
+def assert_tenant_matches(
+    workdir: Path, remote: tree.RemoteTenant, scratch: Path, allow_config: bool = False
+) -> None:
     """`tree.assert_matches_remote` for one tenant of a volume that also holds other tenants
     (whose markers or temp files must not count against this one): the tenant directory is
     copied alone onto a scratch volume and compared there."""

@@ -49,7 +49,9 @@ def test_api_server_accepts_and_serves_the_crd(kube: helpers.Kubectl, crd_instal
     ]
     tenant_id = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["tenantId"]
     assert tenant_id["pattern"] == v1alpha1.TENANT_ID_PATTERN
-    assert tenant_id["x-kubernetes-validations"] == [{"rule": "self == oldSelf", "message": "tenantId is immutable"}]
+    assert tenant_id["x-kubernetes-validations"] == [
+        {"rule": "self == oldSelf", "message": "tenantId is immutable"}
+    ]
 
 
 def test_openapi_is_published_for_kubectl_explain(kube: helpers.Kubectl, crd_installed: None) -> None:
@@ -61,5 +63,6 @@ def test_openapi_is_published_for_kubectl_explain(kube: helpers.Kubectl, crd_ins
     for field in ("timelineId", "diskConsistentLsn", "remoteConsistentLsn", "awaitsDownload"):
         assert field in text
     assert kube.run("api-resources", f"--api-group={v1alpha1.GROUP}").stdout.split("\n")[1].split()[:2] == [
-        v1alpha1.PLURAL, ",".join(v1alpha1.SHORT_NAMES)
+        v1alpha1.PLURAL,
+        ",".join(v1alpha1.SHORT_NAMES),
     ]

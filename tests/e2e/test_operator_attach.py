@@ -82,7 +82,9 @@ def test_apply_attaches_the_remote_tree_and_reports_it(
     for tlid, rt in expected.timelines.items():
         t = by_id[tlid]
         meta = rt.index.metadata
-        assert t.get("ancestorTimelineId") == (str(meta.ancestor_timeline) if meta.ancestor_timeline else None)
+        assert t.get("ancestorTimelineId") == (
+            str(meta.ancestor_timeline) if meta.ancestor_timeline else None
+        )
         assert t["ancestorLsn"] == str(meta.ancestor_lsn)
         assert t["diskConsistentLsn"] == str(rt.index.disk_consistent_lsn)
         assert t["remoteConsistentLsn"] == str(rt.index.disk_consistent_lsn)
@@ -119,7 +121,15 @@ STATUS_FIELDS = [
     "phase", "reason", "message", "hasInProgressDownloads", "observedGeneration", "conditions",
     "progress", "timelines", "timelineCount", "history", "attempts",
 ]  # fmt: skip
-PROGRESS_FIELDS = ["layersTotal", "layersDone", "bytesTotal", "bytesDone", "startedAt", "etaSeconds", "percent"]
+PROGRESS_FIELDS = [
+    "layersTotal",
+    "layersDone",
+    "bytesTotal",
+    "bytesDone",
+    "startedAt",
+    "etaSeconds",
+    "percent",
+]
 CONDITION_FIELDS = ["type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"]
 HISTORY_FIELDS = ["time", "phase", "reason", "message"]
 
@@ -137,7 +147,8 @@ def test_status_fields_survive_pruning(k: helpers.Kubectl, remote: Remote, opera
     # The Synced condition follows once the status writer saw the (empty) upload queues.
     helpers.wait_for(
         lambda: (c := helpers.condition(k.tenant("pruned"), "Synced")) and c["status"] == "True",
-        30, "the Synced condition",
+        30,
+        "the Synced condition",
     )
 
     st: dict[str, Any] = k.tenant("pruned")["status"]

@@ -28,7 +28,10 @@ ESCAPE = "../../../../../pwned"
 
 
 def test_corrupt_index_breaks_only_that_tenant(
-    k: helpers.Kubectl, remote: Remote, operator: OperatorFactory, tmp_path: Path,
+    k: helpers.Kubectl,
+    remote: Remote,
+    operator: OperatorFactory,
+    tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     good, garbled, escape = new_tenant_id(), new_tenant_id(), new_tenant_id()
@@ -96,7 +99,9 @@ def test_corrupt_index_breaks_only_that_tenant(
     assert not any(p.name == "pwned" for p in tmp_path.rglob("*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["operator-1.log", "volume"]
     assert sorted(p.name for p in op.workdir.iterdir()) == [paths.TENANTS_DIR]
-    assert sorted(p.name for p in (op.workdir / paths.TENANTS_DIR).iterdir()) == sorted([good, garbled, escape])
+    assert sorted(p.name for p in (op.workdir / paths.TENANTS_DIR).iterdir()) == sorted(
+        [good, garbled, escape]
+    )
 
     # Repairing the index and asking for a retry (the annotation) brings the tenant up at once,
     # without waiting for the automatic retry's backoff.

@@ -23,7 +23,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def run_operator(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_operator(
+    args: list[str], tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PAGESERVER_OPERATOR_", "KUBECONFIG"))}
     base.pop("KUBERNETES_SERVICE_HOST", None)
     base.update(env or {})
@@ -65,7 +67,9 @@ def test_closed_port_fails_with_one_line(tmp_path: Path) -> None:
     reason = one_line_reason(result)
     assert f"cannot reach the API server at https://127.0.0.1:{port}" in reason
     assert "Connection refused" in reason
-    assert not (tmp_path / "volume" / "tenants").exists(), "nothing may be written before the cluster is reached"
+    assert not (tmp_path / "volume" / "tenants").exists(), (
+        "nothing may be written before the cluster is reached"
+    )
 
 
 def test_missing_kubeconfig_file_fails_with_one_line(tmp_path: Path) -> None:
@@ -86,22 +90,34 @@ def test_no_cluster_at_all_fails_with_one_line(tmp_path: Path) -> None:
 
 def test_rejected_token_fails_with_one_line(tmp_path: Path, control_plane: controlplane.ControlPlane) -> None:
     kc = controlplane.write_kubeconfig(
-        tmp_path / "kubeconfig", control_plane.server_url, control_plane.ca_file, "intruder", "not-a-valid-token"
+        tmp_path / "kubeconfig",
+        control_plane.server_url,
+        control_plane.ca_file,
+        "intruder",
+        "not-a-valid-token",
     )
 
     result = run_operator(["--remote", f"file://{tmp_path}/remote", "--kubeconfig", str(kc)], tmp_path)
 
     assert result.returncode == EXIT_FAILED, result.stderr
     reason = one_line_reason(result)
-    assert f"the API server at {control_plane.server_url} rejected the credentials: 401 Unauthorized" in reason
+    assert (
+        f"the API server at {control_plane.server_url} rejected the credentials: 401 Unauthorized" in reason
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        pytest.param(["--remote", "relative/path"], ["remote", "file:///absolute/path"], id="relative-remote"),
+        pytest.param(
+            ["--remote", "relative/path"], ["remote", "file:///absolute/path"], id="relative-remote"
+        ),
         pytest.param(["--remote", "s3://"], ["remote"], id="s3-without-bucket"),
-        pytest.param(["--remote", "file:///r", "--sync-period", "0"], ["sync_period", "greater than 0"], id="sync-period-0"),
+        pytest.param(
+            ["--remote", "file:///r", "--sync-period", "0"],
+            ["sync_period", "greater than 0"],
+            id="sync-period-0",
+        ),
         pytest.param(["--remote", "file:///r", "--concurrency", "0"], ["concurrency"], id="concurrency-0"),
     ],
 )

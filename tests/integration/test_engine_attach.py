@@ -6,9 +6,10 @@
   status schema) and the LSNs of the volume and of the remote index;
 - a v0 index (no sizes) attaches, and is then rewritten as v1 with every layer's size; the
   upgrade also happens when the first run was killed before the rewritten index was uploaded;
-- SIGKILL of ``attach`` at random points (10 kills per backend: mostly once a random number of
-  layers is on the volume, so that kills land during the work on any machine; seeded RNG printed and named in
-  every assertion), sometimes several kills in a row before the rerun: after every kill the
+- SIGKILL of ``attach`` at random points (10 kills per backend; mostly once a random number of
+  layers is on the volume plus a random few ms, so kills land during the work on any machine,
+  sometimes during start-up; seeded RNG, printed and named in every assertion, replayable with
+  ENGINE_KILL_SEED), sometimes several kills in a row before the rerun: after every kill the
   volume is either mid-attach (marker present) or complete, and the rerun exits 0 with the tree a
   clean attach produces, no temp files, and nothing written to remote storage.
 """

@@ -250,14 +250,16 @@ class OperatorFactory:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         wait_live: bool = True,
+        remote_url: str | None = None,
     ) -> OperatorProcess:
+        """Start an operator on the test's volume, namespace and bucket (or ``remote_url``)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         metrics_port, liveness_port = processes.free_ports(2)
         n = len(self.started) + 1
         argv = [
             sys.executable, "-m", "pageserver_operator.cli", "run",
             "--workdir", str(self.workdir),
-            "--remote", self.remote.url,
+            "--remote", remote_url or self.remote.url,
             "--namespace", self.namespace,
             "--sync-period", str(sync_period),
             "--metrics-port", str(metrics_port),

@@ -7,10 +7,13 @@ cluster (so the tests also prove the CRD works for kubectl users: short names, p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -265,3 +268,59 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+# ---- a switchable TCP path to a server ------------------------------------------------------------
+
+
+class TcpForwarder:
+    """Forwards connections from ``127.0.0.1:port`` to ``target`` -- once `open` was called.
+
+    Before that nothing listens on the port (connections are refused, as when a server is down),
+    so a test can make a server unreachable and then reachable again without touching it."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port = port
+        self.target = target
+        self._listener: socket.socket | None = None
+        self._closed = threading.Event()
+
+    def open(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        listener.settimeout(0.2)
+        self._listener = listener
+        threading.Thread(target=self._accept, name="forwarder", daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,48 @@
+# pageserver-operator: the operator (and the engine CLI) in a slim Python image.
+#
+#   docker build -t pageserver-operator .                        # from the public python image
+#   hack/image/build.sh                                           # here: local base, no registry
+#
+# BASE_IMAGE must provide python3 (>= 3.11) with the venv module; both stages use it, so the
+# venv's interpreter link resolves in the final image. When build/image/wheels/ exists in the
+# context (hack/image/build.sh fills it on the host), pip installs from it alone (no index);
+# otherwise pip uses PyPI. Not copied to the final image: pip and setuptools (an installer has no
+# business at run time), kubernetes/aio (the client's asyncio twin, about 68 MB: the operator
+# uses the synchronous client, kopf talks to the API with aiohttp) and bundled test suites; the
+# import check after the removal proves nothing needed went with them.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+# The context is filtered by .dockerignore: pyproject.toml, README.md, operator/, wheels.
+COPY . /src/
+RUN set -eu; \
+    if [ -d /src/build/image/wheels ]; then set -- --no-index --find-links /src/build/image/wheels; fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install --no-cache-dir "$@" /src; \
+    /opt/venv/bin/pip uninstall --yes pip setuptools; \
+    site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+    rm -rf "$site/kubernetes/aio" "$site/websocket/tests" "$site/certifi/tests"; \
+    /opt/venv/bin/python -c 'import pageserver_operator.cli, pageserver_operator.k8s.runner'; \
+    /opt/venv/bin/pageserver-operator --version; \
+    mkdir -p /data
+
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="pageserver-operator" \
+      org.opencontainers.image.description="Kubernetes operator that attaches pageserver tenants from S3-compatible storage onto a volume and keeps them in sync" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder --chown=65532:65532 /data /data
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    PAGESERVER_OPERATOR_WORKDIR=/data
+USER 65532:65532
+WORKDIR /data
+# 9090: Prometheus metrics; 8080: kopf liveness endpoint (/healthz).
+EXPOSE 9090 8080
+ENTRYPOINT ["pageserver-operator"]
+CMD ["run"]

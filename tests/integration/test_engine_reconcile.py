@@ -361,6 +361,79 @@ def test_detach_order_layer_then_index_then_directory_removal(backend: Backend) 
     assert doc["layer_metadata"][str(name)] == {"file_size": 50_000}  # type: ignore[index]
 
 
+def _create_local_branch(b: Backend, gen: testdata.GeneratedTenant, with_layer: bool) -> ids.TimelineId:
+    """What the pageserver does when it branches ``root``: a new timeline directory with only a
+    ``metadata`` file (ancestor = root at its disk_consistent_lsn), optionally one flushed layer."""
+    tid, root = gen.tenant_id, root_timeline(gen)
+    tp = paths.TenantPaths(b.workdir, tid)
+    parent = metadata.TimelineMetadata.from_bytes(tp.metadata(root).read_bytes())
+    branch = ids.TimelineId(bytes([0xB7]) * 16)
+    tp.timeline_dir(branch).mkdir()
+    tp.metadata(branch).write_bytes(
+        metadata.TimelineMetadata(
+            disk_consistent_lsn=parent.disk_consistent_lsn,
+            prev_record_lsn=None,
+            ancestor_timeline=root,
+            ancestor_lsn=parent.disk_consistent_lsn,
+            latest_gc_cutoff_lsn=parent.latest_gc_cutoff_lsn,
+            initdb_lsn=parent.initdb_lsn,
+            pg_version=parent.pg_version,
+        ).to_bytes()
+    )
+    if with_layer:
+        testdata.flush_local_layer(b.workdir, tid, branch, 10_000, seed=12)
+    return branch
+
+
+def _assert_branch_is_remote(b: Backend, gen: testdata.GeneratedTenant, branch: ids.TimelineId) -> None:
+    tid = gen.tenant_id
+    tp = paths.TenantPaths(b.workdir, tid)
+    idx, _ = remote_index(b, tid, branch)
+    assert idx.metadata_bytes == tp.metadata(branch).read_bytes()
+    local_layers = sorted(p.name for p in tp.timeline_dir(branch).iterdir() if p.name != "metadata")
+    assert sorted(str(n) for n in idx.layers) == local_layers
+    other = b.tmp / "other-workdir"
+    r = cli.run(["attach", "--workdir", str(other), "--remote", b.url, str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    tree.assert_matches_remote(other, tree.RemoteTenant.capture(b.open(), tid))
+    assert (paths.TenantPaths(other, tid).timeline_dir(branch)).is_dir()
+
+
+@pytest.mark.parametrize("with_layer", [False, True], ids=["empty-branch", "branch-with-layer"])
+def test_sync_uploads_a_new_local_branch(backend: Backend, with_layer: bool) -> None:
+    """A branch created locally is uploaded (its index, even without layers: fix of #3865)."""
+    gen = attached(backend)
+    branch = _create_local_branch(backend, gen, with_layer)
+    r = cli.run(["sync", *backend.args(), str(gen.tenant_id)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    _assert_branch_is_remote(backend, gen, branch)
+
+
+def test_sync_while_active_picks_up_a_branch_of_a_loaded_timeline(backend: Backend) -> None:
+    """The operator keeps the tenant Active and calls sync periodically; the pageserver branches
+    a timeline in between. That sync must upload the branch, not fail because the branch's
+    ancestor was loaded earlier (which would make the tenant Broken)."""
+    gen = attached(backend)
+    m = manager.TenantManager(backend.workdir, url.open_remote(url.parse_remote_url(backend.url)))
+    t = m.get(gen.tenant_id)
+    branch = None
+
+    async def go() -> None:
+        nonlocal branch
+        await asyncio.wait_for(t.load(), 60)
+        assert t.state is not None and t.state.value == "Active"
+        branch = _create_local_branch(backend, gen, with_layer=True)
+        await asyncio.wait_for(t.sync(timeout=60), 90)
+        assert t.state.value == "Active"
+
+    try:
+        asyncio.run(go())
+    finally:
+        m.close()
+    assert branch is not None
+    _assert_branch_is_remote(backend, gen, branch)
+
+
 # ---- remote ahead of local ----------------------------------------------------------------------
 
 

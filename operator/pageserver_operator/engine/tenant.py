@@ -507,7 +507,10 @@ class Tenant:
         return {tlid: index for tlid, index in results if index is not None}
 
     async def _setup_timelines(
-        self, local: Mapping[ids.TimelineId, Any], indexes: Mapping[ids.TimelineId, index_part.IndexPart]
+        self,
+        local: Mapping[ids.TimelineId, Any],
+        indexes: Mapping[ids.TimelineId, index_part.IndexPart],
+        loaded: Mapping[ids.TimelineId, ids.TimelineId | None] | None = None,
     ) -> None:
         """Shared by attach and load (reference §6.5, §6.7, §6.8), all timelines at once:
         choose metadata, clean directories, plan downloads, download everything in one bounded
@@ -517,7 +520,8 @@ class Tenant:
             tlid: (local[tlid] if tlid in local else indexes[tlid].metadata).ancestor_timeline
             for tlid in set(local) | set(indexes)
         }
-        order = ancestry.ancestors_first(parents, self.where)
+        # ``loaded``: timelines already set up (sync while Active) that new ones may branch from
+        order = [t for t in ancestry.ancestors_first({**(loaded or {}), **parents}, self.where) if t in parents]
         prepared = await self.io.run(self._prepare_timelines, order, local, indexes)
         self.timelines = {t.timeline_id: t for t, _ in prepared}
         downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
@@ -649,7 +653,9 @@ class Tenant:
         if new:
             remote = await self._fetch_indexes(set(new), required=set())
             existing = dict(self.timelines)
-            await self._setup_timelines(new, remote)
+            await self._setup_timelines(
+                new, remote, {tlid: t.metadata.ancestor_timeline for tlid, t in existing.items()}
+            )
             self.timelines = {**existing, **self.timelines}
             for t in self.timelines.values():
                 t.state = timeline.TimelineState.ACTIVE

@@ -7,11 +7,18 @@
 - a local-only layer (written as a pageserver flush does: layer, then metadata) is uploaded by
   ``sync`` (and by ``load``) and then indexed with its size and the new metadata; ``status
   --remote`` shows the upload lag before and none after;
+- ``load`` resumes an interrupted attach (marker present) instead of failing on it;
+- a v0 index is never rewritten with the size of a damaged local copy (later attaches would
+  fail on an intact object);
+- a branch created locally (empty: its index alone, #3865; or with a layer) is uploaded by
+  ``sync``, also by a sync while the tenant stays Active after a load (in-process, as the
+  operator does), together with a layer flushed on an existing timeline;
 - ``detach`` of a tenant with local-only layers uploads them and the index *before* the
   directory is removed (observed in-process with a recording storage wrapper, and through the
   CLI); a fresh attach elsewhere then yields the same tree;
 - remote metadata ahead of local (disk_consistent_lsn or gc cutoff) makes ``load`` end Broken
-  with reason RemoteAheadOfLocal (exit 1, the reason as the last line of stderr), nothing uploaded;
+  with reason RemoteAheadOfLocal (exit 1, the reason as the last line of stderr), nothing uploaded,
+  and ``detach`` refuses to remove the local data;
 - a ``<tid>.___temp`` leftover of an interrupted detach is removed by ``load`` of the volume;
 - SIGKILL of ``sync`` and ``detach`` at random points (2 + 3 per backend) converges: the rerun
   exits 0, every local-only layer ends up indexed remotely, and a directory is never gone before
@@ -411,8 +418,8 @@ def test_sync_uploads_a_new_local_branch(backend: Backend, with_layer: bool) -> 
 
 def test_sync_while_active_picks_up_a_branch_of_a_loaded_timeline(backend: Backend) -> None:
     """The operator keeps the tenant Active and calls sync periodically; the pageserver branches
-    a timeline in between. That sync must upload the branch, not fail because the branch's
-    ancestor was loaded earlier (which would make the tenant Broken)."""
+    a timeline and flushes a layer in between. That sync must upload both, not fail because the
+    branch's ancestor was loaded earlier (which would make the tenant Broken)."""
     gen = attached(backend)
     m = manager.TenantManager(backend.workdir, url.open_remote(url.parse_remote_url(backend.url)))
     t = m.get(gen.tenant_id)
@@ -423,15 +430,22 @@ def test_sync_while_active_picks_up_a_branch_of_a_loaded_timeline(backend: Backe
         await asyncio.wait_for(t.load(), 60)
         assert t.state is not None and t.state.value == "Active"
         branch = _create_local_branch(backend, gen, with_layer=True)
+        flushed.append(testdata.flush_local_layer(backend.workdir, gen.tenant_id, gen.timelines[1], 3_333, seed=2))
         await asyncio.wait_for(t.sync(timeout=60), 90)
         assert t.state.value == "Active"
+        snap = {s.timeline_id: s for s in t.snapshot().timelines}
+        for s in snap.values():
+            assert s.upload_lag_bytes == 0 and s.remote_consistent_lsn == s.disk_consistent_lsn
 
+    flushed: list[layer_name.LayerName] = []
     try:
         asyncio.run(go())
     finally:
         m.close()
     assert branch is not None
     _assert_branch_is_remote(backend, gen, branch)
+    _, doc = remote_index(backend, gen.tenant_id, gen.timelines[1])
+    assert doc["layer_metadata"][str(flushed[0])] == {"file_size": 3_333}  # type: ignore[index]
 
 
 # ---- remote ahead of local ----------------------------------------------------------------------
@@ -471,6 +485,12 @@ def test_remote_metadata_ahead_of_local_makes_load_broken(backend: Backend, fiel
         assert str(ahead) in lines[-1]
     assert backend.store_snapshot() == store_before, "a Broken load uploaded something"
     assert sorted(p.name for p in tp.timeline_dir(tl).iterdir()) == layers_before
+    # detach must not remove data it could not check against remote storage
+    r = cli.run(["detach", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_FAILED, cli.describe(r)
+    assert "RemoteAheadOfLocal" in r.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in tp.timeline_dir(tl).iterdir()) == layers_before
+    assert backend.store_snapshot() == store_before
 
 
 # ---- leftovers of an interrupted detach ---------------------------------------------------------

@@ -15,7 +15,8 @@
   operator does), together with a layer flushed on an existing timeline;
 - ``detach`` of a tenant with local-only layers uploads them and the index *before* the
   directory is removed (observed in-process with a recording storage wrapper, and through the
-  CLI); a fresh attach elsewhere then yields the same tree;
+  CLI); a fresh attach elsewhere then yields the same tree; detach of an interrupted attach just
+  removes it;
 - remote metadata ahead of local (disk_consistent_lsn or gc cutoff) makes ``load`` end Broken
   with reason RemoteAheadOfLocal (exit 1, the reason as the last line of stderr), nothing uploaded,
   and ``detach`` refuses to remove the local data;
@@ -287,6 +288,19 @@ def test_detach_with_local_only_layers_uploads_them_before_removing_the_director
     tree.assert_matches_remote(backend.workdir, tree.RemoteTenant.capture(storage, tid))
     for t, n in new.items():
         assert tp.layer(t, n).read_bytes() == local_copy[t]
+
+
+def test_detach_of_an_interrupted_attach_removes_it_and_touches_nothing_remote(backend: Backend) -> None:
+    gen = attached(backend)
+    tid = gen.tenant_id
+    tp = paths.TenantPaths(backend.workdir, tid)
+    tp.marker.write_bytes(b"")  # as if killed mid-attach
+    tp.metadata(gen.timelines[1]).unlink()
+    store_before = backend.store_snapshot()
+    r = cli.run(["detach", *backend.args(), str(tid)])
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    assert list(tp.tenants_root.iterdir()) == []
+    assert backend.store_snapshot() == store_before
 
 
 class RecordingStorage:

@@ -2,6 +2,7 @@
 
 - a clean attach produces exactly the remote tree (layers byte-identical, metadata = the index's
   metadata_bytes, no leftovers), writes nothing to remote storage, and a second attach is a no-op;
+- a resumed attach whose metadata files already exist completes (the seed's "file exists" bug);
 - ``status --json`` carries the resource's field names (camelCase, checked against the CRD's
   status schema) and the LSNs of the volume and of the remote index;
 - a v0 index (no sizes) attaches, and is then rewritten as v1 with every layer's size; the
@@ -73,6 +74,23 @@ def test_attach_produces_the_remote_tree_and_writes_nothing_remote(backend: Back
     assert again.returncode == cli.EXIT_OK, cli.describe(again)
     assert tree.snapshot(backend.workdir) == local_before, "a second attach changed the volume"
     assert backend.store_snapshot() == store_before
+
+
+def test_resume_when_every_metadata_file_was_already_written(backend: Backend) -> None:
+    """The seed's resume bug (reference §6.3): killed after the metadata files were written but
+    before the marker was removed, the resumed attach must not fail on "metadata exists"."""
+    storage = backend.open()
+    gen = testdata.make_remote_tenant(storage, SMALL)
+    remote = tree.RemoteTenant.capture(storage, gen.tenant_id)
+    r = attach(backend, gen.tenant_id)
+    assert r.returncode == cli.EXIT_OK, cli.describe(r)
+    tp = paths.TenantPaths(backend.workdir, gen.tenant_id)
+    tp.marker.write_bytes(b"")
+    (tp.timeline_dir(gen.timelines[0]) / "metadata___temp").write_bytes(b"half-written replacement")
+    again = attach(backend, gen.tenant_id)
+    assert again.returncode == cli.EXIT_OK, cli.describe(again)
+    assert not tp.marker.exists()
+    tree.assert_matches_remote(backend.workdir, remote)
 
 
 def _schema_keys_ok(value: Any, schema: dict[str, Any], where: str) -> list[str]:

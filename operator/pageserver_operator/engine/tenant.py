@@ -345,6 +345,7 @@ class Tenant:
 
     async def _attach(self, config: Mapping[str, Any] | None) -> None:
         p = self.paths
+        self._reset_timelines()
         self._set_state(
             TenantState.ATTACHING,
             "AttachStarted",
@@ -382,6 +383,7 @@ class Tenant:
         crashsafe.durable_mkdir(p.timelines_dir)
 
     async def _load(self, config: Mapping[str, Any] | None) -> None:
+        self._reset_timelines()
         self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
         await self._write_config(config)
         await self.io.run(self._check_config)
@@ -390,6 +392,11 @@ class Tenant:
         indexes = await self._fetch_indexes(set(local) | set(remote_ids), required=set())
         await self._setup_timelines(local, indexes)
         self._activate()
+
+    def _reset_timelines(self) -> None:
+        """Attach and load rebuild every timeline from the volume and the remote index."""
+        self.stop()
+        self.timelines = {}
 
     def _activate(self) -> None:
         for t in self.timelines.values():
@@ -523,7 +530,7 @@ class Tenant:
         # ``loaded``: timelines already set up (sync while Active) that new ones may branch from
         order = [t for t in ancestry.ancestors_first({**(loaded or {}), **parents}, self.where) if t in parents]
         prepared = await self.io.run(self._prepare_timelines, order, local, indexes)
-        self.timelines = {t.timeline_id: t for t, _ in prepared}
+        self.timelines = {**self.timelines, **{t.timeline_id: t for t, _ in prepared}}
         downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
         done_bytes = sum(t.resident_bytes for t, _ in prepared)
         done_layers = sum(len(t.layers) for t, _ in prepared)
@@ -656,7 +663,6 @@ class Tenant:
             await self._setup_timelines(
                 new, remote, {tlid: t.metadata.ancestor_timeline for tlid, t in existing.items()}
             )
-            self.timelines = {**existing, **self.timelines}
             for t in self.timelines.values():
                 t.state = timeline.TimelineState.ACTIVE
         for tlid, meta in local.items():

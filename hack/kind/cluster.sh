@@ -9,10 +9,11 @@
 #   hack/kind/cluster.sh kubeconfig             print the kubeconfig path
 #
 # kubelet (in the node containers, which share the VM's kernel) writes global sysctls:
-# kernel.panic, kernel.panic_on_oops, vm.overcommit_memory, kernel.keys.root_max{keys,bytes}...
-# `create` records them first (unless a record of an unfinished run exists: that one holds the
-# values from before it), `delete` puts them back and reports any other kernel/vm/fs sysctl that
-# changed in between. A failed `create` deletes what it made.
+# kernel.panic, kernel.panic_on_oops, vm.overcommit_memory, kernel.keys.root_max{keys,bytes}...;
+# systemd in the nodes raises fs.file-max and sets fs.protected_*. `create` records them (a fixed
+# list plus a snapshot of every kernel/vm/fs sysctl) first, unless a record of an unfinished run
+# exists (that one holds the values from before it); `delete` puts back every value that changed.
+# A failed `create` deletes what it made.
 set -Eeuo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh
@@ -67,19 +68,26 @@ restore_sysctls() {
       fi
     fi
   done <"$state_dir/sysctl-before"
+  # Then every other writable kernel/vm/fs sysctl that changed (systemd in the nodes sets
+  # fs.file-max and fs.protected_*, for instance).
+  if [[ -f "$state_dir/sysctl-all-before" ]]; then
+    local key
+    while IFS= read -r line; do
+      key="${line%% = *}"
+      value="${line#* = }"
+      now="$(sysctl -n "$key" 2>/dev/null)" || continue
+      [[ "$now" == "$value" ]] && continue
+      if as_root sysctl -q -w "$key=$value" >/dev/null 2>&1; then
+        restored+=("$key: $now -> $value")
+      else
+        log "warning: could not restore $key=$value (now $now)"
+      fi
+    done < <(diff <(cat "$state_dir/sysctl-all-before") <(sysctl_snapshot) | sed -n 's/^< //p')
+  fi
   if [[ ${#restored[@]} -gt 0 ]]; then
     log "sysctls restored: $(printf '%s; ' "${restored[@]}")"
   else
     log "sysctls: nothing to restore"
-  fi
-  if [[ -f "$state_dir/sysctl-all-before" ]]; then
-    local others
-    others="$(diff <(cat "$state_dir/sysctl-all-before") <(sysctl_snapshot) | sed -n 's/^> //p' |
-      grep -Ev "^($(
-        IFS='|'
-        echo "${restored_sysctls[*]}"
-      )) =" || true)"
-    [[ -z "$others" ]] || log "note: other sysctls changed during the run (not restored): $(echo "$others" | tr '\n' ';')"
   fi
   rm -f "$state_dir/sysctl-before" "$state_dir/sysctl-all-before"
 }

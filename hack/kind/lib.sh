@@ -26,7 +26,8 @@ repo_root="$(cd "$kind_root/../.." && pwd)"
 cache_root="${PAGESERVER_OPERATOR_CACHE:-$HOME/.cache/pageserver-operator}"
 kind_cache="$cache_root/kind"
 bin_cache="$cache_root/bin"
-heavy_lock="$cache_root/heavy.lock"
+# Machine-wide, whatever the cache root: every heavy step of every process on this machine.
+heavy_lock="${PAGESERVER_OPERATOR_HEAVY_LOCK:-$HOME/.cache/pageserver-operator/heavy.lock}"
 mkdir -p "$kind_cache" "$bin_cache"
 
 now_ms() { date +%s%3N; }
@@ -45,6 +46,7 @@ fmt_ms() { printf '%d.%03d s' $(($1 / 1000)) $(($1 % 1000)); }
 # lock, so that it never runs at the same time as another heavy step of another process.
 # CMD may be a shell function.
 heavy() {
+  mkdir -p "$(dirname "$heavy_lock")"
   (
     flock 9
     "$@"

@@ -94,11 +94,13 @@ build_node_os() {
   # Debian's containerd lives in /usr/bin; Debian's CNI plugins in /usr/lib/cni.
   local entrypoint="$rootfs/usr/local/bin/entrypoint"
   as_root awk -v prelude="$(cat "$kind_root/node/entrypoint-prelude.sh")" \
-    '/^# validate state$/ { print prelude } /^fix_mount$/ { print "remount_cgroups_rw" } { print }' \
+    '/^# validate state$/ { print prelude } /^fix_mount$/ { print "remount_cgroups_rw" } { print }
+     /^select_iptables$/ { print "reject_untranslated_service_traffic" }' \
     "$entrypoint" | as_root tee "$entrypoint.new" >/dev/null
   as_root mv "$entrypoint.new" "$entrypoint"
   as_root chmod 0755 "$entrypoint"
-  if ! grep -q '^remount_cgroups_rw$' "$entrypoint" || ! grep -q '^remount_cgroups_rw() {$' "$entrypoint"; then
+  if ! grep -q '^remount_cgroups_rw$' "$entrypoint" || ! grep -q '^remount_cgroups_rw() {$' "$entrypoint" ||
+    ! grep -q '^reject_untranslated_service_traffic$' "$entrypoint"; then
     die "could not patch kind's entrypoint (its layout changed?)"
   fi
   as_root sed -i 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' "$rootfs/etc/containerd/config.toml"
@@ -127,7 +129,7 @@ build_node_os() {
     "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* \
     "$rootfs"/var/log/* "$rootfs"/tmp/* "$rootfs"/var/tmp/* "$rootfs"/dev/* "$rootfs"/proc/* "$rootfs"/sys/*
   as_root tar --numeric-owner -C "$rootfs" -c . | docker import \
-    --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
+    --change 'ENV container=docker' \
     --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
     --message "kind node OS: debootstrap $DEBIAN_SUITE + kind $KIND_VERSION base files" - "$os_image" >/dev/null
   as_root rm -rf --one-file-system "$rootfs"
@@ -239,21 +241,17 @@ echo "$KUBERNETES_VERSION" >"$work/kind/version"
 python3 "$kind_root/kind_consts.py" "$kind_src" defaultCNIManifest >"$work/kind/manifests/default-cni.yaml"
 python3 "$kind_root/kind_consts.py" "$kind_src" defaultStorageManifest >"$work/kind/manifests/default-storage.yaml"
 docker cp "$work/kind/." "$builder:/kind/"
-docker exec -d "$builder" containerd
-for _ in $(seq 1 60); do
+docker exec -d "$builder" sh -c 'exec containerd >/tmp/containerd.log 2>&1'
+for _ in $(seq 1 240); do
   docker exec "$builder" ctr version >/dev/null 2>&1 && break
   sleep 0.5
 done
-docker exec "$builder" ctr version >/dev/null || die "containerd did not start in the build container"
+if ! docker exec "$builder" ctr version >/dev/null; then
+  docker exec "$builder" tail -n 30 /tmp/containerd.log >&2 || true
+  die "containerd did not start in the build container"
+fi
 docker save "${component_refs[@]}" |
   heavy docker exec -i "$builder" ctr -n k8s.io images import --all-platforms --no-unpack --digests - >/dev/null
-docker exec "$builder" sh -euc '
-  ctr -n k8s.io images ls -q | while read -r ref; do
-    ctr -n k8s.io images label "$ref" io.cri-containerd.pinned=pinned >/dev/null
-  done
-  kill "$(pidof containerd)"
-  while pidof containerd >/dev/null; do sleep 0.2; done
-  rm -rf /var/lib/containerd/tmpmounts /run/containerd'
 missing=()
 imported="$(docker exec "$builder" ctr -n k8s.io images ls -q)"
 for ref in "${component_refs[@]}"; do
@@ -261,9 +259,17 @@ for ref in "${component_refs[@]}"; do
   grep -qxF "$ref" <<<"$imported" || missing+=("$ref")
 done
 [[ ${#missing[@]} -eq 0 ]] || die "not imported into the node's containerd: ${missing[*]}"
+# Pinned: the kubelet's image garbage collection must never remove what cannot be pulled again.
+docker exec "$builder" sh -euc '
+  ctr -n k8s.io images ls -q | while read -r ref; do
+    ctr -n k8s.io images label "$ref" io.cri-containerd.pinned=pinned >/dev/null
+  done
+  kill "$(pidof containerd)"
+  while pidof containerd >/dev/null; do sleep 0.2; done
+  rm -rf /var/lib/containerd/tmpmounts /run/containerd /tmp/containerd.log'
 docker commit \
   --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' --change 'CMD []' \
-  --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
+  --change 'ENV container=docker' \
   --message "kind node $KUBERNETES_VERSION assembled offline by hack/kind/node-image.sh" \
   "$builder" "$node_image" >/dev/null
 step_done "node image"

@@ -37,9 +37,10 @@ BIG_NAME = "big"
 BIG_ID = "b16b16b16b16b16b16b16b16b16b1600"
 # Large enough that the attach takes several seconds on 2 cores; override with KIND_E2E_BIG_TENANT.
 BIG_SHAPE = os.environ.get(
-    "KIND_E2E_BIG_TENANT", "--timelines 2 --layers 8 --layer-size 4MiB --sizes 96x8MiB"
+    "KIND_E2E_BIG_TENANT", "--timelines 2 --layers 8 --layer-size 4MiB --sizes 192x8MiB"
 ).split()
 READY_TIMEOUT = 600.0
+KILL_AT = 0.4  # fraction of the attach's bytes done when the operator pod is killed
 
 # Measurements, printed at the end of the session (pytest_terminal_summary in this module).
 REPORT: dict[str, Any] = {}
@@ -117,10 +118,31 @@ def helm_values(cluster: Cluster) -> dict[str, Any]:
     repository, _, tag = cluster.operator_image.rpartition(":")
     return {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "remote": {"url": REMOTE_URL, "existingSecret": "s3-credentials"},
+        "remote": {"url": REMOTE_URL, "credentialsSecret": "s3-credentials"},
         "syncPeriod": 3600,
         "statusInterval": 0.5,
+        "logFormat": "text",
+        # Workaround: kopf names the operator's peering identity after getpass.getuser(), which
+        # raises KeyError for uid 65532 when the image has no passwd entry for it and no USER.
+        **(
+            {"extraEnv": [{"name": "USER", "value": "pageserver-operator"}]}
+            if _image_lacks_user(cluster)
+            else {}
+        ),
     }
+
+
+def _image_lacks_user(cluster: Cluster) -> bool:
+    """True if uid 65532 has no passwd entry in the operator image (checked in the toolbox pod,
+    which runs that image as 65532)."""
+    script = "import os, pwd\ntry:\n    pwd.getpwuid(os.getuid())\n    print('known')\nexcept KeyError:\n    print('unknown')"
+    lacks = cluster.toolbox(["python3", "-c", script], timeout=60).strip() == "unknown"
+    if lacks:
+        REPORT["WORKAROUND"] = (
+            "the operator image has no passwd entry for uid 65532: kopf's getpass.getuser() raises "
+            "KeyError at start-up (CrashLoopBackOff) unless USER is set; the suite sets extraEnv USER"
+        )
+    return lacks
 
 
 @pytest.fixture(scope="module")
@@ -254,11 +276,11 @@ def test_pod_killed_mid_attach_resumes_on_the_same_volume(operator: Operator) ->
                 f"the attach ended before the kill (in {time.monotonic() - applied:.1f} s): make the tenant bigger (KIND_E2E_BIG_TENANT)"
             )
         total, done = progress.get("bytesTotal") or 0, progress.get("bytesDone") or 0
-        if status.get("phase") == "Attaching" and total > 0 and done >= total * 0.2:
+        if status.get("phase") == "Attaching" and total > 0 and done >= total * KILL_AT:
             return progress
         return None
 
-    progress = kube.wait_for("the attach to be under way (>= 20 %)", mid_attach, timeout=300, interval=0.1)
+    progress = kube.wait_for(f"the attach to pass {KILL_AT:.0%}", mid_attach, timeout=300, interval=0.1)
     killed = time.monotonic()
     k.kubectl(
         "delete", "pod", "-n", OPERATOR_NAMESPACE, old_name, "--grace-period=0", "--force", "--wait=false"
@@ -266,39 +288,53 @@ def test_pod_killed_mid_attach_resumes_on_the_same_volume(operator: Operator) ->
     fraction = progress["bytesDone"] / progress["bytesTotal"]
     kube.log(f"killed {old_name} at {progress['bytesDone']}/{progress['bytesTotal']} bytes ({fraction:.0%})")
 
-    # The StatefulSet brings the pod back, on the same claim.
+    # The StatefulSet brings the pod back; its attach starts from the `attaching` marker (the
+    # status history says "(resuming)") and ends Active. Observed from here every 0.1 s.
+    resumed: dict[str, Any] = {}
+
+    def resumed_and_active() -> bool:
+        status = operator.tenant(BIG_NAME).get("status") or {}
+        history = status.get("history") or []
+        if "at" not in resumed and any("resuming" in (h.get("message") or "") for h in history):
+            resumed["at"] = time.monotonic()
+            resumed["progress"] = dict(status.get("progress") or {})
+        return "at" in resumed and status.get("phase") == "Active"
+
+    kube.wait_for("the resumed attach to end Active", resumed_and_active, timeout=READY_TIMEOUT, interval=0.1)
+    active = time.monotonic()
     after = operator.wait_pod_ready(not_uid=old_uid)
-    back = time.monotonic()
+    pod_ready = time.monotonic()
     new_claims = sorted(
         v["persistentVolumeClaim"]["claimName"]
         for v in after["spec"]["volumes"]
         if "persistentVolumeClaim" in v
     )
     assert new_claims == old_claims, "the new operator pod does not use the same PVC"
-    took = operator.wait_ready(BIG_NAME)
-    ready = time.monotonic()
+    assert after["metadata"]["name"] == old_name, "the StatefulSet did not bring back the same pod"
+    operator.wait_ready(BIG_NAME, timeout=60)  # kubectl wait --for=condition=Ready agrees
 
-    # The resumed attach found the `attaching` marker: said in the status history and the log.
     status = operator.tenant(BIG_NAME)["status"]
     history = status.get("history") or []
-    resumed_in_history = [h for h in history if "resuming" in (h.get("message") or "")]
+    resuming = [h for h in history if "resuming" in (h.get("message") or "")]
+    assert resuming, f"no sign that the attach resumed from the marker: {json.dumps(history)}"
     log_text = k.logs(OPERATOR_NAMESPACE, after["metadata"]["name"])
-    resumed_in_log = [line for line in log_text.splitlines() if "resuming" in line and BIG_ID in line]
-    assert resumed_in_history or resumed_in_log, (
-        f"no sign that the attach resumed from the marker; history: {json.dumps(history)}; log tail: {log_text[-3000:]}"
-    )
+    resumed_in_log = [line for line in log_text.splitlines() if "resuming" in line]
     compared = _compare_trees(local_tree(k, after["metadata"]["name"], BIG_ID), cluster.remote_tree(BIG_ID))
     REPORT["pod kill: attach progress when killed"] = (
         f"{progress['bytesDone']}/{progress['bytesTotal']} bytes ({fraction:.0%}), "
         f"layers {progress.get('layersDone')}/{progress.get('layersTotal')}, {killed - applied:.1f} s after apply"
     )
-    REPORT["pod kill: kill -> new pod Ready (s)"] = round(back - killed, 1)
-    REPORT["pod kill: new pod Ready -> Tenant Ready (resume) (s)"] = round(took, 1)
-    REPORT["pod kill: kill -> Tenant Ready (s)"] = round(ready - killed, 1)
-    REPORT["pod kill: marker found"] = (
-        f"history: {resumed_in_history[-1]['message'] if resumed_in_history else '-'}; "
-        f"log lines: {len(resumed_in_log)}"
+    REPORT["pod kill: kill -> resumed attach seen (operator restart) (s)"] = round(resumed["at"] - killed, 1)
+    REPORT["pod kill: resumed attach seen -> Active (resume) (s)"] = round(active - resumed["at"], 1)
+    REPORT["pod kill: kill -> Active (s)"] = round(active - killed, 1)
+    REPORT["pod kill: kill -> new pod Ready (readiness probe) (s)"] = round(pod_ready - killed, 1)
+    REPORT["pod kill: progress when the resume was first seen"] = (
+        f"{resumed['progress'].get('bytesDone')}/{resumed['progress'].get('bytesTotal')} bytes"
     )
+    REPORT["pod kill: marker found"] = (
+        f"status.history: {resuming[-1]['message']!r}; operator log lines: {len(resumed_in_log)}"
+    )
+    REPORT["pod kill: history"] = [f"{h.get('time')} {h.get('phase')} {h.get('reason')}" for h in history]
     REPORT["pod kill: bytes compared"] = compared
 
 

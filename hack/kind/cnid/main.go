@@ -6,8 +6,9 @@
 //     containernetworking-plugins in the node image);
 //   - it routes every other node's podCIDR via that node's InternalIP (`ip route replace`).
 //
-// Its node is the one whose InternalIP is $HOST_IP. It talks to the API server with the pod's
-// service account (standard library only) and re-reads the nodes every few seconds.
+// Its node is the one whose InternalIP is $HOST_IP. It talks to the API server
+// ($CONTROL_PLANE_ENDPOINT, set by kind) with the pod's service account (standard library only)
+// and re-reads the nodes every few seconds.
 // No NetworkPolicy enforcement.
 package main
 
@@ -63,10 +64,17 @@ type apiClient struct {
 	token string
 }
 
+// newAPIClient talks to $CONTROL_PLANE_ENDPOINT (host:port, which kind adds to its CNI manifest)
+// when set: the service IP works only once kube-proxy has programmed it, and this daemon is what
+// lets the pods start. Else to the kubernetes Service, like any pod.
 func newAPIClient() (*apiClient, error) {
-	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
-	if host == "" || port == "" {
-		return nil, errors.New("KUBERNETES_SERVICE_HOST/PORT not set: not running in a pod")
+	endpoint := os.Getenv("CONTROL_PLANE_ENDPOINT")
+	if endpoint == "" {
+		host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+		if host == "" || port == "" {
+			return nil, errors.New("neither CONTROL_PLANE_ENDPOINT nor KUBERNETES_SERVICE_HOST/PORT is set")
+		}
+		endpoint = net.JoinHostPort(host, port)
 	}
 	ca, err := os.ReadFile(filepath.Join(serviceAccountDir, "ca.crt"))
 	if err != nil {
@@ -79,7 +87,7 @@ func newAPIClient() (*apiClient, error) {
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	return &apiClient{
 		http: &http.Client{Transport: transport, Timeout: 20 * time.Second},
-		base: "https://" + net.JoinHostPort(host, port),
+		base: "https://" + endpoint,
 	}, nil
 }
 
@@ -229,7 +237,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.Printf("cnid: node IP %s, pod subnet %s", hostIP, os.Getenv("POD_SUBNET"))
+	log.Printf("cnid: node IP %s, pod subnet %s, API server %s", hostIP, os.Getenv("POD_SUBNET"), api.base)
 	routes := map[string]string{}
 	lastErr := ""
 	for {

@@ -12,3 +12,14 @@ remount_cgroups_rw() {
   done
 }
 
+# --- pageserver-operator (hack/kind): until kube-proxy translates a Service IP, a packet to it
+# would follow the node's default route out of this machine. Reject what is still addressed to
+# the service range after NAT (kube-proxy's DNAT happens before the filter table sees it).
+reject_untranslated_service_traffic() {
+  local chain
+  for chain in OUTPUT FORWARD; do
+    iptables -I "$chain" -d 10.96.0.0/12 -j REJECT --reject-with icmp-net-unreachable ||
+      log_warn "could not add the service-range REJECT rule to $chain"
+  done
+}
+

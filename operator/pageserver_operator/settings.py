@@ -7,11 +7,10 @@ default. A flag wins over its variable (the CLI passes only the flags that were 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from pageserver_operator.remote import url as remote_url
 

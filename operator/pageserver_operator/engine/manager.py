@@ -34,7 +34,7 @@ class TenantManager:
         storage: base.RemoteStorage,
         *,
         workers: int | None = None,
-        backoff: upload_queue.Backoff = upload_queue.Backoff(),
+        backoff: upload_queue.Backoff = upload_queue.DEFAULT_BACKOFF,
     ) -> None:
         self.workdir = workdir
         self.io = remote_io.RemoteIO(storage, workers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge
 
 UPLOAD_QUEUE_UNFINISHED = Gauge(
@@ -30,10 +32,8 @@ _PER_TENANT = (LAYER_DOWNLOADS, LAYER_DOWNLOAD_BYTES, LAYER_UPLOADS)
 def forget_tenant(tenant_id: str) -> None:
     """Drop every per-tenant series (after detach)."""
     for metric in _PER_TENANT:
-        try:
+        with contextlib.suppress(KeyError):
             metric.remove(tenant_id)
-        except KeyError:
-            pass
-    for labels in list(UPLOAD_QUEUE_UNFINISHED._metrics):  # noqa: SLF001 - no public way to list series
+    for labels in list(UPLOAD_QUEUE_UNFINISHED._metrics):
         if labels[0] == tenant_id:
             UPLOAD_QUEUE_UNFINISHED.remove(*labels)

@@ -9,6 +9,7 @@ future" relative to the chosen metadata are set aside as ``<name>.<N>.old``, nev
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -51,9 +52,7 @@ def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
         name = entry.name
         if name == paths.METADATA_FILE:
             scan.has_metadata = True
-        elif name.endswith(paths.TEMP_DOWNLOAD_SUFFIX) or name.endswith(paths.TEMP_SUFFIX):
-            scan.removable.append(name)
-        elif name.startswith("ephemeral-"):
+        elif name.endswith(paths.TEMP_DOWNLOAD_SUFFIX) or name.endswith(paths.TEMP_SUFFIX) or name.startswith("ephemeral-"):
             scan.removable.append(name)
         elif name.endswith(paths.OLD_SUFFIX):
             continue
@@ -74,10 +73,8 @@ def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
 
 def clean_timeline_dir(directory: Path, scan: DirScan) -> None:
     for name in scan.removable:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
-        except FileNotFoundError:
-            pass
     for future in scan.future:
         aside = crashsafe.set_aside(directory / str(future))
         log.warning("set aside layer %s from the future: %s", future, aside.name)

@@ -33,12 +33,18 @@ FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="pageserver-operator" \
       org.opencontainers.image.description="Kubernetes operator that attaches pageserver tenants from S3-compatible storage onto a volume and keeps them in sync" \
       org.opencontainers.image.licenses="Apache-2.0"
+# A named user for UID 65532: kopf derives its identity from getpass.getuser(), which fails for
+# a UID without a passwd entry (and USER covers a UID chosen at run time, e.g. by the cluster).
+RUN groupadd --system --gid 65532 nonroot \
+    && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
+       --shell /usr/sbin/nologin nonroot
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder --chown=65532:65532 /data /data
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
+    USER=nonroot \
     PAGESERVER_OPERATOR_WORKDIR=/data
 USER 65532:65532
 WORKDIR /data

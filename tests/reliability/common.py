@@ -13,10 +13,14 @@ from pageserver_operator.formats import ids, index_part, lsn, metadata
 from pageserver_operator.remote import base
 
 
-def run_cli(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 180.0
+) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ)
     full.update(env or {})
-    return subprocess.run([*cli.CLI, *args], capture_output=True, text=True, timeout=timeout, env=full, check=False)
+    return subprocess.run(
+        [*cli.CLI, *args], capture_output=True, text=True, timeout=timeout, env=full, check=False
+    )
 
 
 def remote_indexes(storage: base.RemoteStorage, tid: ids.TenantId) -> dict[str, index_part.IndexPart]:
@@ -48,7 +52,9 @@ class IndexWatch:
     def __init__(self) -> None:
         self.seen: dict[str, tuple[lsn.Lsn, frozenset[str]]] = {}
 
-    def check(self, storage: base.RemoteStorage, tid: ids.TenantId, where: str = "") -> dict[str, index_part.IndexPart]:
+    def check(
+        self, storage: base.RemoteStorage, tid: ids.TenantId, where: str = ""
+    ) -> dict[str, index_part.IndexPart]:
         current = remote_indexes(storage, tid)
         problems = []
         for name, idx in current.items():
@@ -69,8 +75,14 @@ class IndexWatch:
         return current
 
 
-def assert_converged(workdir: Path, storage: base.RemoteStorage, tid: ids.TenantId, scratch: Path,
-                     must_contain: dict[str, set[str]] | None = None, where: str = "") -> tree.RemoteTenant:
+def assert_converged(
+    workdir: Path,
+    storage: base.RemoteStorage,
+    tid: ids.TenantId,
+    scratch: Path,
+    must_contain: dict[str, set[str]] | None = None,
+    where: str = "",
+) -> tree.RemoteTenant:
     """The volume is exactly the remote tree, the remote index carries the local metadata, and
     every layer named in ``must_contain`` (timeline -> layer names) is in the remote index."""
     remote = tree.RemoteTenant.capture(storage, tid)

@@ -60,7 +60,7 @@ def proxy(s3_server: objectstore.ObjectStore) -> Iterator[faultproxy.FaultProxy]
 
 
 @pytest.fixture
-def proxied_url(remote: Remote, proxy: faultproxy.FaultProxy) -> str:
+def proxied_url(remote: Remote, proxy: faultproxy.FaultProxy) -> str:  # noqa: F811 -- the imported fixture
     return f"s3://{remote.bucket}?endpoint={proxy.endpoint}&region={remote.server.region}"
 
 

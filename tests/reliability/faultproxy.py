@@ -87,7 +87,9 @@ class Stats:
     by_method: collections.Counter[str] = field(default_factory=collections.Counter)
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     #: (method, path, fault or "") of every request, in arrival order (bounded)
-    log: collections.deque[tuple[str, str, str]] = field(default_factory=lambda: collections.deque(maxlen=5000))
+    log: collections.deque[tuple[str, str, str]] = field(
+        default_factory=lambda: collections.deque(maxlen=5000)
+    )
 
     @property
     def injected(self) -> int:
@@ -319,7 +321,9 @@ class FaultProxy:
     async def _forward(self, request: _Message) -> _Message:
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         try:
-            headers = [(k, v) for k, v in request.headers if k.lower() not in ("connection", "expect", "keep-alive")]
+            headers = [
+                (k, v) for k, v in request.headers if k.lower() not in ("connection", "expect", "keep-alive")
+            ]
             headers.append(("Connection", "close"))
             head = f"{request.method} {request.target} {request.version}\r\n" + "".join(
                 f"{k}: {v}\r\n" for k, v in headers

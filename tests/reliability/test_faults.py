@@ -31,7 +31,11 @@ from reliability.figures import record
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 SHAPE = testdata.TenantShape(
-    timelines=3, layers=5, layer_size=48 << 10, sizes=[1 << 20, 1 << 20, *([200_000] * 6), *([9_000] * 4)], seed=17
+    timelines=3,
+    layers=5,
+    layer_size=48 << 10,
+    sizes=[1 << 20, 1 << 20, *([200_000] * 6), *([9_000] * 4)],
+    seed=17,
 )
 
 
@@ -136,7 +140,11 @@ def test_operator_attach_sync_detach_under_faults(
     helpers.wait_phase(k, "faulty", "Active", timeout=180)
     common.assert_converged(op.workdir, storage, tid, tmp_path, where="operator attach:")
 
-    flushed = {str(gen.timelines[2]): {str(testdata.flush_local_layer(op.workdir, tid, gen.timelines[2], 120_000, seed=5))}}
+    flushed = {
+        str(gen.timelines[2]): {
+            str(testdata.flush_local_layer(op.workdir, tid, gen.timelines[2], 120_000, seed=5))
+        }
+    }
 
     def synced() -> bool:
         idx = common.remote_indexes(storage, tid)
@@ -148,11 +156,15 @@ def test_operator_attach_sync_detach_under_faults(
     assert "Broken" not in [h["phase"] for h in k.tenant("faulty")["status"].get("history", [])]
     common.assert_converged(op.workdir, storage, tid, tmp_path, flushed, "operator sync:")
 
-    flushed[str(gen.timelines[0])] = {str(testdata.flush_local_layer(op.workdir, tid, gen.timelines[0], 60_000, seed=6))}
+    flushed[str(gen.timelines[0])] = {
+        str(testdata.flush_local_layer(op.workdir, tid, gen.timelines[0], 60_000, seed=6))
+    }
     k.run("delete", "tenant", "faulty", "--wait=false")
     helpers.wait_gone(k, "faulty", timeout=180)
     assert not (op.workdir / "tenants" / tid_s).exists()
-    assert not [e for e in k.events("faulty") if e.get("type") == "Warning"], "a transient fault reached the user"
+    assert not [e for e in k.events("faulty") if e.get("type") == "Warning"], (
+        "a transient fault reached the user"
+    )
     proxy.set_rate(0)
     shutil.rmtree(tmp_path / "again", ignore_errors=True)
     _cli(["attach", tid_s], tmp_path / "again", remote.url)

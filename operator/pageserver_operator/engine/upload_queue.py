@@ -290,13 +290,17 @@ class UploadQueue:
         if not self.stopped:
             self._launch()
 
-    async def _check_remote_unchanged(self) -> None:
+    async def _check_remote_unchanged(self, pending: bytes | None = None) -> None:
         """Split-brain guard: before replacing the index (and before the first layer upload of a
         batch, so that a layer object another writer indexed is not overwritten), make sure the
         index is still the one we read or wrote last. If another operator or pageserver uploaded an index for this timeline in the
         meantime, refuse: overwriting it could make the remote state go backwards (lose layers or
         LSN). Best effort (GET then PUT is not atomic); generation numbers close the window
-        (docs/reliability.md)."""
+        (docs/reliability.md).
+
+        ``pending``: the index this queue is about to (re)upload. Finding exactly it is no
+        other writer: an earlier attempt of the same upload reached the server, but its answer
+        was lost (connection reset after the PUT was applied) and the backend gave up."""
         key = paths.remote_index_key(self.tenant_id, self.timeline_id)
         try:
             raw = await self.io.get_bytes(key)
@@ -307,7 +311,7 @@ class UploadQueue:
                 current = index_part.IndexPart.parse(raw).to_json_bytes()
             except Exception:
                 current = raw
-        if current != self.expected_remote:
+        if current != self.expected_remote and (pending is None or current != pending):
             what = "appeared" if self.expected_remote is None else ("disappeared" if current is None else "changed")
             raise SplitBrain(
                 f"timeline {self.tenant_id}/{self.timeline_id}: the remote {key} {what} since this "
@@ -344,8 +348,8 @@ class UploadQueue:
                 if s is None and self.latest_files.get(n) is not None:
                     files[n] = self.latest_files[n]
             index = index_part.IndexPart.build(files, op.metadata)
-            await self._check_remote_unchanged()
             data = index.to_json_bytes()
+            await self._check_remote_unchanged(pending=data)
             await self.io.put_bytes(paths.remote_index_key(self.tenant_id, self.timeline_id), data)
             self.expected_remote = data
             self._batch_checked = False

@@ -66,7 +66,9 @@ class Progress:
             t0, b0 = self._samples[0]
             eta: int | None = None
             remaining = max(self.bytes_total - self.bytes_done, 0)
-            if remaining == 0 and self.started_at is not None:
+            if self.layers_total == 0 and self.bytes_total == 0:
+                eta = None  # nothing planned yet (listing remote storage): unknown, not "done"
+            elif remaining == 0 and self.started_at is not None:
                 eta = 0
             elif now > t0 and self.bytes_done > b0:
                 eta = int(remaining / ((self.bytes_done - b0) / (now - t0)) + 0.5)

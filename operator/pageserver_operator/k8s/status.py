@@ -2,8 +2,11 @@
 
 `StatusWriter` turns the engine's snapshot into ``status`` and writes it through the ``/status``
 subresource. Writes are coalesced: progress at most once per ``interval`` seconds, never per
-file; phase changes at once; a patch identical to the last one is skipped. Conditions keep
-their ``lastTransitionTime`` while their status does not change.
+file; phase changes at once; a patch identical to the last one is skipped. While the tenant is
+Loading or Attaching the writer samples the progress every ``interval`` on its own (download
+threads only bump counters; they never ask for a write), so ``percent`` and ``etaSeconds`` move
+about once a second. Conditions keep their ``lastTransitionTime`` while their status does not
+change.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from pageserver_operator.engine import tenant as engine_tenant
 log = logging.getLogger(__name__)
 
 Patcher = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Phases whose progress moves without anyone telling the writer: sampled every interval.
+TRANSFERRING = ("Loading", "Attaching")
 
 
 def now_rfc3339() -> str:
@@ -154,9 +160,22 @@ class StatusWriter:
         self._last_time = time.monotonic()
         self.patches += 1
 
+    async def _wait_dirty(self) -> None:
+        """Until marked dirty; while transferring, at most ``interval`` seconds (then re-sample).
+
+        Not `asyncio.wait_for`: on Python 3.11 it can swallow the cancellation of `stop`."""
+        if self._last_state not in TRANSFERRING:
+            await self._dirty.wait()
+            return
+        waiter = asyncio.ensure_future(self._dirty.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=self.interval)
+        finally:
+            waiter.cancel()
+
     async def _run(self) -> None:
         while True:
-            await self._dirty.wait()
+            await self._wait_dirty()
             if not self._urgent:
                 wait = self._last_time + self.interval - time.monotonic()
                 if wait > 0:

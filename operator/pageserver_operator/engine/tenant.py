@@ -83,6 +83,8 @@ class TimelineSnapshot:
     awaits_download: bool
     state: str
     upload_queue_unfinished: int
+    #: names of the local layers the last completed remote index does not name (sorted)
+    lagging_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class Tenant:
             awaits_download=t.awaits_download,
             state=t.state.value,
             upload_queue_unfinished=t.queue.unfinished,
+            lagging_layers=tuple(sorted(str(n) for n in t.layers if n not in t.queue.remote_files)),
         )
 
     # ---- entry points -------------------------------------------------------------------------

@@ -71,14 +71,27 @@ def synced_condition(
         return set_condition(conditions, "Synced", False, "NotActive", f"tenant is {snap.state}", generation)
     lagging = [t for t in snap.timelines if t.upload_lag_bytes or t.upload_queue_unfinished]
     if lagging:
-        msg = ", ".join(
-            f"timeline {t.timeline_id}: {t.upload_lag_bytes} bytes, {t.upload_queue_unfinished} operations pending"
-            for t in lagging
-        )
+        msg = "; ".join(_lag_message(t) for t in lagging)
         return set_condition(conditions, "Synced", False, "UploadsPending", msg, generation)
     return set_condition(
         conditions, "Synced", True, "UpToDate", "every timeline's remote index is up to date", generation
     )
+
+
+LAGGING_NAMES_SHOWN = 3
+
+
+def _lag_message(t: engine_tenant.TimelineSnapshot) -> str:
+    """``timeline T: 1 layer (3145728 bytes) not in the remote index: NAME; 2 uploads pending``."""
+    parts = []
+    names = t.lagging_layers
+    if names or t.upload_lag_bytes:
+        shown = ", ".join(names[:LAGGING_NAMES_SHOWN]) + (", ..." if len(names) > LAGGING_NAMES_SHOWN else "")
+        count = f"{len(names)} layer{'s' if len(names) != 1 else ''}"
+        parts.append(f"{count} ({t.upload_lag_bytes} bytes) not in the remote index: {shown}")
+    if t.upload_queue_unfinished:
+        parts.append(f"{t.upload_queue_unfinished} upload operations pending")
+    return f"timeline {t.timeline_id}: " + "; ".join(parts)
 
 
 def build_status(

@@ -58,11 +58,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[objectstore.
 
 
 @pytest.fixture
-def s3_bucket(s3_server: objectstore.ObjectStore) -> str:
-    """A fresh, uniquely named, empty bucket on ``s3_server``."""
+def s3_bucket(s3_server: objectstore.ObjectStore) -> Iterator[str]:
+    """A fresh, uniquely named, empty bucket on ``s3_server``, deleted afterwards (SeaweedFS has
+    few volume slots: buckets left behind would make later writes fail)."""
     name = f"test-{uuid.uuid4().hex[:20]}"
     s3_server.create_bucket(name)
-    return name
+    yield name
+    try:
+        s3_server.delete_bucket(name)
+    except Exception as error:  # cleanup must not turn a passed test into an error
+        print(f"warning: could not delete bucket {name}: {error}")
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,15 @@ _SERVER_PORT_FLAGS = (
 _GRPC_PORT_OFFSET = 10000
 
 
+_MASTER_TOML = """\
+[master.volume_growth]
+copy_1 = 1
+copy_2 = 2
+copy_3 = 3
+copy_other = 1
+"""
+
+
 def _log(message: str) -> None:
     print(f"[devenv.objectstore] {message}", file=sys.stderr, flush=True)
 
@@ -119,6 +128,11 @@ class ObjectStore:
         for (http_flag, grpc_flag), (http_port, grpc_port) in zip(_SERVER_PORT_FLAGS, pairs, strict=True):
             ports[http_flag] = http_port
             ports[grpc_flag] = grpc_port
+        # SeaweedFS puts every bucket in its own collection and grows 7 volumes for a new one;
+        # the volume slots are few (about one per GiB of free disk), so after some dozens of
+        # buckets writes fail with "No writable volumes and no free volumes left" (HTTP 500).
+        # One volume per new collection (master.toml is read from the working directory).
+        (state_dir / "master.toml").write_text(_MASTER_TOML)
         data_dir = state_dir / "data"
         admin_dir = state_dir / "admin"
         data_dir.mkdir(exist_ok=True)
@@ -165,6 +179,19 @@ class ObjectStore:
             process.stop()
             raise
         return cls(state_dir, endpoint, process, ports)
+
+    def delete_bucket(self, name: str) -> None:
+        """Empty and delete a bucket (frees its SeaweedFS collection); a missing bucket is fine."""
+        client = self.client()
+        try:
+            paginator = client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=name):
+                for obj in page.get("Contents", []):
+                    client.delete_object(Bucket=name, Key=obj["Key"])
+            client.delete_bucket(Bucket=name)
+        except botocore.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
+                raise
 
     def client(self) -> S3Client:
         """A boto3 S3 client for this server (path-style addressing, dev credentials)."""

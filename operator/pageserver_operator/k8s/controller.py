@@ -125,8 +125,16 @@ class TenantController:
                 await self._task
             self._task = None
 
+    def follow_detach(self) -> None:
+        """While the delete handler detaches (the loop is stopped), the tenant's state changes
+        (Stopping, "detach blocked: ...") still reach ``status`` and Events (DetachStarted)."""
+        if self.owns_tenant and self.on_tenant_change not in self.tenant.listeners:
+            self.tenant.listeners.append(self.on_tenant_change)
+
     async def close(self) -> None:
         await self.stop()
+        with contextlib.suppress(ValueError):
+            self.tenant.listeners.remove(self.on_tenant_change)
         await self.writer.stop()
 
     # ---- helpers --------------------------------------------------------------------------------

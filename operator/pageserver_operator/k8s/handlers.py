@@ -62,6 +62,7 @@ async def tenant_deleted(body: kopf.Body, namespace: str | None, name: str, retr
         await ctl.close()
         reg.release(key)
         return
+    ctl.follow_detach()
     try:
         keep = (body.metadata.annotations or {}).get(v1alpha1.KEEP_LOCAL_ANNOTATION) == "true"
         await ctl.tenant.detach(timeout=DETACH_TIMEOUT, keep_local=keep)

@@ -57,24 +57,76 @@ if [[ "${base_python%.*}" != "${host_python%.*}" ]]; then
     "minor version; wheels would not match (set PYTHON=/path/to/python${base_python%.*})" >&2
   exit 1
 fi
-# The requirements: the build backend and the runtime dependencies (never the dev extras).
-mapfile -t requirements < <("$python_bin" - <<'PY'
+# The requirements: the build backend, and the runtime dependencies (never the dev extras) --
+# pinned to the versions installed in the host's environment when the project is installed there
+# (the image then runs exactly what the tests ran, and pip resolves nothing: seconds instead of
+# minutes), else resolved from pyproject.toml.
+mapfile -t build_requirements < <("$python_bin" - <<'PY'
 import tomllib
 with open("pyproject.toml", "rb") as f:
-    project = tomllib.load(f)
-for req in project["build-system"]["requires"] + project["project"]["dependencies"]:
-    print(req)
+    print("\n".join(tomllib.load(f)["build-system"]["requires"]))
 PY
 )
-key="$(printf '%s\n' "python ${base_python%.*}" "${requirements[@]}" | sha256sum | cut -c1-16)"
+mapfile -t runtime_pins < <("$python_bin" - <<'PY'
+import re
+import sys
+import tomllib
+from importlib import metadata
+
+try:
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+except ImportError:  # pip's vendored copy
+    from pip._vendor.packaging.markers import default_environment
+    from pip._vendor.packaging.requirements import Requirement
+
+with open("pyproject.toml", "rb") as f:
+    declared = tomllib.load(f)["project"]["dependencies"]
+pins: dict[str, str] = {}
+
+def walk(req: Requirement) -> None:
+    key = re.sub(r"[-_.]+", "-", req.name).lower()
+    if key in pins:
+        return
+    dist = metadata.distribution(req.name)  # PackageNotFoundError: not installed here
+    pins[key] = dist.version
+    for text in dist.requires or []:
+        sub = Requirement(text)
+        extras = req.extras or {""}
+        if sub.marker and not any(sub.marker.evaluate({**default_environment(), "extra": e}) for e in extras):
+            continue
+        walk(sub)
+
+try:
+    for text in declared:
+        req = Requirement(text)
+        walk(req)
+        if not req.specifier.contains(pins[re.sub(r"[-_.]+", "-", req.name).lower()], prereleases=True):
+            raise metadata.PackageNotFoundError(req.name)
+except metadata.PackageNotFoundError:
+    print("\n".join(declared))  # not (or wrongly) installed here: let pip resolve
+    sys.exit(0)
+print("\n".join(f"{name}=={version}" for name, version in sorted(pins.items())))
+PY
+)
+pinned=no
+if [[ "${runtime_pins[0]:-}" == *==* ]] && ! printf '%s\n' "${runtime_pins[@]}" | grep -qv '=='; then pinned=yes; fi
+key="$(printf '%s\n' "python ${base_python%.*}" "${build_requirements[@]}" "${runtime_pins[@]}" \
+  | sha256sum | cut -c1-16)"
 if [[ -f "$wheel_dir/.key" && "$(cat "$wheel_dir/.key")" == "$key" ]]; then
   echo "wheels: cached ($(find "$wheel_dir" -name '*.whl' | wc -l) wheels, key $key)"
 else
   rm -rf "$wheel_dir"
   mkdir -p "$wheel_dir"
-  "$python_bin" -m pip wheel --quiet --wheel-dir "$wheel_dir" "${requirements[@]}"
+  "$python_bin" -m pip wheel --quiet --wheel-dir "$wheel_dir" "${build_requirements[@]}"
+  if [[ "$pinned" == yes ]]; then
+    "$python_bin" -m pip wheel --quiet --no-deps --wheel-dir "$wheel_dir" "${runtime_pins[@]}"
+  else
+    "$python_bin" -m pip wheel --quiet --wheel-dir "$wheel_dir" "${runtime_pins[@]}"
+  fi
   echo "$key" >"$wheel_dir/.key"
-  echo "wheels: $(find "$wheel_dir" -name '*.whl' | wc -l) wheels in $wheel_dir (key $key)"
+  echo "wheels: $(find "$wheel_dir" -name '*.whl' | wc -l) wheels in $wheel_dir" \
+    "(versions pinned to $python_bin's environment: $pinned; key $key)"
 fi
 end "wheels"
 

@@ -5,8 +5,8 @@
 #
 # BASE_IMAGE must provide python3 (>= 3.11) with the venv module; both stages use it, so the
 # venv's interpreter link resolves in the final image. When build/image/wheels/ exists in the
-# context (hack/image/build.sh fills it on the host), pip installs from it alone (no index);
-# otherwise pip uses PyPI. Not copied to the final image: pip and setuptools (an installer has no
+# context (hack/image/build.sh fills it on the host, pinned to the versions the tests ran with),
+# pip installs from it alone (no index); otherwise pip uses PyPI. Not copied to the final image: pip and setuptools (an installer has no
 # business at run time), kubernetes/aio (the client's asyncio twin, about 68 MB: the operator
 # uses the synchronous client, kopf talks to the API with aiohttp) and bundled test suites; the
 # import check after the removal proves nothing needed went with them.
@@ -16,12 +16,22 @@ FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
-# The context is filtered by .dockerignore: pyproject.toml, README.md, operator/, wheels.
-COPY . /src/
+WORKDIR /src
+# 1. The dependencies, in their own layer (rebuilt only when pyproject.toml or the wheels change).
+#    build/image/wheel[s] matches nothing without a wheelhouse; its wheels land in /src.
+COPY pyproject.toml build/image/wheel[s] /src/
 RUN set -eu; \
-    if [ -d /src/build/image/wheels ]; then set -- --no-index --find-links /src/build/image/wheels; fi; \
+    if ls /src/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /src; fi; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip install --no-cache-dir "$@" /src; \
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt; \
+    /opt/venv/bin/pip install --no-cache-dir "$@" -r /tmp/requirements.txt
+# 2. The operator itself (no dev extras), then what the final image does not need.
+COPY README.md /src/
+COPY operator /src/operator
+RUN set -eu; \
+    if ls /src/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /src; fi; \
+    /opt/venv/bin/pip install --no-cache-dir --no-deps "$@" /src; \
     /opt/venv/bin/pip uninstall --yes pip setuptools; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
     rm -rf "$site/kubernetes/aio" "$site/websocket/tests" "$site/certifi/tests"; \

@@ -156,7 +156,8 @@ def status_from_snapshot(snap: engine_tenant.TenantSnapshot) -> TenantStatus:
             bytes_total=p.bytes_total,
             bytes_done=p.bytes_done,
             started_at=rfc3339(p.started_at) if p.started_at else None,
-            eta_seconds=p.eta_seconds,
+            # a Broken tenant's transfer is not moving: no ETA (not the last estimate, often 0)
+            eta_seconds=None if snap.state == "Broken" else p.eta_seconds,
             percent=percent,
         ),
         timelines=[

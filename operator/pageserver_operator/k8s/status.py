@@ -94,6 +94,9 @@ def _lag_message(t: engine_tenant.TimelineSnapshot) -> str:
     return f"timeline {t.timeline_id}: " + "; ".join(parts)
 
 
+_NULLABLE_PROGRESS = ("startedAt", "etaSeconds", "percent")
+
+
 def build_status(
     snap: engine_tenant.TenantSnapshot,
     conditions: list[dict[str, Any]],
@@ -102,6 +105,11 @@ def build_status(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The full status document for ``snap`` and the updated conditions."""
     status = v1alpha1.status_from_snapshot(snap).model_dump(by_alias=True, exclude_none=True)
+    # The status is written as a merge patch: a key left out keeps its old value, so the
+    # optional progress fields are sent as null when unknown (else a tenant that went from
+    # Active to Loading would show "100 %, ETA 0" until its new totals are known).
+    for key in _NULLABLE_PROGRESS:
+        status["progress"].setdefault(key, None)
     conditions = ready_condition(conditions, snap, generation)
     conditions = synced_condition(conditions, snap, generation)
     status["conditions"] = conditions

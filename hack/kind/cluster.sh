@@ -31,7 +31,7 @@ restored_sysctls=(
 # Sysctls that change by themselves (counters, random state): never reported.
 volatile_sysctls='^(kernel\.random\.|kernel\.ns_last_pid|fs\.dentry-state|fs\.file-nr|fs\.inode-|kernel\.pty\.nr|fs\.quota\.|kernel\.sched_domain|fs\.aio-nr|kernel\.tainted|vm\.stat_refresh)'
 
-tool() { "$kind_root/tools.sh" host | sed -n "s/^$1=//p"; }
+tool() { "$kind_root/tools.sh" kind | sed -n "s/^$1=//p"; }
 
 sysctl_snapshot() {
   sysctl -a 2>/dev/null | grep -E '^(kernel|vm|fs)\.' | grep -Ev "$volatile_sysctls" || true

@@ -4,7 +4,8 @@
 # and print NAME=PATH lines. A cached tool is never rebuilt; every build runs under the
 # machine-wide heavy lock.
 #
-#   hack/kind/tools.sh host    kind, helm                       (both modes)
+#   hack/kind/tools.sh kind    kind
+#   hack/kind/tools.sh host    kind, helm (hack/helm.sh)        (both modes)
 #   hack/kind/tools.sh node    + the node components: Kubernetes commands and etcd (through
 #                              pageserver_operator.devenv.binaries), crictl, coredns,
 #                              local-path-provisioner, cnid (hack/kind/cnid), pause (hack/kind/pause)
@@ -38,14 +39,15 @@ go_install() {
 # kind: its version is stamped by the module version itself.
 ensure_kind() { go_install kind "$KIND_VERSION" sigs.k8s.io/kind; }
 
+# helm: hack/helm.sh (go install with helm's own version ldflags, same cache slot).
 ensure_helm() {
   local dir="$bin_cache/helm-$HELM_VERSION"
   if [[ -x "$dir/helm" ]] && "$dir/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
     echo "$dir/helm"
     return 0
   fi
-  rm -f "$dir/helm"
-  go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  [[ -x "$repo_root/hack/helm.sh" ]] || die "hack/helm.sh is missing: it installs helm"
+  heavy env HELM_VERSION="$HELM_VERSION" PAGESERVER_OPERATOR_CACHE="$cache_root" "$repo_root/hack/helm.sh"
 }
 
 # local_go_build NAME SOURCE_DIR -> path; a module of this repository (stdlib only), keyed by
@@ -92,6 +94,7 @@ ensure_kubernetes() {
 
 what="${1:-host}"
 case "$what" in
+kind) echo "kind=$(ensure_kind)" ;;
 host)
   echo "kind=$(ensure_kind)"
   echo "helm=$(ensure_helm)"
@@ -107,5 +110,5 @@ node)
   echo "cnid=$(local_go_build cnid "$kind_root/cnid")"
   echo "pause=$(ensure_pause)"
   ;;
-*) die "usage: $0 host|node" ;;
+*) die "usage: $0 kind|host|node" ;;
 esac

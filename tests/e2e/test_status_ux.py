@@ -269,7 +269,7 @@ def wait_status(k: helpers.Kubectl, name: str, pred: Any, what: str, timeout: fl
         return st if pred(st) else None
 
     return helpers.wait_for(
-        check, timeout, what, interval=0.1, describe=lambda: helpers.summary(k.tenant(name))
+        check, timeout, what, interval=0.2, describe=lambda: helpers.summary(k.tenant(name))
     )
 
 
@@ -320,6 +320,8 @@ def test_broken_tenant_retried_with_backoff_keeps_its_data_and_recovers_by_itsel
     ready = helpers.condition(k.tenant("flaky"), "Ready")
     assert ready is not None and ready["status"] == "False" and ready["reason"] == "RemoteLayerMissing"
     assert ready["message"] == st["message"]
+    assert "etaSeconds" not in st["progress"], "a Broken tenant has no ETA"
+    assert st["progress"]["layersDone"] == st["progress"]["layersTotal"] - 1
     capture(k, "flaky", "broken")
     kept = layer_files(op.workdir, tid)
     assert set(kept) == all_layers - {missing}, "the layers downloaded before the failure stay on the volume"
@@ -357,8 +359,8 @@ def test_broken_tenant_retried_with_backoff_keeps_its_data_and_recovers_by_itsel
 # ---- 2. progress and ETA --------------------------------------------------------------------------
 
 ETA_LAYERS = 40
-ETA_LAYER_SIZE = 2 * MiB
-ETA_RATE = 24 * MiB  # bytes/s through the proxy: the attach takes a few seconds
+ETA_LAYER_SIZE = 1 * MiB
+ETA_RATE = 12 * MiB  # bytes/s through the proxy: the attach takes a few seconds
 
 
 def progress_seen(seen: list[Seen], phase: str) -> list[Seen]:
@@ -390,7 +392,7 @@ def assert_progress_moves(seen: list[Seen], phase: str, total_bytes: int) -> Non
 def test_progress_has_eta_is_throttled_and_shows_in_wide_output(
     k: helpers.Kubectl, remote: Remote, operator: OperatorFactory, proxy: ThrottledProxy, watch: Watch
 ) -> None:
-    """A 80 MiB attach (40 layers, one download at a time, S3 at 24 MiB/s): while Attaching the
+    """A 40 MiB attach (40 layers, one download at a time, S3 at 12 MiB/s): while Attaching the
     status carries startedAt, a shrinking etaSeconds and a growing percent, is written about
     once a second (far fewer writes than files), and ``kubectl get -o wide`` shows PROGRESS and
     ETA. A restart that finds half the layers missing (Loading) shows the same."""
@@ -541,7 +543,7 @@ def test_history_keeps_the_last_10_and_the_annotation_retries_at_once(
 ) -> None:
     """A tenant with a garbled index, default backoff (30 s, doubling): each new value of the
     retry annotation makes an attempt within a few seconds -- long before ``nextRetryTime`` --
-    and the backoff keeps doubling (60 s, 120 s, ...). After 14 transitions ``status.history``
+    and the backoff keeps doubling (60 s, 120 s, ...). After 12 transitions ``status.history``
     holds the last 10 (time, phase, reason, message each); it stays at 10 once Active and across
     an operator restart."""
     tid = new_tenant_id()
@@ -555,19 +557,19 @@ def test_history_keeps_the_last_10_and_the_annotation_retries_at_once(
     st = wait_status(k, "flipper", lambda s: s.get("attempts") == 1, "Broken, attempt 1")
     assert st["phase"] == "Broken" and st["reason"] == "InvalidIndexPart"
 
-    for n in range(2, 8):
+    for n in range(2, 7):
         started = time.monotonic()
         scheduled = parse_time(st["nextRetryTime"])
         annotate_retry(k, "flipper", f"try-{n}")
         st = wait_status(k, "flipper", lambda s, n=n: s.get("attempts") == n, f"attempt {n}", timeout=10)
         took = time.monotonic() - started
-        assert took < 5, f"the annotation took {took:.1f} s to retry"
+        assert took < 10, f"the annotation took {took:.1f} s to retry"
         assert datetime.now(UTC) < scheduled, "the retry came from the backoff, not the annotation"
         delay = 30 * 2 ** (n - 1)
         ahead = (parse_time(st["nextRetryTime"]) - datetime.now(UTC)).total_seconds()
         assert delay - 4 <= ahead <= delay, (n, st["nextRetryTime"], ahead)
-    msgs = poll(lambda: retry_events(k, "flipper"), lambda m: len(m) >= 7, 10, "seven RetryScheduled Events")
-    assert [m.rsplit("retrying in ", 1)[1] for m in msgs] == [f"{30 * 2**i} s" for i in range(7)], msgs
+    msgs = poll(lambda: retry_events(k, "flipper"), lambda m: len(m) >= 6, 10, "six RetryScheduled Events")
+    assert [m.rsplit("retrying in ", 1)[1] for m in msgs] == [f"{30 * 2**i} s" for i in range(6)], msgs
 
     history = st["history"]
     assert len(history) == 10, history

@@ -6,10 +6,12 @@
 # BASE_IMAGE must provide python3 (>= 3.11) with the venv module; both stages use it, so the
 # venv's interpreter link resolves in the final image. When build/image/wheels/ exists in the
 # context (hack/image/build.sh fills it on the host, pinned to the versions the tests ran with),
-# pip installs from it alone (no index); otherwise pip uses PyPI. Not copied to the final image: pip and setuptools (an installer has no
-# business at run time), kubernetes/aio (the client's asyncio twin, about 68 MB: the operator
-# uses the synchronous client, kopf talks to the API with aiohttp) and bundled test suites; the
-# import check after the removal proves nothing needed went with them.
+# pip installs from it alone (no index); otherwise pip uses PyPI.
+#
+# Not copied to the final image: pip and setuptools (an installer has no business at run time),
+# kubernetes/aio (the client's asyncio twin, about 68 MB: the operator uses the synchronous
+# client, kopf talks to the API with aiohttp) and bundled test suites; the import check after the
+# removal proves nothing needed went with them.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder

@@ -79,6 +79,7 @@ class TenantController:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._last_event_state: str | None = None
+        self._last_event: asyncio.Future[None] | None = None
         old = (body.get("status") or {})
         if not tenant_.history:
             tenant_.history = [
@@ -148,8 +149,24 @@ class TenantController:
             return None
         return v1alpha1.TenantConfigSpec.model_validate(cfg).overrides()
 
+    def _post_event(self, type_: str, reason: str, message: str) -> asyncio.Future[None]:
+        """Post an Event after every Event posted before it (posts run on a thread pool and
+        would otherwise race: "RetryScheduled" landing before the "Broken" it follows)."""
+        before = self._last_event
+        ref = dict(self.ref)
+
+        async def post() -> None:
+            if before is not None:
+                await asyncio.wait({before})
+            await self.kube.event(ref, type_, reason, message)
+
+        task = asyncio.get_running_loop().create_task(post())
+        self._last_event = task
+        return task
+
     async def event(self, type_: str, reason: str, message: str) -> None:
-        await self.kube.event(self.ref, type_, reason, message)
+        # shielded: a caller cancelled meanwhile must not leave a gap in the chain
+        await asyncio.shield(self._post_event(type_, reason, message))
 
     def on_tenant_change(self, t: tenant.Tenant) -> None:
         self.writer.on_tenant_change(t)
@@ -160,7 +177,7 @@ class TenantController:
             if state == "Broken":
                 reason = t.reason or reason
                 type_ = "Warning"
-            asyncio.get_running_loop().create_task(self.event(type_, reason, t.message))
+            self._post_event(type_, reason, t.message)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, or return early (True) when woken by a spec change or the retry annotation.

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -115,8 +116,10 @@ class Kube:
         now = datetime.now(UTC)
         meta = ref["metadata"]
         body = kubernetes.client.CoreV1Event(
+            # "<name>.<hex nanoseconds>" like client-go's recorder: Events list in the order they
+            # happened, so `kubectl describe` (whole-second timestamps) shows them in that order
             metadata=kubernetes.client.V1ObjectMeta(
-                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+                name=f"{meta['name'][:230]}.{time.time_ns():x}", namespace=meta["namespace"]
             ),
             involved_object=kubernetes.client.V1ObjectReference(
                 api_version=f"{v1alpha1.GROUP}/{v1alpha1.VERSION}",

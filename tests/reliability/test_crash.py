@@ -15,7 +15,7 @@ measured duration (or, for attach, once a random number of layers is on the volu
 finished before its kill is not counted. The RNG is seeded (``RELIABILITY_SEED``, printed).
 
 Fast profile (default run): ``RELIABILITY_CLI_KILLS`` (default 14) and
-``RELIABILITY_OPERATOR_KILLS`` (default 6). Soak: ``python -m tests.reliability.soak``.
+``RELIABILITY_OPERATOR_KILLS`` (default 8). Soak: ``python -m tests.reliability.soak``.
 Both print ``kills survived / kills`` per phase.
 """
 
@@ -48,7 +48,7 @@ from reliability.figures import record
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 CLI_KILLS = int(os.environ.get("RELIABILITY_CLI_KILLS", "14"))
-OPERATOR_KILLS = int(os.environ.get("RELIABILITY_OPERATOR_KILLS", "6"))
+OPERATOR_KILLS = int(os.environ.get("RELIABILITY_OPERATOR_KILLS", "8"))
 
 SHAPE = testdata.TenantShape(
     timelines=3, layers=12, layer_size=24 << 10, sizes=[*([64 << 10] * 30), 300_000, 7], seed=23

@@ -131,17 +131,31 @@ fi
 end "wheels"
 
 begin "docker build $image"
-# The legacy builder: Debian's dockerd 20.10 has no buildx here, and BuildKit would try to
-# resolve frontends from a registry.
+# The builder stage gets its own tag (IMAGE-builder): the legacy builder keeps a stage only as an
+# untagged image, which `docker image prune` would take (and with it the warm cache). Images that
+# a rebuild replaces are removed, so repeated builds do not pile up untagged images.
+if [[ "${image##*/}" == *:* ]]; then builder_image="$image-builder"; else builder_image="$image:latest-builder"; fi
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+old_ids=("$(image_id "$image")" "$(image_id "$builder_image")")
+build() {
+  # The legacy builder: Debian's dockerd 20.10 has no buildx here, and BuildKit would try to
+  # resolve frontends from a registry.
+  DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$base_image" "$@" . \
+    > >(grep -v -e '^DEPRECATED: The legacy builder' -e 'BuildKit is currently disabled' \
+      -e 'Install the buildx component' -e 'https://docs.docker.com/go/buildx/' || true) 2>&1
+}
 status=0
-DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$base_image" -t "$image" . \
-  > >(grep -v -e '^DEPRECATED: The legacy builder' -e 'BuildKit is currently disabled' \
-    -e 'Install the buildx component' -e 'https://docs.docker.com/go/buildx/' || true) 2>&1 \
-  || status=$?
+build --target builder -t "$builder_image" && build -t "$image" || status=$?
 if [[ "$status" -ne 0 ]]; then
   echo "image: docker build failed (exit $status)" >&2
   exit "$status"
 fi
+new_ids=" $(image_id "$image") $(image_id "$builder_image") "
+for id in "${old_ids[@]}"; do
+  if [[ -n "$id" && "$new_ids" != *" $id "* ]]; then
+    docker image rm "$id" >/dev/null 2>&1 || true
+  fi
+done
 end "docker build"
 
 size_bytes="$(docker image inspect --format '{{.Size}}' "$image")"

@@ -122,27 +122,7 @@ def helm_values(cluster: Cluster) -> dict[str, Any]:
         "syncPeriod": 3600,
         "statusInterval": 0.5,
         "logFormat": "text",
-        # Workaround: kopf names the operator's peering identity after getpass.getuser(), which
-        # raises KeyError for uid 65532 when the image has no passwd entry for it and no USER.
-        **(
-            {"extraEnv": [{"name": "USER", "value": "pageserver-operator"}]}
-            if _image_lacks_user(cluster)
-            else {}
-        ),
     }
-
-
-def _image_lacks_user(cluster: Cluster) -> bool:
-    """True if uid 65532 has no passwd entry in the operator image (checked in the toolbox pod,
-    which runs that image as 65532)."""
-    script = "import os, pwd\ntry:\n    pwd.getpwuid(os.getuid())\n    print('known')\nexcept KeyError:\n    print('unknown')"
-    lacks = cluster.toolbox(["python3", "-c", script], timeout=60).strip() == "unknown"
-    if lacks:
-        REPORT["WORKAROUND"] = (
-            "the operator image has no passwd entry for uid 65532: kopf's getpass.getuser() raises "
-            "KeyError at start-up (CrashLoopBackOff) unless USER is set; the suite sets extraEnv USER"
-        )
-    return lacks
 
 
 @pytest.fixture(scope="module")

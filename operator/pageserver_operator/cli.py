@@ -288,7 +288,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         "workdir": args.workdir, "remote": args.remote, "concurrency": args.concurrency,
         "namespaces": args.namespaces, "sync_period": args.sync_period, "kubeconfig": args.kubeconfig,
         "metrics_port": args.metrics_port, "liveness_port": args.liveness_port,
-        "log_format": args.log_format if "--log-format" in sys.argv else None,
+        "log_format": args.log_format,
     }
     try:
         s = settings.OperatorSettings(**{k: v for k, v in given.items() if v is not None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import sys
 
@@ -28,8 +29,6 @@ def run(s: settings_mod.OperatorSettings) -> None:
         print(f"pageserver-operator run: {e}", file=sys.stderr)
         sys.exit(1)
     if s.kubeconfig:
-        import os
-
         os.environ["KUBECONFIG"] = str(s.kubeconfig)
     storage = remote_url.open_remote(s.remote_config())
     m = manager.TenantManager(s.workdir, storage)
@@ -65,6 +64,8 @@ async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantI
     reporter = asyncio.get_running_loop().create_task(_report_unmanaged(on_volume))
     try:
         await kopf.operator(
+            # not kopf's default (it looks up the user name of the UID, which has none in the image)
+            identity=os.environ.get("HOSTNAME") or "pageserver-operator",
             clusterwide=not s.namespaces,
             namespaces=s.namespaces,
             liveness_endpoint=liveness,

@@ -65,7 +65,7 @@ async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantI
     try:
         await kopf.operator(
             # not kopf's default (it looks up the user name of the UID, which has none in the image)
-            identity=os.environ.get("HOSTNAME") or "pageserver-operator",
+            identity=kopf.Identity(os.environ.get("HOSTNAME") or "pageserver-operator"),
             clusterwide=not s.namespaces,
             namespaces=s.namespaces,
             liveness_endpoint=liveness,

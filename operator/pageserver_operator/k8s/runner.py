@@ -9,6 +9,7 @@ import sys
 
 import kopf
 import prometheus_client
+from kopf._core.engines import peering  # Identity is not re-exported by kopf
 
 from pageserver_operator import logs
 from pageserver_operator import settings as settings_mod
@@ -65,7 +66,7 @@ async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantI
     try:
         await kopf.operator(
             # not kopf's default (it looks up the user name of the UID, which has none in the image)
-            identity=kopf.Identity(os.environ.get("HOSTNAME") or "pageserver-operator"),
+            identity=peering.Identity(os.environ.get("HOSTNAME") or "pageserver-operator"),
             clusterwide=not s.namespaces,
             namespaces=s.namespaces,
             liveness_endpoint=liveness,

@@ -110,6 +110,7 @@ class ControlPlane:
         kubeconfig: Path,
         etcd: processes.ManagedProcess,
         apiserver: processes.ManagedProcess,
+        apiserver_argv: list[str] | None = None,
     ) -> None:
         self.state_dir = state_dir
         """Directory holding all of the control plane's files."""
@@ -123,6 +124,7 @@ class ControlPlane:
         """Admin kubeconfig (``state_dir/kubeconfig``)."""
         self._etcd = etcd
         self._apiserver = apiserver
+        self._apiserver_argv = apiserver_argv
         atexit.register(self.stop)
 
     @classmethod
@@ -193,28 +195,27 @@ class ControlPlane:
                 etcd, lambda: processes.http_ok(f"{etcd_url}/health"), ETCD_READY_TIMEOUT, "healthy"
             )
             cert_dir = state_dir / "certs"
+            apiserver_argv = [
+                str(apiserver_binary),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={secure_port}",
+                f"--cert-dir={cert_dir}",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # No controller-manager mints SA token secrets, and no kubelet runs pods.
+                "--disable-admission-plugins=ServiceAccount",
+                # A loopback address is not a valid Endpoints address; there is no node anyway.
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+            ]
             apiserver = processes.ManagedProcess.start(
-                "kube-apiserver",
-                [
-                    str(apiserver_binary),
-                    f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    f"--secure-port={secure_port}",
-                    f"--cert-dir={cert_dir}",
-                    f"--service-account-key-file={sa_pub}",
-                    f"--service-account-signing-key-file={sa_key}",
-                    f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-                    f"--token-auth-file={tokens}",
-                    "--authorization-mode=RBAC",
-                    f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                    # No controller-manager mints SA token secrets, and no kubelet runs pods.
-                    "--disable-admission-plugins=ServiceAccount",
-                    # A loopback address is not a valid Endpoints address; there is no node anyway.
-                    "--endpoint-reconciler-type=none",
-                    "--allow-privileged=true",
-                ],
-                logs / "kube-apiserver.log",
+                "kube-apiserver", apiserver_argv, logs / "kube-apiserver.log"
             )
             server_url = f"https://127.0.0.1:{secure_port}"
             ca_file = cert_dir / "apiserver.crt"
@@ -233,7 +234,7 @@ class ControlPlane:
             etcd.stop()
             raise
         kubeconfig = write_kubeconfig(state_dir / "kubeconfig", server_url, ca_file, ADMIN_USER, admin_token)
-        return cls(state_dir, server_url, admin_token, ca_file, kubeconfig, etcd, apiserver)
+        return cls(state_dir, server_url, admin_token, ca_file, kubeconfig, etcd, apiserver, apiserver_argv)
 
     def kubeconfig_for_token(self, token: str, path: Path, user: str = "token-user") -> Path:
         """A kubeconfig for this cluster that authenticates with ``token`` (e.g. a SA's).
@@ -242,6 +243,36 @@ class ControlPlane:
         only a real token proves what a ServiceAccount may do.
         """
         return write_kubeconfig(path, self.server_url, self.ca_file, user, token)
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only (SIGTERM, then SIGKILL): the API is down, etcd keeps the data."""
+        self._apiserver.stop()
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again with the same flags (same port, certificates, tokens) and
+        wait for ``/readyz``; the kubeconfig stays valid."""
+        if self._apiserver.running():
+            return
+        if self._apiserver_argv is None:
+            raise processes.StartError("this ControlPlane was not started by ControlPlane.start")
+        self._apiserver = processes.ManagedProcess.start(
+            "kube-apiserver", self._apiserver_argv, self.state_dir / "logs" / "kube-apiserver.log"
+        )
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        processes.wait_until(
+            self._apiserver,
+            lambda: processes.http_ok(f"{self.server_url}/readyz", context=context, headers=headers),
+            APISERVER_READY_TIMEOUT,
+            "ready (/readyz)",
+            interval=0.25,
+        )
+
+    def restart_apiserver(self, downtime: float = 0.0) -> None:
+        """`stop_apiserver`, ``downtime`` seconds without an API, then `start_apiserver`."""
+        self.stop_apiserver()
+        time.sleep(downtime)
+        self.start_apiserver()
 
     def running(self) -> bool:
         """True while both processes are alive."""

@@ -328,6 +328,7 @@ def test_broken_tenant_retried_with_backoff_keeps_its_data_and_recovers_by_itsel
 
     # Two more automatic retries fail the same way; the backoff doubles and is capped at 4 s.
     wait_status(k, "flaky", lambda s: s.get("attempts") == 3, "the third failed attempt", timeout=20)
+    capture(k, "flaky", "broken-attempt-3")
     msgs = poll(lambda: retry_events(k, "flaky"), lambda m: len(m) >= 3, 10, "three RetryScheduled Events")
     assert [m.rsplit("retrying in ", 1)[1] for m in msgs[:3]] == ["2 s", "4 s", "4 s"], msgs
     assert all("(RemoteLayerMissing)" in m for m in msgs)
@@ -345,6 +346,7 @@ def test_broken_tenant_retried_with_backoff_keeps_its_data_and_recovers_by_itsel
     remote.put(missing_key, missing_data)
     st = wait_status(k, "flaky", lambda s: s.get("phase") == "Active", "Active after the automatic retry", 20)
     assert st["attempts"] == 0 and "nextRetryTime" not in st, st
+    capture(k, "flaky", "active-after-retry")
     ready = helpers.condition(k.tenant("flaky"), "Ready")
     assert ready is not None and ready["status"] == "True"
     after = layer_files(op.workdir, tid)

@@ -233,19 +233,25 @@ class TenantController:
                     await self._sleep(transient_delay)
                     transient_delay = min(transient_delay * 2, 60.0)
                     continue
-                self.attempts += 1
-                delay = retry_delay(self.attempts, self.settings.retry_initial, self.settings.retry_max)
-                when = datetime.now(UTC) + timedelta(seconds=delay)
-                self.writer.extra = {"attempts": self.attempts, "nextRetryTime": v1alpha1.rfc3339(when)}
-                self.writer.mark(urgent=True)
-                await self.event(
-                    "Normal", "RetryScheduled", f"attempt {self.attempts} failed ({e.reason}); retrying in {delay:.0f} s"
-                )
-                woken = await self._sleep(delay)
-                log.info(
-                    "retrying %s (%s)", self.tenant.id, "woken" if woken else "backoff elapsed",
-                    extra={"tenant_id": str(self.tenant.id)},
-                )
+                await self._retry_later(e)
+
+    async def _retry_later(self, e: EngineError) -> None:
+        """Broken: schedule the automatic retry (capped exponential backoff) and wait for it, or
+        for the retry annotation or a spec change. Also after a failure found by a sync (a split
+        brain): retrying at once would reload the tenant from the other writer's index."""
+        self.attempts += 1
+        delay = retry_delay(self.attempts, self.settings.retry_initial, self.settings.retry_max)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        self.writer.extra = {"attempts": self.attempts, "nextRetryTime": v1alpha1.rfc3339(when)}
+        self.writer.mark(urgent=True)
+        await self.event(
+            "Normal", "RetryScheduled", f"attempt {self.attempts} failed ({e.reason}); retrying in {delay:.0f} s"
+        )
+        woken = await self._sleep(delay)
+        log.info(
+            "retrying %s (%s)", self.tenant.id, "woken" if woken else "backoff elapsed",
+            extra={"tenant_id": str(self.tenant.id)},
+        )
 
     async def _sync_while_active(self) -> None:
         while True:
@@ -260,6 +266,7 @@ class TenantController:
                     self.tenant.note(f"sync: retrying after error: {e.message}")
                     continue
                 self.tenant.mark_broken(e)
+                await self._retry_later(e)
                 return
 
 

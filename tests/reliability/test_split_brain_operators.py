@@ -100,6 +100,12 @@ def test_second_operator_is_refused_and_the_index_never_goes_backwards(
             assert obj["status"]["reason"] == "SplitBrainDetected", helpers.summary(obj)
             assert "another writer" in obj["status"]["message"]
             helpers.wait_event(k_b, "second", "SplitBrainDetected")
+            # and it stays so: an automatic retry only after the backoff (status.nextRetryTime)
+            st = helpers.wait_for(lambda: (k_b.tenant("second")["status"].get("attempts") or 0) >= 1 and k_b.tenant("second")["status"],
+                                  30, "the retry to be scheduled")  # fmt: skip
+            assert (
+                st["phase"] == "Broken" and st["reason"] == "SplitBrainDetected" and st.get("nextRetryTime")
+            ), st
 
             # the first keeps working
             assert helpers.phase(k.tenant("first")) == "Active"

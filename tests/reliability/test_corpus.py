@@ -345,3 +345,50 @@ def test_zz_corpus_summary() -> None:
         record(
             f"corpus: {len(RESULTS)} of {len(CASES)} cases as expected ({', '.join(f'{k} {v}' for k, v in sorted(by.items()))})"
         )
+
+
+def test_operator_stays_responsive_while_a_huge_index_is_refused(
+    tmp_path: Path, k: helpers.Kubectl, remote: Remote, operator: OperatorFactory
+) -> None:
+    """The generated 200k-layer index through the operator: Broken with the expected reason within
+    its time limit, while the event loop keeps answering (the liveness endpoint, served by the
+    same loop, never takes longer than 5 s) and the healthy tenant keeps syncing."""
+    import urllib.request
+
+    case = CASES["huge-index-200k-layers"]
+    storage = remote.open()
+    healthy = new_tenant_id()
+    gen = remote.seed(testdata.TenantShape(timelines=1, layers=2, layer_size=8_000, seed=5), healthy)
+    huge = ids.TenantId.parse(new_tenant_id())
+    seed_base(storage, huge)
+    apply_remote(case, storage, huge)
+    op = operator.start(sync_period=0.5)
+    k.apply(helpers.tenant_manifest("healthy", healthy))
+    helpers.wait_phase(k, "healthy", "Active", timeout=120)
+    url = f"http://127.0.0.1:{op.liveness_port}/healthz"
+    t0 = time.monotonic()
+    k.apply(helpers.tenant_manifest("huge", str(huge)))
+    worst = 0.0
+    layer = str(testdata.flush_local_layer(op.workdir, gen.tenant_id, gen.timelines[0], 3_000, seed=2))
+    while time.monotonic() - t0 < case["limits"]["seconds"] * 2:
+        s = time.monotonic()
+        with urllib.request.urlopen(url, timeout=60) as response:
+            assert response.status == 200
+        worst = max(worst, time.monotonic() - s)
+        if helpers.phase(k.tenant("huge")) == "Broken":
+            break
+        time.sleep(0.25)
+    took = time.monotonic() - t0
+    st = k.tenant("huge")["status"]
+    assert st.get("phase") == "Broken" and st.get("reason") == case["expect"]["reason"], st
+    assert took < case["limits"]["seconds"], f"took {took:.0f}s"
+    assert worst < 5.0, f"the operator's event loop stalled for {worst:.1f}s"
+    rss = op.peak_rss()
+    assert rss < case["limits"]["rss_mib"] << 20, f"peak RSS {rss >> 20} MiB"
+    helpers.wait_for(
+        lambda: layer in {str(n) for n in common.remote_indexes(storage, gen.tenant_id)[str(gen.timelines[0])].layers},
+        60, "the healthy tenant's layer to be uploaded")  # fmt: skip
+    record(
+        f"corpus huge index through the operator: Broken {st['reason']} in {took:.1f}s, liveness worst "
+        f"{worst:.2f}s, operator peak RSS {rss >> 20} MiB; the healthy tenant kept syncing"
+    )

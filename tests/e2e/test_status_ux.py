@@ -336,7 +336,7 @@ def test_broken_tenant_retried_with_backoff_keeps_its_data_and_recovers_by_itsel
     for n, delay in ((1, 2), (2, 4), (3, 4)):
         first = next(s for s in watch.of("flaky") if s.status.get("attempts") == n)
         ahead = (parse_time(first.status["nextRetryTime"]) - first.wall).total_seconds()
-        assert delay - 2 <= ahead <= delay + 0.5, (n, first.status["nextRetryTime"], first.wall)
+        assert delay - 3 <= ahead <= delay + 0.5, (n, first.status["nextRetryTime"], first.wall)
     # ... and a retry that fails again keeps what it had: not one file downloaded twice.
     assert layer_files(op.workdir, tid) == kept
     assert op.metric("pageserver_operator_layer_downloads_total", tenant_id=tid) == len(kept)
@@ -411,7 +411,7 @@ def test_progress_has_eta_is_throttled_and_shows_in_wide_output(
 
     def follow(phase: str) -> list[dict[str, str]]:
         """Rows of ``kubectl get -o wide`` until Active; the first with an ETA is captured."""
-        rows = []
+        rows: list[dict[str, str]] = []
         deadline = time.monotonic() + 60
         while helpers.phase(k.tenant_or_none("big")) != "Active":
             assert time.monotonic() < deadline, helpers.summary(k.tenant_or_none("big"))
@@ -521,7 +521,7 @@ def test_upload_lag_and_synced_follow_a_flushed_layer(
 
     def caught_up(st: dict[str, Any]) -> bool:
         t = next(t for t in st["timelines"] if t["timelineId"] == str(root))
-        c = next((c for c in st.get("conditions", []) if c["type"] == "Synced"), {})
+        c: dict[str, Any] = next((c for c in st.get("conditions", []) if c["type"] == "Synced"), {})
         return bool(t["uploadLagBytes"] == 0 and t["lsnLag"] == "0" and c.get("status") == "True")
 
     st = wait_status(k, "writer", caught_up, "the upload to finish (lag 0, Synced=True)", timeout=30)

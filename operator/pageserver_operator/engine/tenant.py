@@ -497,7 +497,9 @@ class Tenant:
                     ) from e
                 return tlid, None
             try:
-                index = index_part.IndexPart.parse(data)
+                # off the event loop: a huge index takes seconds to parse, and the loop serves
+                # every other tenant (and the liveness probe) meanwhile
+                index = await self.io.run(index_part.IndexPart.parse, data)
                 meta = index.metadata
             except format_errors.FormatError as e:
                 raise EngineError(e.reason, f"timeline {self.id}/{tlid}: {key}: {e}") from e

@@ -144,6 +144,8 @@ class StatusWriter:
         self._urgent = False
         self._task: asyncio.Task[None] | None = None
         self.patches = 0
+        self.failures = 0
+        self._retry_at = 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -175,8 +177,13 @@ class StatusWriter:
         try:
             await self._patch({"status": status})
         except Exception as e:  # a failed status write must never stop the tenant
-            log.warning("status patch failed: %s", e)
+            self.failures += 1
+            backoff = min(self.interval * 2**self.failures, 60.0)
+            log.warning("status patch failed (%d in a row; next try in %.0f s): %s", self.failures, backoff, e)
+            self._retry_at = time.monotonic() + backoff
+            self._dirty.set()  # what was not written is still to be written
             return
+        self.failures = 0
         self._last = comparable
         self._last_time = time.monotonic()
         self.patches += 1
@@ -197,10 +204,11 @@ class StatusWriter:
     async def _run(self) -> None:
         while True:
             await self._wait_dirty()
+            wait = self._retry_at - time.monotonic()  # after failures, back off even when urgent
             if not self._urgent:
-                wait = self._last_time + self.interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                wait = max(wait, self._last_time + self.interval - time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._dirty.clear()
             self._urgent = False
             await self.flush()

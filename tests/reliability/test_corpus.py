@@ -123,7 +123,14 @@ def apply_remote(case: dict[str, Any], storage: base.RemoteStorage, tid: ids.Ten
 
 
 def apply_local(case: dict[str, Any], workdir: Path, tid: ids.TenantId, outside: Path) -> None:
-    target = paths.TenantPaths(workdir, tid).tenant_dir / case["path"]
+    target = (paths.TenantPaths(workdir, tid).tenant_dir / case["path"]).resolve()
+    if case.get("symlink_dir"):  # the directory moves outside; a symlink takes its place
+        moved = outside / f"moved-{target.name}"
+        shutil.move(target, moved)
+        target.symlink_to(moved, target_is_directory=True)
+        layer = next(p for p in sorted(moved.rglob("*")) if layer_name.is_layer_file_name(p.name))
+        layer.unlink()  # so that load has something to download
+        return
     if case.get("replace"):
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)

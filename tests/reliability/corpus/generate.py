@@ -364,6 +364,12 @@ def cases() -> dict[str, tuple[dict[str, Any], bytes | None, str]]:
           "replaced by the real layer, the outside file untouched", f"timelines/{ROOT}/{d2}", None, "",
           {"phase": "Active"}, symlink=True)  # fmt: skip
 
+    local("local-timeline-dir-symlink-outside", "the root timeline directory is a symlink to a copy outside the "
+          "tenant, with a layer missing: load must not download (write) through it", f"timelines/{ROOT}", None, "",
+          broken("UnsafeLocalPath", "symbolic link"), symlink_dir=True)  # fmt: skip
+    local("local-tenant-dir-symlink-outside", "the tenant directory itself is a symlink to a copy outside, with a "
+          "layer missing", ".", None, "", broken("UnsafeLocalPath", "symbolic link"), symlink_dir=True)  # fmt: skip
+
     # ---- Tenant specs (the API server rejects them) ---------------------------------------------
     def spec(name: str, description: str, spec_: dict[str, Any], fragment: str) -> None:
         manifest = {

@@ -379,8 +379,20 @@ class Tenant:
         await self.io.run(crashsafe.remove_marker, p.marker)
         self._activate()
 
+    def _refuse_symlinks(self, *more: Any) -> None:
+        """Nothing is followed out of the tenant directory: a tenant, ``timelines`` or timeline
+        directory that is a symbolic link would make attach/load write wherever it points."""
+        for path in (self.paths.tenant_dir, self.paths.timelines_dir, *more):
+            if path.is_symlink():
+                raise EngineError(
+                    "UnsafeLocalPath",
+                    f"{self.where}: {path} is a symbolic link (to {os.readlink(path)}); refusing to "
+                    "write through it (only real directories belong under the tenant directory)",
+                )
+
     def _create_marker(self) -> None:
         p = self.paths
+        self._refuse_symlinks()
         crashsafe.durable_mkdir(p.tenant_dir)
         crashsafe.create_marker(p.marker)
         crashsafe.durable_mkdir(p.timelines_dir)
@@ -388,6 +400,7 @@ class Tenant:
     async def _load(self, config: Mapping[str, Any] | None) -> None:
         self._reset_timelines()
         self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
+        await self.io.run(self._refuse_symlinks)
         await self._write_config(config)
         await self.io.run(self._check_config)
         local = await self.io.run(self._read_local_timelines)
@@ -567,6 +580,7 @@ class Tenant:
             where = f"timeline {self.id}/{tlid}"
             chosen = timeline.choose_metadata(local.get(tlid), index.metadata if index else None, where)
             directory = self.paths.timeline_dir(tlid)
+            self._refuse_symlinks(directory)
             crashsafe.durable_mkdir(directory)
             scan = timeline.scan_timeline_dir(directory, chosen.disk_consistent_lsn)
             timeline.clean_timeline_dir(directory, scan)

@@ -12,7 +12,8 @@ does not. Per request, with probability ``rate`` (seeded RNG), one fault is inje
   is reset: a truncated body for a GET, an *ambiguous* failure for a PUT or DELETE.
 - ``latency``: the request is delayed by a uniform pick in ``latency`` seconds, then forwarded.
 - ``stall``: the response head and half of the body are sent, then nothing for ``stall``
-  seconds, then the rest (``stall_reset=True``: the connection is reset instead).
+  seconds, then the rest (``stall_reset=True``: the connection is reset instead);
+  ``stall_reset``: the same, always reset after the stall (a peer that died mid-response).
 
 Besides the random faults, `Rule`s inject a given fault into the next N requests that match a
 method and a path pattern (deterministic tests), and `down` / `up` make the server unreachable
@@ -46,13 +47,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("error", "reset_request", "reset_response", "latency", "stall")
+FAULT_KINDS = ("error", "reset_request", "reset_response", "latency", "stall", "stall_reset")
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "error": 3.0,
     "reset_request": 1.0,
     "reset_response": 2.0,
     "latency": 2.0,
     "stall": 1.0,
+    "stall_reset": 0.5,
 }
 ERRORS = (
     (500, "Internal Server Error", "InternalError", "We encountered an internal error. Please try again."),
@@ -305,13 +307,13 @@ class FaultProxy:
             await writer.drain()
             raise _Reset()
         raw = response.relay(method == "HEAD")
-        if fault == "stall":
+        if fault in ("stall", "stall_reset"):
             head_len = len(raw) - len(response.body_raw)
             cut = head_len + len(response.body_raw) // 2
             writer.write(raw[:cut])
             await writer.drain()
             await asyncio.sleep(self.stall)
-            if self.stall_reset:
+            if self.stall_reset or fault == "stall_reset":
                 raise _Reset()
             raw = raw[cut:]
         writer.write(raw)

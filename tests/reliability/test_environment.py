@@ -240,3 +240,39 @@ def test_tenant_deleted_while_attaching(
     record(
         "environment: Tenant deleted while Attaching: detached, nothing left, remote untouched; re-attach exact"
     )
+
+
+def test_s3_down_during_detach_keeps_everything_until_it_is_back(
+    tmp_path: Path,
+    k: helpers.Kubectl,
+    remote: Remote,
+    operator: OperatorFactory,
+    proxy: faultproxy.FaultProxy,
+    proxied_url: str,
+) -> None:
+    """A Tenant deleted while S3 is unreachable and a flushed layer is not uploaded yet: the
+    directory and the resource stay (Stopping, the reason shown), nothing is lost; once S3 is
+    back the layer is uploaded and indexed, then the directory goes."""
+    tid = new_tenant_id()
+    gen = remote.seed(testdata.TenantShape(timelines=1, layers=3, layer_size=8_000, seed=8), tid)
+    storage = remote.open()
+    op = operator.start(remote_url=proxied_url, sync_period=3600)  # no periodic sync: detach must upload
+    tp = paths.TenantPaths(op.workdir, gen.tenant_id)
+    k.apply(helpers.tenant_manifest("leaving", tid))
+    helpers.wait_phase(k, "leaving", "Active", timeout=120)
+    layer = str(testdata.flush_local_layer(op.workdir, gen.tenant_id, gen.timelines[0], 6_000, seed=4))
+    proxy.down()
+    k.run("delete", "tenant", "leaving", "--wait=false")
+    time.sleep(12)  # longer than one call's retry budget
+    obj = k.tenant_or_none("leaving")
+    assert obj is not None, "the Tenant was released while its layer could not be uploaded"
+    assert helpers.phase(obj) == "Stopping", helpers.summary(obj)
+    assert tp.tenant_dir.is_dir() and (tp.timeline_dir(gen.timelines[0]) / layer).is_file()
+    proxy.up()
+    helpers.wait_gone(k, "leaving", timeout=120)
+    assert not tp.tenant_dir.exists()
+    idx = common.remote_indexes(storage, gen.tenant_id)[str(gen.timelines[0])]
+    assert layer in {str(n) for n in idx.layers}, "the layer flushed before the delete was lost"
+    record(
+        "environment: S3 unreachable during detach: Tenant kept (Stopping) with its data; S3 back: layer uploaded, then detached"
+    )

@@ -222,6 +222,10 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
             tally.kills[phase] += 1
             tally.log.append(f"{phase}:kill@{point}")
         after_kill_checks(workdir, storage, tid, watch, flushed, where)
+        # an attach is complete, or it is still marked
+        unmarked = tp.tenant_dir.is_dir() and not tp.marker.exists() and any(tp.tenant_dir.iterdir())
+        if phase == "attach" and not present and unmarked:
+            common.assert_converged(workdir, storage, tid, tmp_path, flushed.layers, f"{where} (no marker)")
         # restart: the same command again, to completion
         r = common.run_cli([phase, *args, tid_s])
         assert r.returncode == 0, f"{where}: rerun failed: {cli.describe(r)}"

@@ -150,11 +150,28 @@ def test_operator_attach_sync_detach_under_faults(
         idx = common.remote_indexes(storage, tid)
         return flushed[str(gen.timelines[2])] <= {str(n) for n in idx[str(gen.timelines[2])].layers}
 
+    def synced_all() -> bool:
+        idx = common.remote_indexes(storage, tid)
+        return all(names <= {str(n) for n in idx[tl].layers} for tl, names in flushed.items())
+
     helpers.wait_for(synced, 120, "the flushed layer to be indexed remotely")
     helpers.wait_for(lambda: (helpers.condition(k.tenant("faulty"), "Synced") or {}).get("status") == "True",
                      120, "condition Synced")  # fmt: skip
     assert "Broken" not in [h["phase"] for h in k.tenant("faulty")["status"].get("history", [])]
     common.assert_converged(op.workdir, storage, tid, tmp_path, flushed, "operator sync:")
+
+    # reconcile (load) at the next start, under faults: a layer lost on the volume, one flushed
+    op.kill()
+    tp = paths.TenantPaths(op.workdir, tid)
+    victim = sorted(p for p in tp.timeline_dir(gen.timelines[1]).iterdir() if p.name != "metadata")[0]
+    victim.unlink()
+    flushed[str(gen.timelines[1])] = {
+        str(testdata.flush_local_layer(op.workdir, tid, gen.timelines[1], 33_000, seed=7))
+    }
+    op = operator.start(remote_url=proxied_url, sync_period=1.0)
+    helpers.wait_for(lambda: helpers.phase(k.tenant("faulty")) == "Active" and synced_all(), 180,
+                     "Active and synced after the restart")  # fmt: skip
+    common.assert_converged(op.workdir, storage, tid, tmp_path, flushed, "operator load:")
 
     flushed[str(gen.timelines[0])] = {
         str(testdata.flush_local_layer(op.workdir, tid, gen.timelines[0], 60_000, seed=6))
@@ -170,4 +187,4 @@ def test_operator_attach_sync_detach_under_faults(
     _cli(["attach", tid_s], tmp_path / "again", remote.url)
     common.assert_converged(tmp_path / "again", storage, tid, tmp_path, flushed, "after detach:")
     stats = proxy.snapshot()
-    record(f"faults (operator attach/sync/detach, rate {rate}, seed {proxy.seed}): {stats.summary()}")
+    record(f"faults (operator attach/sync/load/detach, rate {rate}, seed {proxy.seed}): {stats.summary()}")

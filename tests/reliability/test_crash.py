@@ -175,6 +175,7 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
     clean = time.monotonic() - t0
     assert r.returncode == 0, cli.describe(r)
     total_layers = layer_files(tp)
+    durations: dict[str, float] = {}
     rounds = 0
     while tally.total < CLI_KILLS:
         rounds += 1
@@ -203,7 +204,7 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
             time.sleep(rng.uniform(0, 0.02))
             point = f"{target}/{total_layers} layers"
         else:
-            delay = rng.uniform(0.2, clean * 1.2)
+            delay = rng.uniform(0.2, durations.get(phase, clean) * 1.1)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(delay)
             point = f"t+{delay:.2f}s"
@@ -227,7 +228,9 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
         if phase == "attach" and not present and unmarked:
             common.assert_converged(workdir, storage, tid, tmp_path, flushed.layers, f"{where} (no marker)")
         # restart: the same command again, to completion
+        t0 = time.monotonic()
         r = common.run_cli([phase, *args, tid_s])
+        durations[phase] = time.monotonic() - t0  # the scale of the next kill delay of this phase
         assert r.returncode == 0, f"{where}: rerun failed: {cli.describe(r)}"
         if phase == "detach":
             assert not tp.tenant_dir.exists(), f"{where}: detached, yet the directory is there"

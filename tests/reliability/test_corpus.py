@@ -137,8 +137,10 @@ def apply_local(case: dict[str, Any], workdir: Path, tid: ids.TenantId, outside:
     if case.get("symlink"):
         victim = outside / "victim"
         victim.write_bytes(b"must not change\n")
-        target.unlink()
+        target.unlink(missing_ok=True)
         target.symlink_to(victim)
+        if case.get("also_delete"):
+            (paths.TenantPaths(workdir, tid).tenant_dir / case["also_delete"]).unlink()
     else:
         target.write_bytes((CORPUS / case["input"]).read_bytes())
 

@@ -364,6 +364,9 @@ def cases() -> dict[str, tuple[dict[str, Any], bytes | None, str]]:
           "replaced by the real layer, the outside file untouched", f"timelines/{ROOT}/{d2}", None, "",
           {"phase": "Active"}, symlink=True)  # fmt: skip
 
+    local("local-partial-download-symlink", "a partial download of a missing layer is a symlink to a file outside "
+          "the tenant: the download must replace it, never write through it", f"timelines/{ROOT}/{d2}.temp_download",
+          None, "", {"phase": "Active"}, symlink=True, also_delete=f"timelines/{ROOT}/{d2}")  # fmt: skip
     local("local-timeline-dir-symlink-outside", "the root timeline directory is a symlink to a copy outside the "
           "tenant, with a layer missing: load must not download (write) through it", f"timelines/{ROOT}", None, "",
           broken("UnsafeLocalPath", "symbolic link"), symlink_dir=True)  # fmt: skip

@@ -401,3 +401,34 @@ def test_operator_stays_responsive_while_a_huge_index_is_refused(
         f"corpus huge index through the operator: Broken {st['reason']} in {took:.1f}s, liveness worst "
         f"{worst:.2f}s, operator peak RSS {rss >> 20} MiB; the healthy tenant kept syncing"
     )
+
+
+def test_config_temp_file_that_is_a_symlink_is_not_written_through(tmp_path: Path, remote: Remote) -> None:
+    """``config___temp`` (the tenant config's temp file) planted as a symlink to a file outside:
+    writing the config (spec.config of the Tenant) must replace the link, never write through it."""
+    import asyncio
+
+    from pageserver_operator.engine import manager
+
+    storage = remote.open()
+    tid_s = new_tenant_id()
+    tid = ids.TenantId.parse(tid_s)
+    workdir = tmp_path / "volume"
+    seed_base(storage, tid)
+    r = common.run_cli(["attach", "--workdir", str(workdir), "--remote", remote.url, tid_s])
+    assert r.returncode == 0, cli.describe(r)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"must not change\n")
+    tp = paths.TenantPaths(workdir, tid)
+    tp.tenant_dir.joinpath(tp.config.name + paths.TEMP_SUFFIX).symlink_to(victim)
+
+    async def write_config() -> None:
+        m = manager.TenantManager(workdir, remote.open())
+        try:
+            await m.get(tid).load({"checkpointDistance": 1 << 20})
+        finally:
+            m.close()
+
+    asyncio.run(write_config())
+    assert victim.read_bytes() == b"must not change\n", "the config was written through the symlink"
+    assert "checkpoint_distance" in tp.config.read_text() and not tp.config.is_symlink()

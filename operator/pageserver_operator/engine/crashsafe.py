@@ -53,9 +53,14 @@ def durable_mkdir(path: Path) -> None:
 
 
 def durable_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    The temp file is created anew (a leftover is removed first) and never through a symbolic
+    link: a planted ``<name>___temp`` link must not make us write outside the tenant directory."""
     tmp = path.with_name(path.name + paths.TEMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         view = memoryview(data)
         while view:

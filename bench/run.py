@@ -105,12 +105,14 @@ class Bench:
         for rnd in range(rounds):
             order = methods[rnd % len(methods) :] + methods[: rnd % len(methods)]
             for m in order:
-                dest = self.work / f"dest-{m.name.replace(':', '-')}"
+                slug = re.sub(r"[^A-Za-z0-9_.-]", "-", m.name)
+                dest = self.work / f"dest-{slug}"
                 workloads.remove(dest)
                 dest.mkdir(parents=True)
                 os.sync()
-                err = self.work / f"stderr-{m.name.replace(':', '-')}.txt"
-                res = measure.run(m.argv(server, ds, dest, self.work), server.env(), server, stderr_path=err)
+                err = self.work / f"stderr-{slug}.txt"
+                env = {**server.env(), **m.extra}
+                res = measure.run(m.argv(server, ds, dest, self.work), env, server, stderr_path=err)
                 problem = m.verify(ds, dest) if res.rc == 0 else None
                 row = row_of(res, rnd, m.name, problem)
                 if m.ours:

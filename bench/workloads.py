@@ -144,6 +144,22 @@ def timeline_dir(ds: Dataset, workdir: Path) -> Path:
 
 class Ours(Method):
     def argv(self, server: servers.Server, ds: Dataset, dest: Path, work: Path) -> list[str]:
+        if "PYTHONPATH" in self.extra:  # another tree of the package (A/B comparisons)
+            return [
+                sys.executable,
+                "-m",
+                "pageserver_operator.cli",
+                "--log-level",
+                "INFO",
+                "attach",
+                "--workdir",
+                str(dest),
+                "--remote",
+                server.remote_url(),
+                "--concurrency",
+                str(self.concurrency),
+                ds.tenant_id,
+            ]
         return [
             PSO,
             "--log-level",
@@ -249,6 +265,8 @@ def download_methods(names: Sequence[str], concurrency: int) -> list[Method]:
     for n in names:
         if n.startswith("ours:"):  # ours:16 = another concurrency
             table[n] = Ours(n, ours=True, concurrency=int(n.split(":")[1]))
+        elif n.startswith("ours@"):  # ours@/path/to/operator = that tree of the package
+            table[n] = Ours(n, ours=True, concurrency=concurrency, extra={"PYTHONPATH": n[5:]})
     return [table[n] for n in names]
 
 

@@ -447,7 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rounds = 2
         args.cross_rounds = min(args.cross_rounds, 2)
     b = Bench(args)
-    b.work.mkdir(parents=True, exist_ok=True)
+    workloads.remove(b.work)  # nothing of an earlier run (curl configs name its ports)
+    b.work.mkdir(parents=True)
     b.results["meta"] = b.meta()
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     for s in shapes:

@@ -230,7 +230,8 @@ class Curl(Method):
     """Signed GETs of every layer to /dev/null: the server's raw ceiling (no disk, no tool logic)."""
 
     def argv(self, server: servers.Server, ds: Dataset, dest: Path, work: Path) -> list[str]:
-        cfg = work / f"curl-{ds.shape.name}.cfg"
+        port = server.endpoint.rsplit(":", 1)[1]
+        cfg = work / f"curl-{server.name}-{port}-{ds.shape.name}.cfg"
         if not cfg.exists():
             with open(cfg, "w") as f:
                 for key in sorted(ds.layers):

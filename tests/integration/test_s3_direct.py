@@ -1,0 +1,143 @@
+"""The S3 backend's direct transfer path (`remote.s3_direct`) against the real S3 server: it is
+used when nothing intercepts the client's requests, moves the same bytes as botocore, keeps the
+same errors (answers other than 200 are redone through botocore), and gives way to botocore as
+soon as something hooks into the client (moto, stubbers, the fault injection of these tests)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+import remote_contract
+from pageserver_operator.devenv import objectstore
+from pageserver_operator.remote import errors, retry, s3, s3_direct
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def s3_creds(s3_server: objectstore.ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+
+
+@pytest.fixture
+def storage(
+    s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None, monkeypatch: pytest.MonkeyPatch
+) -> s3.S3Storage:
+    st = s3.S3Storage(
+        s3_bucket,
+        "pfx",
+        s3_server.endpoint,
+        s3_server.region,
+        concurrency=4,
+        retrier=retry.Retrier(sleep=lambda _: None),
+    )
+    # Force the direct path even if moto (imported by the unit tests of the same session)
+    # hooks every client; the fault-injection test below checks the real decision.
+    assert st._direct is not None
+    monkeypatch.setattr(st._direct, "usable", lambda operation: True)
+    return st
+
+
+def test_download_and_upload_go_direct_and_move_the_same_bytes(
+    storage: s3.S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    assert storage._direct is not None
+    direct = storage._direct.client
+    real_get, real_put = direct.get, direct.put_file
+    monkeypatch.setattr(direct, "get", lambda key: (calls.append("get"), real_get(key))[1])
+    monkeypatch.setattr(direct, "put_file", lambda *a: (calls.append("put"), real_put(*a))[1])
+    for size in (0, 1, 16 * 1024, 3 * MiB + 17):
+        data = os.urandom(size)
+        src = tmp_path / f"src-{size}"
+        src.write_bytes(data)
+        storage.upload_file(f"layers/{size}", src, size)
+        out = io.BytesIO()
+        progress: list[int] = []
+        assert storage.download_to(f"layers/{size}", out, size, progress.append) == size
+        assert out.getvalue() == data and sum(progress) == size
+        assert storage.get_bytes(f"layers/{size}") == data  # botocore reads what we wrote
+    assert calls == ["put", "get"] * 4
+
+
+def test_errors_are_botocores(storage: s3.S3Storage, s3_server: objectstore.ObjectStore) -> None:
+    with pytest.raises(errors.NotFound):
+        storage.download_to("missing", io.BytesIO(), None)
+    storage.put_bytes("layer", b"abc")
+    with pytest.raises(errors.PermanentRemoteError, match="size mismatch"):
+        storage.download_to("layer", io.BytesIO(), 4)
+    other = s3.S3Storage("no-such-bucket-direct", "", s3_server.endpoint, s3_server.region, concurrency=1)
+    assert other._direct is not None
+    with pytest.raises(errors.PermanentRemoteError, match="does not exist"):
+        other.download_to("k", io.BytesIO(), None)
+    other.close()
+
+
+def test_wrong_credentials_fall_back_to_botocores_error(
+    s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    st = s3.S3Storage(s3_bucket, "", s3_server.endpoint, s3_server.region, concurrency=1)
+    assert st._direct is not None
+    monkeypatch.setattr(st._direct, "usable", lambda operation: True)
+    with pytest.raises(errors.PermanentRemoteError) as raised:
+        st.download_to("k", io.BytesIO(), None)
+    assert "not-the-secret" not in str(raised.value)
+    st.close()
+
+
+def test_hooked_clients_use_botocore(
+    s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None
+) -> None:
+    st = s3.S3Storage(s3_bucket, "", s3_server.endpoint, s3_server.region, concurrency=2)
+    assert st._direct is not None
+    faults = remote_contract.BotocoreFaults(st.client)
+    st.put_bytes("layer", b"x" * 10)
+    faults.sent.clear()
+    assert st.download_to("layer", io.BytesIO(), 10) == 10
+    assert faults.sent == ["GetObject"]  # the hook saw the request: it went through botocore
+    st.close()
+
+
+def test_direct_is_off_without_endpoint_or_with_a_proxy(
+    s3_server: objectstore.ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    assert s3.S3Storage("bkt", "", None, "us-east-1")._direct is None
+    assert s3.S3Storage("bkt", "", s3_server.endpoint, "us-east-1", direct=False)._direct is None
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert s3.S3Storage("bkt", "", "http://10.9.8.7:8333", "us-east-1")._direct is None
+
+
+def test_a_dropped_connection_is_transient_and_retried(
+    storage: s3.S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.put_bytes("layer", b"y" * 1000)
+    assert storage._direct is not None
+    direct = storage._direct.client
+    real_get = direct.get
+    failures = [1]
+
+    def flaky(key: str) -> s3_direct.GetStream:
+        if failures:
+            failures.pop()
+            raise s3_direct.DirectError("injected")
+        return real_get(key)
+
+    monkeypatch.setattr(direct, "get", flaky)
+    assert storage.download_to("layer", io.BytesIO(), 1000) == 1000

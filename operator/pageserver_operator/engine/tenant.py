@@ -23,6 +23,8 @@ Crash consistency, at any instant:
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import enum
 import errno
 import logging
@@ -110,6 +112,25 @@ class DownloadCancelled(BaseException):
     retry loop mistakes it for a failure worth retrying)."""
 
 HISTORY_LIMIT = 10
+#: A worker thread takes downloads of one tenant for at most this long before it returns to
+#: the shared pool (fairness between tenants; the event loop is woken once per batch).
+BATCH_SECONDS = 0.05
+
+_Download = tuple[timeline.Timeline, layer_name.LayerName, int | None]
+
+
+@dataclass
+class _DownloadBatch:
+    """The downloads of one `Tenant._download_all`, shared with its worker threads."""
+
+    pending: collections.deque[_Download]
+    #: (timeline, layer, size in the index, bytes) of every file renamed, not yet accounted
+    done: collections.deque[tuple[timeline.Timeline, layer_name.LayerName, int | None, int]] = field(
+        default_factory=collections.deque
+    )
+    renames: list[concurrent.futures.Future[None]] = field(default_factory=list)
+    #: set when the download ends (also on failure): threads take nothing more
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class Tenant:
@@ -309,23 +330,64 @@ class Tenant:
             await asyncio.sleep(0.02)
         self._cancel.clear()
 
-    def _download_thread(
-        self, key: str, target: Any, size: int | None
-    ) -> int:
+    def _download_batch(self, batch: _DownloadBatch) -> None:
+        """On a worker thread: take downloads from ``batch.pending`` for up to `BATCH_SECONDS`
+        (so that one tenant never holds a worker for long), each into its temp file, and hand
+        every file to the fsync threads (`remote_io.RemoteIO.finish_later`); a file counts as
+        downloaded once it is renamed. The whole batch counts as busy, the fsync stage too, so
+        `_stop_downloads` also waits for renames into the tenant directory."""
         with self._busy_lock:
             self._busy += 1
         try:
+            deadline = time.monotonic() + BATCH_SECONDS
+
             def progress_cb(n: int) -> None:
-                if self._cancel.is_set():
+                if self._cancel.is_set() or batch.stop.is_set():
                     raise DownloadCancelled()
                 self.progress.add_bytes(n)
 
-            if self._cancel.is_set():
-                raise DownloadCancelled()
-            return remote_io.download_layer_blocking(self.io.storage, key, target, size, progress_cb)
+            while not batch.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    item = batch.pending.popleft()
+                except IndexError:
+                    return
+                t, name, size = item
+                if self._cancel.is_set():
+                    raise DownloadCancelled()
+                key = paths.remote_layer_key(self.id, t.timeline_id, name)
+                try:
+                    n, fd = remote_io.download_to_temp(
+                        self.io.storage, key, t.directory / str(name), size, progress_cb
+                    )
+                except remote_errors.NotFound as e:
+                    raise EngineError(
+                        "RemoteLayerMissing",
+                        f"{t.where}: index_part.json names layer {name} but {key} does not exist",
+                    ) from e
+                except remote_errors.PermanentRemoteError as e:
+                    raise EngineError("LayerDownloadFailed", f"{t.where}: layer {name}: {e}") from e
+                with self._busy_lock:
+                    self._busy += 1
+                try:
+                    renamed = self.io.finish_later(fd, t.directory / str(name))
+                except BaseException:
+                    self._not_busy()
+                    raise
+
+                def done(f: concurrent.futures.Future[None], item: _Download = item, n: int = n) -> None:
+                    if f.exception() is None:
+                        batch.done.append((*item, n))
+                        self.progress.add_layer()
+                    self._not_busy()
+
+                batch.renames.append(renamed)
+                renamed.add_done_callback(done)
         finally:
-            with self._busy_lock:
-                self._busy -= 1
+            self._not_busy()
+
+    def _not_busy(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
 
     def _classify(self, e: BaseException) -> EngineError:
         if isinstance(e, EngineError):
@@ -626,37 +688,56 @@ class Tenant:
             plan.append((name, meta.file_size))
         return plan
 
-    async def _download_all(
-        self, downloads: list[tuple[timeline.Timeline, layer_name.LayerName, int | None]]
-    ) -> set[ids.TimelineId]:
+    async def _download_all(self, downloads: list[_Download]) -> set[ids.TimelineId]:
         """Download in parallel, bounded by the remote's concurrency. Returns timelines whose
-        index lacked some sizes (v0) that are now known."""
-        sem = asyncio.Semaphore(self.io.workers)
+        index lacked some sizes (v0) that are now known.
+
+        ``io.workers`` loops run `_download_batch` on the worker threads until nothing is left:
+        the event loop is woken once per batch, not per file. A request slot is held only
+        while the bytes flow; the fsync + rename of each file runs on the fsync threads while
+        the slot goes to the next GET. Every file handed to them is renamed (durable) before
+        this returns, also when it fails, so nothing writes into the tenant directory
+        afterwards."""
+        batch = _DownloadBatch(collections.deque(downloads))
         learnt: set[ids.TimelineId] = set()
         tenant_label = str(self.id)
 
-        async def one(t: timeline.Timeline, name: layer_name.LayerName, size: int | None) -> None:
-            key = paths.remote_layer_key(self.id, t.timeline_id, name)
-            async with sem:
-                try:
-                    n = await self.io.run(self._download_thread, key, t.directory / str(name), size)
-                except remote_errors.NotFound as e:
-                    raise EngineError(
-                        "RemoteLayerMissing",
-                        f"{t.where}: index_part.json names layer {name} but {key} does not exist",
-                    ) from e
-                except remote_errors.PermanentRemoteError as e:
-                    raise EngineError("LayerDownloadFailed", f"{t.where}: layer {name}: {e}") from e
-            t.layers[name] = n
-            self.progress.add_layer()
-            metrics.LAYER_DOWNLOADS.labels(tenant_label).inc()
-            metrics.LAYER_DOWNLOAD_BYTES.labels(tenant_label).inc(n)
-            if size is None:
-                self.progress.unknown_size_done(n)
-                if t.queue.record_size(name, n):
-                    learnt.add(t.timeline_id)
+        def account() -> None:
+            while batch.done:
+                t, name, size, n = batch.done.popleft()
+                t.layers[name] = n
+                metrics.LAYER_DOWNLOADS.labels(tenant_label).inc()
+                metrics.LAYER_DOWNLOAD_BYTES.labels(tenant_label).inc(n)
+                if size is None:
+                    self.progress.unknown_size_done(n)
+                    if t.queue.record_size(name, n):
+                        learnt.add(t.timeline_id)
 
-        await _gather_first_error([one(*d) for d in downloads])
+        async def worker() -> None:
+            while batch.pending:
+                await self.io.run(self._download_batch, batch)
+                account()
+
+        try:
+            await _gather_first_error([worker() for _ in range(min(self.io.workers, len(downloads)))])
+        except BaseException:
+            # Batches of cancelled waiters are still running: stop them at their next chunk
+            # and wait until they and their renames are done. Every layer that did land on the
+            # volume is still accounted (metrics, the timeline's layers): a retry reuses it.
+            batch.stop.set()
+            deadline = time.monotonic() + 60
+            while self._busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            account()
+            raise
+        batch.stop.set()
+        if batch.renames:  # one wait on a worker thread, not one event-loop wakeup per file
+            await self.io.run(concurrent.futures.wait, batch.renames)
+        account()
+        for f in batch.renames:
+            exc = f.exception()
+            if exc is not None:
+                raise exc
         return learnt
 
     def _finish_timeline(self, t: timeline.Timeline) -> None:

@@ -13,8 +13,9 @@ batches it per timeline before the metadata is written) has two halves:
   fsync the file, then rename it over the final name.
 
 The worker thread goes on to its next GET while the disk catches up, so fsync latency does not
-idle a request slot; at most `MAX_UNSYNCED` downloaded files wait for their fsync at once (the
-worker blocks beyond that: bounded open files and bounded unsynced data). A final name is only
+idle a request slot; at most one downloaded file per worker waits for its fsync (the worker
+blocks beyond that: bounded open files, bounded unsynced data, and a kill loses at most two
+files per request slot: one being fetched, one waiting for its fsync). A final name is only
 ever given to a complete, fsynced file. A crash leaves at most ``.temp_download`` files, which
 the next attach or load deletes. `download_layer_blocking` does both halves in one call.
 """
@@ -44,9 +45,6 @@ T = TypeVar("T")
 
 #: Threads that fsync and rename downloaded files (shared by all tenants of the volume).
 FSYNC_WORKERS = 4
-#: Downloaded files that may wait for their fsync at once.
-MAX_UNSYNCED = 64
-
 
 #: Start the writeback of a large file every this many bytes (see `_FdWriter`).
 WRITE_BEHIND = 8 << 20
@@ -173,7 +171,8 @@ class RemoteIO:
         self.workers = workers or storage.concurrency
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="remote-io")
         self._fsync_pool = ThreadPoolExecutor(max_workers=FSYNC_WORKERS, thread_name_prefix="remote-io-fsync")
-        self._unsynced = threading.BoundedSemaphore(MAX_UNSYNCED)
+        # Downloaded files that may wait for their fsync at once: one per request slot.
+        self._unsynced = threading.BoundedSemaphore(self.workers)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -181,7 +180,7 @@ class RemoteIO:
 
     def finish_later(self, fd: int, final: Path) -> concurrent.futures.Future[None]:
         """`finish_download` on the fsync threads (call from a worker thread: it blocks while
-        `MAX_UNSYNCED` files are already waiting). The fd belongs to the callee from here on."""
+        one file per worker is already waiting). The fd belongs to the callee from here on."""
         self._unsynced.acquire()
         try:
             future = self._fsync_pool.submit(finish_download, fd, final)

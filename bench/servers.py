@@ -257,6 +257,3 @@ class Rclone(Server):
         except BaseException:
             self.process.stop()
             raise
-
-    def create_bucket(self, name: str = BUCKET) -> None:
-        (self.root / name).mkdir(exist_ok=True)

@@ -131,9 +131,14 @@ def download_to_temp(
     """
     tmp = final.with_name(final.name + paths.TEMP_DOWNLOAD_SUFFIX)
     # A new file, never opened through whatever is at that name (a planted symlink included).
-    with contextlib.suppress(FileNotFoundError):
+    # Usually nothing is there: the unlink (which locks the directory like the create does) only
+    # when the exclusive create finds something.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileExistsError:
         os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, flags, 0o644)
     try:
         n = storage.download_to(key, typing.cast(BinaryIO, _FdWriter(fd)), expected_size, progress)
     except BaseException:

@@ -700,14 +700,15 @@ class Tenant:
         afterwards."""
         batch = _DownloadBatch(collections.deque(downloads))
         learnt: set[ids.TimelineId] = set()
-        tenant_label = str(self.id)
+        layer_downloads = metrics.LAYER_DOWNLOADS.labels(str(self.id))
+        layer_download_bytes = metrics.LAYER_DOWNLOAD_BYTES.labels(str(self.id))
 
         def account() -> None:
             while batch.done:
                 t, name, size, n = batch.done.popleft()
                 t.layers[name] = n
-                metrics.LAYER_DOWNLOADS.labels(tenant_label).inc()
-                metrics.LAYER_DOWNLOAD_BYTES.labels(tenant_label).inc(n)
+                layer_downloads.inc()
+                layer_download_bytes.inc(n)
                 if size is None:
                     self.progress.unknown_size_done(n)
                     if t.queue.record_size(name, n):

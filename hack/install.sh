@@ -2,7 +2,7 @@
 # Install everything the project needs on a fresh Debian machine of the project's kind
 # (Go >= 1.24 and Python >= 3.11 preinstalled):
 #   1. apt packages, only those missing (openssl: ServiceAccount signing keys);
-#   2. the virtualenv .venv with `pip install -e '.[dev]'`;
+#   2. the virtualenv .venv with `pip install -e '.[dev,bench]'`;
 #   3. the Go-built binaries (etcd, kube-apiserver, kubectl if none), cached in
 #      ${PAGESERVER_OPERATOR_CACHE:-~/.cache/pageserver-operator} -- a warm run does not rebuild.
 # Idempotent: re-running skips what is already there. Prints how long each step took.
@@ -68,7 +68,7 @@ begin "virtualenv .venv"
 if [[ ! -x .venv/bin/python ]]; then
   "$python_bin" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,bench]'
 end "virtualenv .venv"
 
 # --- 4. Go-built binaries -----------------------------------------------------------------

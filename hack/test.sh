@@ -37,7 +37,7 @@ stage() {
   echo "<== $name: exit $status in $took"
 }
 
-stage ruff "$venv_bin/ruff" check operator tests
+stage ruff "$venv_bin/ruff" check operator tests bench
 stage mypy "$venv_bin/mypy"
 if [[ -f .importlinter ]] || grep -q '^\[tool\.importlinter\]' pyproject.toml; then
   stage lint-imports "$venv_bin/lint-imports"

@@ -7,28 +7,14 @@ The logic lives in :mod:`pageserver_operator.devenv`; this file only scopes it. 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
+from helpers.components import unavailable
 from pageserver_operator.devenv import binaries, controlplane, objectstore, processes
-
-
-def in_ci() -> bool:
-    """True when running under CI, where nothing may be skipped for lack of a component."""
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def unavailable(component: str, error: BaseException) -> NoReturn:
-    """Fail (CI) or skip (elsewhere) because ``component`` could not be provided."""
-    reason = f"{component} unavailable: {error}"
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: components are required, not skipped)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,14 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import yaml
 
 from e2e import helpers
+from helpers.components import in_ci as in_ci  # re-exported: tests/image uses support.in_ci
+from helpers.components import unavailable as unavailable
 from pageserver_operator.devenv import objectstore, processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,19 +33,6 @@ HELM_SCRIPT = REPO / "hack" / "helm.sh"
 EXAMPLE_TENANT = REPO / "examples" / "tenant.yaml"
 CONTAINER = "operator"
 OPERATOR_START_TIMEOUT = 60.0
-
-
-def in_ci() -> bool:
-    """True under CI, where nothing may be skipped for lack of a component."""
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def unavailable(component: str, error: object) -> NoReturn:
-    """Fail (CI) or skip (elsewhere) because ``component`` could not be provided."""
-    reason = f"{component} unavailable: {error}"
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: components are required, not skipped)", pytrace=False)
-    pytest.skip(reason)
 
 
 # ---- helm -----------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import os
+import typing
 from pathlib import Path
 
 import pytest
 
 import remote_contract
 from pageserver_operator.devenv import objectstore
+from pageserver_operator.engine import remote_io
 from pageserver_operator.remote import errors, retry, s3, s3_direct
 
 pytestmark = pytest.mark.integration
@@ -141,3 +143,123 @@ def test_a_dropped_connection_is_transient_and_retried(
 
     monkeypatch.setattr(direct, "get", flaky)
     assert storage.download_to("layer", io.BytesIO(), 1000) == 1000
+
+
+# ---- ranged GETs of large objects ---------------------------------------------------------------
+
+PART = 256 * 1024
+
+
+@pytest.fixture
+def ranged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large objects are anything from 1 MiB here, parts of 256 KiB (same code, small data)."""
+    monkeypatch.setattr(s3, "RANGED_MIN", MiB)
+    monkeypatch.setattr(s3, "RANGE_PART", PART)
+
+
+def _temp_writer(path: Path) -> tuple[remote_io._FdWriter, int]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    return remote_io._FdWriter(fd), fd
+
+
+def _counting_range_gets(storage: s3.S3Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    assert storage._direct is not None
+    direct = storage._direct.client
+    real = direct.get_range
+    calls: list[tuple[int, int]] = []
+
+    def counted(key: str, start: int, length: int) -> s3_direct.GetStream:
+        calls.append((start, length))
+        return real(key, start, length)
+
+    monkeypatch.setattr(direct, "get_range", counted)
+    return calls
+
+
+def test_large_objects_are_fetched_as_parallel_ranges_written_at_their_offsets(
+    storage: s3.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = 4 * PART + 12345  # a short last part
+    data = os.urandom(size)
+    storage.put_bytes("big", data)
+    calls = _counting_range_gets(storage, monkeypatch)
+    out, fd = _temp_writer(tmp_path / "big")
+    progress: list[int] = []
+    try:
+        assert storage.download_to("big", typing.cast(typing.BinaryIO, out), size, progress.append) == size
+    finally:
+        os.close(fd)
+    assert (tmp_path / "big").read_bytes() == data
+    assert sum(progress) == size
+    assert sorted(calls) == [(i * PART, min(PART, size - i * PART)) for i in range(5)]
+    # Below the threshold, or into a file object that cannot write at an offset: one whole GET.
+    small = io.BytesIO()
+    assert storage.download_to("big", small, size) == size and small.getvalue() == data
+    assert len(calls) == 5
+
+
+def test_a_ranged_download_checks_the_object_size_of_every_part(
+    storage: s3.S3Storage, ranged: None, tmp_path: Path
+) -> None:
+    size = 3 * PART
+    storage.put_bytes("big", os.urandom(size))
+    out, fd = _temp_writer(tmp_path / "big")
+    try:
+        # The index says one byte less (or more) than the object has: refused, not truncated.
+        for expected in (size - 1, size + 1):
+            with pytest.raises(errors.PermanentRemoteError, match=f"size mismatch.*expected {expected} bytes, got {size}"):
+                storage.download_to("big", typing.cast(typing.BinaryIO, out), expected)
+        with pytest.raises(errors.NotFound):
+            storage.download_to("missing", typing.cast(typing.BinaryIO, out), size)
+    finally:
+        os.close(fd)
+
+
+def test_a_failed_part_is_retried_alone(
+    storage: s3.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = 4 * PART
+    data = os.urandom(size)
+    storage.put_bytes("big", data)
+    assert storage._direct is not None
+    direct = storage._direct.client
+    real = direct.get_range
+    calls: list[int] = []
+    failures = [1]
+
+    def flaky(key: str, start: int, length: int) -> s3_direct.GetStream:
+        calls.append(start)
+        if start == 2 * PART and failures:
+            failures.pop()
+            raise s3_direct.DirectError("injected")
+        return real(key, start, length)
+
+    monkeypatch.setattr(direct, "get_range", flaky)
+    out, fd = _temp_writer(tmp_path / "big")
+    progress: list[int] = []
+    try:
+        assert storage.download_to("big", typing.cast(typing.BinaryIO, out), size, progress.append) == size
+    finally:
+        os.close(fd)
+    assert (tmp_path / "big").read_bytes() == data and sum(progress) == size
+    assert sorted(calls) == [0, PART, 2 * PART, 2 * PART, 3 * PART]
+
+
+def test_a_part_that_keeps_failing_fails_the_download_and_stops_the_others(
+    storage: s3.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = 8 * PART
+    storage.put_bytes("big", os.urandom(size))
+    assert storage._direct is not None
+    direct = storage._direct.client
+
+    def broken(key: str, start: int, length: int) -> s3_direct.GetStream:
+        raise s3_direct.DirectError("injected")
+
+    monkeypatch.setattr(direct, "get_range", broken)
+    out, fd = _temp_writer(tmp_path / "big")
+    try:
+        with pytest.raises(errors.TransientRemoteError, match="still failing"):
+            storage.download_to("big", typing.cast(typing.BinaryIO, out), size)
+    finally:
+        os.close(fd)

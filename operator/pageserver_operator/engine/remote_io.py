@@ -114,6 +114,18 @@ class _FdWriter:
             self._kicked = self._pos
         return total
 
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset`` (parts of a ranged download, from several threads; the
+        position is not moved), and start the writeback of that range (see above)."""
+        view = memoryview(data)
+        pos = offset
+        while view:
+            n = os.pwrite(self._fd, view, pos)
+            view = view[n:]
+            pos += n
+        if _sync_file_range is not None:
+            _sync_file_range(self._fd, offset, pos - offset, _SYNC_FILE_RANGE_WRITE)
+
     def flush(self) -> None:
         pass
 

@@ -23,6 +23,12 @@ How requests are arranged (see reference/s3-download-performance.md §0-1):
   request. It is skipped whenever something hooks into the client's ``before-send`` event
   (moto, stubbers, fault injection), when a proxy applies, or with ``direct=False``; any answer
   but 200 is redone through botocore, so errors and their messages are botocore's.
+- Objects of at least `RANGED_MIN` bytes, when the direct path applies and ``out`` can write at
+  an offset (``out.pwrite``), are fetched as parallel ranged GETs of `RANGE_PART` bytes, each
+  part written at its offset, on a pool of the backend's own (each part holds a request slot
+  like any GET, so the limit is unchanged): one stream per object leaves the server's and the
+  network's other streams idle when few large layers remain (docs/performance.md, D3). Each part
+  is retried on its own; the object's size is checked against ``Content-Range`` of every part.
 - With an ``endpoint`` (S3-compatible server) addressing is path-style, and checksums are only
   sent or checked when the operation requires them (many servers lack the newer algorithms).
 - Uploads are one PUT with the exact ``ContentLength`` (no multipart: layer files are at most a
@@ -40,12 +46,14 @@ instance profile) and are never logged or put into messages.
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import logging
 import os
 import threading
 import typing
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
@@ -70,6 +78,10 @@ T = TypeVar("T")
 CHUNK_SIZE = 1 << 20
 #: Connections beyond the concurrency limit, so a request never waits for the pool.
 POOL_HEADROOM = 4
+#: Objects at least this large are downloaded as parallel ranged GETs (see the module doc).
+RANGED_MIN = 128 << 20
+#: The size of one ranged GET.
+RANGE_PART = 32 << 20
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _TRANSIENT_CODES = frozenset(
@@ -162,6 +174,8 @@ class S3Storage:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
+        self._parts: ThreadPoolExecutor | None = None  # ranged GETs, created when first needed
+        self._parts_lock = threading.Lock()
         self._direct: _Direct | None = None
         if direct and endpoint is not None:
             self._direct = _make_direct(
@@ -197,6 +211,10 @@ class S3Storage:
         return self._config.describe()
 
     def close(self) -> None:
+        with self._parts_lock:
+            pool, self._parts = self._parts, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if self._direct is not None:
             self._direct.client.close()
         self._client.close()
@@ -276,6 +294,16 @@ class S3Storage:
         progress: base.ProgressCallback | None = None,
     ) -> int:
         full = self._full(url.validate_key(key))
+        pwrite = getattr(out, "pwrite", None)
+        if (
+            expected_size is not None
+            and expected_size >= RANGED_MIN
+            and pwrite is not None
+            and self._concurrency > 1
+            and self._direct is not None
+            and self._direct.usable("GetObject")
+        ):
+            return self._download_ranged(key, full, out, pwrite, expected_size, progress)
         reported = 0  # bytes reported to `progress` by earlier, failed attempts
 
         def attempt() -> int:
@@ -308,6 +336,95 @@ class S3Storage:
             return copied
 
         return self._retrier.run("download", key, attempt)
+
+    def _download_ranged(
+        self,
+        key: str,
+        full: str,
+        out: BinaryIO,
+        pwrite: Callable[[memoryview | bytes, int], None],
+        size: int,
+        progress: base.ProgressCallback | None,
+    ) -> int:
+        """`download_to` as parallel ranged GETs; the first failure stops the other parts at
+        their next chunk and is raised once every part has ended (none writes afterwards)."""
+        out.seek(0)
+        out.truncate()
+        stop = threading.Event()
+
+        def part(start: int, length: int) -> None:
+            reported = 0
+
+            def attempt() -> None:
+                nonlocal reported
+                if progress is not None and reported:
+                    progress(-reported)
+                    reported = 0
+                pos = start
+                with self._slots:
+                    if stop.is_set():
+                        raise _PartStopped()
+                    stream = self._open_range(full, start, length)
+                    try:
+                        if stream.total != size:
+                            raise self._size_mismatch(full, size, -1 if stream.total is None else stream.total)
+                        for chunk in stream.chunks():
+                            if stop.is_set():
+                                raise _PartStopped()
+                            pwrite(chunk, pos)  # the caller's file: its errors are not remote errors
+                            n = len(chunk)
+                            pos += n
+                            metrics.count_bytes("download", n)
+                            if progress is not None:
+                                progress(n)
+                                reported += n
+                        stream.finished()
+                    finally:
+                        stream.close()
+                if pos - start != length:
+                    raise self._size_mismatch(full, size, start + (pos - start))
+
+            self._retrier.run("download", key, attempt)
+
+        with self._parts_lock:
+            if self._parts is None:
+                self._parts = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-range")
+            pool = self._parts
+        futures = [pool.submit(part, start, min(RANGE_PART, size - start)) for start in range(0, size, RANGE_PART)]
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and (f.cancelled() or f.exception() is not None)]
+        if failed:
+            stop.set()
+            concurrent.futures.wait(futures)
+            if failed[0].cancelled():  # the pool was shut down: this backend is closing
+                raise errors.TransientRemoteError(f"download of {self._where(full)} stopped: the storage is closing")
+            exc = failed[0].exception()
+            assert exc is not None
+            raise exc
+        return size
+
+    def _open_range(self, full: str, start: int, length: int) -> _Stream:
+        """One ranged GET: directly, else (any answer but the asked 206) through botocore."""
+        assert self._direct is not None
+        try:
+            return _DirectStream(self._direct.client.get_range(full, start, length), full, self._map_error)
+        except s3_direct.Fallback:
+            pass
+        except s3_direct.DirectError as exc:
+            raise self._map_error(exc, "download", full) from exc
+        try:
+            response = self._client.get_object(
+                Bucket=self._bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
+            )
+        except _REMOTE_EXCEPTIONS as exc:
+            raise self._map_error(exc, "download", full) from exc
+        stream = _BotoStream(response, full, self._map_error)
+        content_range = response.get("ContentRange") or ""
+        try:
+            stream.total = int(content_range.rpartition("/")[2])
+        except ValueError:
+            stream.total = None
+        return stream
 
     def _open_stream(self, full: str) -> _Stream:
         """One GET of ``full``: directly (`s3_direct`) when nothing intercepts this client's
@@ -429,6 +546,7 @@ class _Stream(Protocol):
     """The body of one GET: its announced length, its chunks, then `finished` and `close`."""
 
     length: int | None
+    total: int | None  # the object's size, for a ranged GET
 
     def chunks(self) -> Iterator[bytes | memoryview]:
         """The body in chunks of at most `CHUNK_SIZE`; a chunk is valid until the next one."""
@@ -449,6 +567,7 @@ class _BotoStream:
 
     def __init__(self, response: Any, full_key: str, map_err: _ErrorMapper) -> None:
         self.length: int | None = response.get("ContentLength")
+        self.total: int | None = self.length
         self._body = response["Body"]
         self._key = full_key
         self._map_err = map_err
@@ -475,6 +594,7 @@ class _DirectStream:
 
     def __init__(self, stream: s3_direct.GetStream, full_key: str, map_err: _ErrorMapper) -> None:
         self.length = stream.length
+        self.total = stream.total if stream.total is not None else stream.length
         self._stream = stream
         self._key = full_key
         self._map_err = map_err
@@ -490,6 +610,10 @@ class _DirectStream:
 
     def close(self) -> None:
         self._stream.close()
+
+
+class _PartStopped(Exception):
+    """A ranged part gave up because another part of the same object failed."""
 
 
 class _Direct:

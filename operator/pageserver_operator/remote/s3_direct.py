@@ -12,7 +12,8 @@ Scope -- deliberately narrow, so that nothing but the transfer changes:
 - Only for an explicit ``endpoint`` with path-style addressing (``<endpoint>/<bucket>/<key>``),
   SigV4 with ``UNSIGNED-PAYLOAD`` for region ``region``, service ``s3``; credentials come from
   botocore's provider chain (refreshed there), so nothing about credentials is decided here.
-- Success is ``200`` with a ``Content-Length``. Any other answer raises `Fallback`: the caller
+- Success is ``200`` with a ``Content-Length`` (``206`` with the asked range and the object's
+  total size in ``Content-Range`` for `DirectS3.get_range`). Any other answer raises `Fallback`: the caller
   redoes that attempt through botocore, which produces the exact error (NoSuchKey, AccessDenied,
   SlowDown, ...) with its message, as before.
 - Failures of the connection or of the response raise `DirectError` (an
@@ -126,11 +127,14 @@ class _Connection:
 
 
 class _Response:
-    def __init__(self, status: int, length: int | None, keep_alive: bool, early: memoryview) -> None:
+    def __init__(
+        self, status: int, length: int | None, keep_alive: bool, early: memoryview, total: int | None = None
+    ) -> None:
         self.status = status
         self.length = length
         self.keep_alive = keep_alive
         self.early = early  # body bytes that arrived with the head
+        self.total = total  # the object's size from ``Content-Range: bytes a-b/TOTAL`` (206)
 
 
 class GetStream:
@@ -138,6 +142,7 @@ class GetStream:
 
     def __init__(self, client: DirectS3, conn: _Connection, response: _Response, buffer: bytearray) -> None:
         self.length: int | None = response.length
+        self.total: int | None = response.total
         self._client = client
         self._conn = conn
         self._response = response
@@ -226,6 +231,16 @@ class DirectS3:
         path = self.path(full_key)
         conn, response = self._exchange("GET", path, {})
         if response.status != 200 or response.length is None:
+            self._release(conn, False)
+            raise Fallback(response.status)
+        return GetStream(self, conn, response, self._buffer())
+
+    def get_range(self, full_key: str, start: int, length: int) -> GetStream:
+        """Send a GET of bytes ``[start, start + length)``; return its body stream once the head
+        says ``206`` for exactly that range (`GetStream.total` is the object's size)."""
+        path = self.path(full_key)
+        conn, response = self._exchange("GET", path, {"Range": f"bytes={start}-{start + length - 1}"})
+        if response.status != 206 or response.length != length or response.total is None:
             self._release(conn, False)
             raise Fallback(response.status)
         return GetStream(self, conn, response, self._buffer())
@@ -339,6 +354,7 @@ class DirectS3:
         except ValueError:
             raise DirectError("malformed status line") from None
         length: int | None = None
+        total: int | None = None
         keep_alive = version == "HTTP/1.1"
         for line in lines[1:]:
             name, _, value = line.partition(":")
@@ -348,6 +364,9 @@ class DirectS3:
                     length = int(value)
                 except ValueError:
                     raise DirectError("malformed Content-Length") from None
+            elif name == "content-range":  # bytes START-END/TOTAL
+                with contextlib.suppress(ValueError):
+                    total = int(value.rpartition("/")[2])
             elif name == "transfer-encoding":
                 length = None
                 keep_alive = False  # not parsed here: never reuse
@@ -356,7 +375,7 @@ class DirectS3:
                 keep_alive = False
         if length is None:
             keep_alive = False
-        return _Response(status, length, keep_alive, view[end + 4 : got])
+        return _Response(status, length, keep_alive, view[end + 4 : got], total)
 
     # ---- connections ----------------------------------------------------------------------
 

@@ -304,31 +304,19 @@ class S3Storage:
             and self._direct.usable("GetObject")
         ):
             return self._download_ranged(key, full, out, pwrite, expected_size, progress)
-        reported = 0  # bytes reported to `progress` by earlier, failed attempts
+        reported = _Reported(progress)
 
         def attempt() -> int:
-            nonlocal reported
-            if progress is not None and reported:
-                progress(-reported)  # take back the bytes of the abandoned attempt
-                reported = 0
+            reported.restart()
             out.seek(0)
             out.truncate()
-            copied = 0
             with self._slots:
                 stream = self._open_stream(full)
                 try:
                     length = stream.length
                     if expected_size is not None and length is not None and length != expected_size:
                         raise self._size_mismatch(full, expected_size, length)
-                    for chunk in stream.chunks():
-                        out.write(chunk)  # the caller's file: its errors are not remote errors
-                        n = len(chunk)
-                        copied += n
-                        metrics.count_bytes("download", n)
-                        if progress is not None:
-                            progress(n)
-                            reported += n
-                    stream.finished()
+                    copied = _copy_body(stream, lambda chunk, _pos: out.write(chunk), 0, reported)
                 finally:
                     stream.close()
             if expected_size is not None and copied != expected_size:
@@ -342,7 +330,7 @@ class S3Storage:
         key: str,
         full: str,
         out: BinaryIO,
-        pwrite: Callable[[memoryview | bytes, int], None],
+        pwrite: Callable[[bytes | memoryview, int], object],
         size: int,
         progress: base.ProgressCallback | None,
     ) -> int:
@@ -353,36 +341,20 @@ class S3Storage:
         stop = threading.Event()
 
         def part(start: int, length: int) -> None:
-            reported = 0
+            reported = _Reported(progress)
 
             def attempt() -> None:
-                nonlocal reported
-                if progress is not None and reported:
-                    progress(-reported)
-                    reported = 0
-                pos = start
+                reported.restart()
                 with self._slots:
                     if stop.is_set():
                         raise _PartStopped()
-                    stream = self._open_range(full, start, length)
+                    stream = self._open_range(full, start, length, size)
                     try:
-                        if stream.total != size:
-                            raise self._size_mismatch(full, size, -1 if stream.total is None else stream.total)
-                        for chunk in stream.chunks():
-                            if stop.is_set():
-                                raise _PartStopped()
-                            pwrite(chunk, pos)  # the caller's file: its errors are not remote errors
-                            n = len(chunk)
-                            pos += n
-                            metrics.count_bytes("download", n)
-                            if progress is not None:
-                                progress(n)
-                                reported += n
-                        stream.finished()
+                        end = _copy_body(stream, pwrite, start, reported, stop)
                     finally:
                         stream.close()
-                if pos - start != length:
-                    raise self._size_mismatch(full, size, start + (pos - start))
+                if end != start + length:
+                    raise self._size_mismatch(full, size, end)
 
             self._retrier.run("download", key, attempt)
 
@@ -390,41 +362,72 @@ class S3Storage:
             if self._parts is None:
                 self._parts = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-range")
             pool = self._parts
-        futures = [pool.submit(part, start, min(RANGE_PART, size - start)) for start in range(0, size, RANGE_PART)]
-        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
-        failed = [f for f in futures if f.done() and (f.cancelled() or f.exception() is not None)]
+        # Parts are submitted as slots free up, never all at once: the size comes from the
+        # index, and an absurd one (2**63) must end in the size check of the first parts, not
+        # in a list of billions of futures.
+        in_flight: dict[concurrent.futures.Future[None], int] = {}
+        failed: dict[int, BaseException] = {}
+
+        def collect(done: set[concurrent.futures.Future[None]]) -> None:
+            for f in done:
+                start = in_flight.pop(f)
+                if f.cancelled():  # the pool was shut down: this backend is closing
+                    failed[start] = errors.TransientRemoteError(
+                        f"download of {self._where(full)} stopped: the storage is closing"
+                    )
+                elif (exc := f.exception()) is not None and not isinstance(exc, _PartStopped):
+                    failed[start] = exc
+
+        for start in range(0, size, RANGE_PART):
+            while len(in_flight) >= self._concurrency and not failed:
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                collect(done)
+            if failed:
+                break
+            in_flight[pool.submit(part, start, min(RANGE_PART, size - start))] = start
+        while in_flight:
+            done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+            collect(done)
+            if failed:
+                stop.set()  # the other parts end at their next chunk
         if failed:
-            stop.set()
-            concurrent.futures.wait(futures)
-            if failed[0].cancelled():  # the pool was shut down: this backend is closing
-                raise errors.TransientRemoteError(f"download of {self._where(full)} stopped: the storage is closing")
-            exc = failed[0].exception()
-            assert exc is not None
-            raise exc
+            # The lowest part's failure: it names what is wrong with the object itself (its size)
+            # rather than a consequence (a range beyond the real end).
+            raise failed[min(failed)]
         return size
 
-    def _open_range(self, full: str, start: int, length: int) -> _Stream:
-        """One ranged GET: directly, else (any answer but the asked 206) through botocore."""
+    def _open_range(self, full: str, start: int, length: int, size: int) -> _Stream:
+        """One ranged GET of an object of ``size`` bytes: directly, else (any answer but the asked
+        206) through botocore. An answer giving another size for the object (``Content-Range``
+        of a 206, or of a 416 for a range past its end) is a size mismatch."""
         assert self._direct is not None
         try:
-            return _DirectStream(self._direct.client.get_range(full, start, length), full, self._map_error)
-        except s3_direct.Fallback:
-            pass
+            stream: _Stream = _DirectStream(self._direct.client.get_range(full, start, length), full, self._map_error)
+        except s3_direct.Fallback as answer:
+            if answer.total is not None and answer.total != size:
+                raise self._size_mismatch(full, size, answer.total) from None
         except s3_direct.DirectError as exc:
             raise self._map_error(exc, "download", full) from exc
+        else:
+            if stream.total != size:
+                stream.close()
+                raise self._size_mismatch(full, size, -1 if stream.total is None else stream.total)
+            return stream
         try:
             response = self._client.get_object(
                 Bucket=self._bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
             )
         except _REMOTE_EXCEPTIONS as exc:
             raise self._map_error(exc, "download", full) from exc
-        stream = _BotoStream(response, full, self._map_error)
-        content_range = response.get("ContentRange") or ""
+        boto_stream = _BotoStream(response, full, self._map_error)
         try:
-            stream.total = int(content_range.rpartition("/")[2])
+            boto_stream.total = int((response.get("ContentRange") or "").rpartition("/")[2])
         except ValueError:
-            stream.total = None
-        return stream
+            boto_stream.total = None
+        if boto_stream.total != size:
+            boto_stream.close()
+            raise self._size_mismatch(full, size, -1 if boto_stream.total is None else boto_stream.total)
+        return boto_stream
 
     def _open_stream(self, full: str) -> _Stream:
         """One GET of ``full``: directly (`s3_direct`) when nothing intercepts this client's
@@ -610,6 +613,47 @@ class _DirectStream:
 
     def close(self) -> None:
         self._stream.close()
+
+
+class _Reported:
+    """The bytes one download attempt reported to its ``progress`` callback, taken back when the
+    attempt is abandoned for a retry (so the sum of all calls is the bytes kept)."""
+
+    def __init__(self, progress: base.ProgressCallback | None) -> None:
+        self._progress = progress
+        self._bytes = 0
+
+    def add(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress(n)
+            self._bytes += n
+
+    def restart(self) -> None:
+        if self._progress is not None and self._bytes:
+            self._progress(-self._bytes)
+            self._bytes = 0
+
+
+def _copy_body(
+    stream: _Stream,
+    write: Callable[[bytes | memoryview, int], object],
+    pos: int,
+    reported: _Reported,
+    stop: threading.Event | None = None,
+) -> int:
+    """Copy the body of ``stream`` through ``write(chunk, offset)`` from offset ``pos``, counting
+    and reporting the bytes; return the offset after the last byte. The caller's file errors are
+    not remote errors: they propagate as they are."""
+    for chunk in stream.chunks():
+        if stop is not None and stop.is_set():
+            raise _PartStopped()
+        write(chunk, pos)
+        n = len(chunk)
+        pos += n
+        metrics.count_bytes("download", n)
+        reported.add(n)
+    stream.finished()
+    return pos
 
 
 class _PartStopped(Exception):

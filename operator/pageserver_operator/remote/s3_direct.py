@@ -57,9 +57,10 @@ class DirectError(http.client.HTTPException):
 class Fallback(Exception):
     """The server answered with ``status``, not success: redo the attempt through botocore."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, total: int | None = None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
+        self.total = total  # the object's size when the answer said it (``Content-Range``)
 
 
 class _Stale(Exception):
@@ -242,7 +243,7 @@ class DirectS3:
         conn, response = self._exchange("GET", path, {"Range": f"bytes={start}-{start + length - 1}"})
         if response.status != 206 or response.length != length or response.total is None:
             self._release(conn, False)
-            raise Fallback(response.status)
+            raise Fallback(response.status, response.total)
         return GetStream(self, conn, response, self._buffer())
 
     def put_file(self, full_key: str, src: BinaryIO, size: int) -> None:

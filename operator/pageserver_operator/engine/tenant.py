@@ -665,7 +665,7 @@ class Tenant:
         if index is None:
             return []
         plan: list[tuple[layer_name.LayerName, int | None]] = []
-        for name, meta in sorted(index.layers.items(), key=lambda kv: str(kv[0])):
+        for name, meta in index.layers.items():  # sorted by name (IndexPart.layers)
             if name in t.layers:
                 size = t.layers[name]
                 if meta.file_size is None:

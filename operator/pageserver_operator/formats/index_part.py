@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from pageserver_operator.formats import errors
-from pageserver_operator.formats.layer_name import LayerName, parse_layer_name
+from pageserver_operator.formats.layer_name import LayerName, layer_sort_key, parse_layer_name
 from pageserver_operator.formats.lsn import Lsn
 from pageserver_operator.formats.metadata import METADATA_FILE_SIZE, TimelineMetadata
 
@@ -78,7 +78,7 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerFileMetadata:
     """What the index records about one layer file."""
 
@@ -126,7 +126,7 @@ class IndexPart:
                 raise errors.InvalidIndexPart(
                     f"{_PREFIX}: metadata of layer {name} must be a LayerFileMetadata, got {errors.show(meta)}"
                 )
-        ordered = dict(sorted(self.layers.items(), key=lambda item: str(item[0])))
+        ordered = dict(sorted(self.layers.items(), key=lambda item: layer_sort_key(item[0])))
         object.__setattr__(self, "layers", types.MappingProxyType(ordered))
         if not isinstance(self.disk_consistent_lsn, Lsn):
             raise errors.InvalidIndexPart(
@@ -210,7 +210,11 @@ class _JsonObject(dict[str, Any]):
     duplicates: tuple[str, ...] = ()
 
 
-def _object_pairs(pairs: list[tuple[str, Any]]) -> _JsonObject:
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A plain dict, or a `_JsonObject` naming its duplicate keys (the rare case)."""
+    plain = dict(pairs)
+    if len(plain) == len(pairs):
+        return plain
     obj = _JsonObject()
     duplicates = []
     for key, value in pairs:
@@ -225,8 +229,8 @@ def _reject_constant(name: str) -> NoReturn:
     _fail(f"{name} is not valid JSON")
 
 
-def _check_duplicates(obj: _JsonObject, where: str) -> None:
-    if obj.duplicates:
+def _check_duplicates(obj: dict[str, Any], where: str) -> None:
+    if isinstance(obj, _JsonObject) and obj.duplicates:
         _fail(f"{where} has duplicate key {errors.show(obj.duplicates[0])}")
 
 
@@ -294,7 +298,7 @@ def _string_list(value: object, field: str) -> list[object]:
 
 def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
     document = _load_json(data)
-    if not isinstance(document, _JsonObject):
+    if not isinstance(document, dict):
         _fail(f"expected a JSON object at the top level, got {_json_type(document)}")
     _check_duplicates(document, "the top-level object")
 
@@ -323,8 +327,7 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
         _fail(
             f"layer_metadata must be an object, got {_json_type(layer_metadata)} {errors.show(layer_metadata)}"
         )
-    if isinstance(layer_metadata, _JsonObject):
-        _check_duplicates(layer_metadata, "layer_metadata")
+    _check_duplicates(layer_metadata, "layer_metadata")
     if len(layer_metadata) > MAX_LAYERS:
         _fail(f"layer_metadata has {len(layer_metadata)} entries, more than the limit {MAX_LAYERS}")
     for key, entry in layer_metadata.items():
@@ -332,8 +335,7 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
         where = f"layer_metadata[{key}]"
         if not isinstance(entry, dict):
             _fail(f"{where} must be an object, got {_json_type(entry)} {errors.show(entry)}")
-        if isinstance(entry, _JsonObject):
-            _check_duplicates(entry, where)
+        _check_duplicates(entry, where)
         size = entry.get("file_size")
         sizes[key] = None if size is None else _u64(size, f"{where}.file_size")
 

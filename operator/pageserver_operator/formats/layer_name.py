@@ -17,12 +17,17 @@ Invariants:
 - Ranges are half-open and never empty: `key_start < key_end` always, and for deltas
   `lsn_start < lsn_end` (checked at construction, not only at parse).
 - Layer names are immutable and hashable (usable as set members and mapping keys). Image and
-  delta names are never equal to each other; to sort a mixed collection, sort by `str`.
+  delta names are never equal to each other; to sort a mixed collection, sort by
+  `layer_sort_key` (the order of `str`, without formatting the names).
+- Keys parsed from text are shared (`_key_from_hex`, bounded): indexes repeat a few key
+  boundaries across many layers (every L0 delta spans the whole key space), and a big index
+  should not hold one key object per use.
 - Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
@@ -42,7 +47,7 @@ _LAYER_RE_ANY_CASE: Final = re.compile(_LAYER_RE.pattern, re.IGNORECASE)
 _KEY_RE: Final = re.compile(_KEY_HEX)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Key:
     """An 18-byte page key; `str` is 36 uppercase hex digits."""
 
@@ -90,7 +95,7 @@ def _check_key_range(key_start: Key, key_end: Key) -> None:
         raise errors.InvalidLayerName(f"empty key range: start {key_start} >= end {key_end}")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ImageLayerName:
     """Name of an image layer: all pages of `[key_start, key_end)` materialized at `lsn`."""
 
@@ -117,6 +122,10 @@ class ImageLayerName:
         """True if this layer is beyond `disk_consistent_lsn` (not durably complete): `lsn > D`."""
         return self.lsn > disk_consistent_lsn
 
+    def sort_key(self) -> tuple[int, int, int, int]:
+        """Orders names as their text does (see `layer_sort_key`)."""
+        return (self.key_start.value, self.key_end.value, self.lsn.value, -1)
+
     def __hash__(self) -> int:
         return hash((self.key_start.value, self.key_end.value, self.lsn.value))
 
@@ -127,7 +136,7 @@ class ImageLayerName:
         return f"ImageLayerName({str(self)!r})"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DeltaLayerName:
     """Name of a delta layer: WAL of `[key_start, key_end)` over LSNs `[lsn_start, lsn_end)`."""
 
@@ -162,6 +171,10 @@ class DeltaLayerName:
         """True if this layer is beyond `disk_consistent_lsn` (not durably complete): `lsn_end > D + 1`."""
         return self.lsn_end.value > disk_consistent_lsn.value + 1
 
+    def sort_key(self) -> tuple[int, int, int, int]:
+        """Orders names as their text does (see `layer_sort_key`)."""
+        return (self.key_start.value, self.key_end.value, self.lsn_start.value, self.lsn_end.value)
+
     def __hash__(self) -> int:
         return hash((self.key_start.value, self.key_end.value, self.lsn_start.value, self.lsn_end.value))
 
@@ -175,7 +188,22 @@ class DeltaLayerName:
 LayerName = ImageLayerName | DeltaLayerName
 """A parsed layer file name, image or delta."""
 
+
+def layer_sort_key(name: LayerName) -> tuple[int, int, int, int]:
+    """A key that sorts layer names exactly as their file names sort, without formatting them.
+
+    The text is fixed-width uppercase hex (whose byte order is numeric order) with the separators
+    at the same places, so it sorts by key start, key end, first LSN; an image name is a prefix of
+    a delta name with the same three, so it comes first (-1 below any end LSN).
+    """
+    return name.sort_key()
+
 _GRAMMAR: Final = "KEY-KEY__LSN or KEY-KEY__LSN-LSN (36 / 16 uppercase hex digits)"
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_from_hex(text: str) -> Key:
+    return Key(int(text, 16))
 
 
 def parse_layer_name(name: str) -> LayerName:
@@ -197,7 +225,7 @@ def parse_layer_name(name: str) -> LayerName:
         raise errors.InvalidLayerName(f"invalid layer file name {errors.show(name)}: {detail}")
     key_start_hex, key_end_hex, lsn_a, lsn_b = match.groups()
     try:
-        key_start, key_end = Key(int(key_start_hex, 16)), Key(int(key_end_hex, 16))
+        key_start, key_end = _key_from_hex(key_start_hex), _key_from_hex(key_end_hex)
         if lsn_b is None:
             return ImageLayerName(key_start, key_end, Lsn(int(lsn_a, 16)))
         return DeltaLayerName(key_start, key_end, Lsn(int(lsn_a, 16)), Lsn(int(lsn_b, 16)))

@@ -29,7 +29,7 @@ _TEXT_RE: Final = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 _HEX16_RE: Final = re.compile(r"[0-9A-F]{16}")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Lsn:
     """A position in the WAL (unsigned 64-bit). Ordered, hashable, immutable."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pageserver_operator.formats import errors, layer_name
@@ -188,3 +190,28 @@ def test_names_are_hashable_and_distinct_kinds() -> None:
     assert len(names) == 2
     assert sorted(names, key=str) == [parse_layer_name(IMAGE), parse_layer_name(L0_DELTA)]
     assert repr(parse_layer_name(IMAGE)) == f"ImageLayerName({IMAGE!r})"
+
+
+def test_sort_key_orders_exactly_as_the_file_names() -> None:
+    """`layer_sort_key` must agree with sorting by text (the index writer's order) for mixed
+    image/delta names, including the tie where an image name is a prefix of a delta name."""
+    rng = random.Random(20261202)
+    keys = [0, 1, 0xAB, 2**80, 2**143, 2**144 - 2, 2**144 - 1]
+    lsns = [1, 2, 0x16960E9, 2**40, 2**64 - 2, 2**64 - 1]
+    names: list[layer_name.LayerName] = []
+    for _ in range(3000):
+        start, end = sorted(rng.sample(keys, 2))
+        lsn_a, lsn_b = sorted(rng.sample(lsns, 2))
+        if rng.random() < 0.4:
+            names.append(ImageLayerName(Key(start), Key(end), Lsn(lsn_a)))
+        else:
+            names.append(DeltaLayerName(Key(start), Key(end), Lsn(lsn_a), Lsn(lsn_b)))
+    # the prefix tie: same keys and first LSN, image and delta
+    names += [ImageLayerName(Key(0), Key(5), Lsn(7)), DeltaLayerName(Key(0), Key(5), Lsn(7), Lsn(8))]
+    assert [str(n) for n in sorted(names, key=layer_name.layer_sort_key)] == sorted(str(n) for n in names)
+
+
+def test_parsed_names_share_key_objects() -> None:
+    first, second = parse_layer_name(L0_DELTA), parse_layer_name(L0_DELTA.replace("E9", "EA"))
+    assert first.key_start is second.key_start and first.key_end is second.key_end
+    assert first != second

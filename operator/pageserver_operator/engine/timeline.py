@@ -164,7 +164,7 @@ class Timeline:
     def schedule_local_only(self, *, force_index: bool = False) -> int:
         """Upload every local-only layer, then the index. Returns the number of layers scheduled."""
         only = self.local_only()
-        for name, size in sorted(only.items(), key=lambda kv: layer_name.layer_sort_key(kv[0])):
+        for name, size in sorted(only.items(), key=lambda kv: kv[0].sort_key()):
             self.queue.schedule_layer_upload(name, size)
         if only or force_index or self.queue.latest_metadata != self.metadata:
             self.queue.schedule_index_upload(self.metadata)

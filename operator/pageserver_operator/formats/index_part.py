@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from pageserver_operator.formats import errors
-from pageserver_operator.formats.layer_name import LayerName, layer_sort_key, parse_layer_name
+from pageserver_operator.formats.layer_name import LayerName, parse_layer_name
 from pageserver_operator.formats.lsn import Lsn
 from pageserver_operator.formats.metadata import METADATA_FILE_SIZE, TimelineMetadata
 
@@ -126,7 +126,7 @@ class IndexPart:
                 raise errors.InvalidIndexPart(
                     f"{_PREFIX}: metadata of layer {name} must be a LayerFileMetadata, got {errors.show(meta)}"
                 )
-        ordered = dict(sorted(self.layers.items(), key=lambda item: layer_sort_key(item[0])))
+        ordered = dict(sorted(self.layers.items(), key=lambda item: item[0].sort_key()))
         object.__setattr__(self, "layers", types.MappingProxyType(ordered))
         if not isinstance(self.disk_consistent_lsn, Lsn):
             raise errors.InvalidIndexPart(

@@ -17,8 +17,11 @@ Invariants:
 - Ranges are half-open and never empty: `key_start < key_end` always, and for deltas
   `lsn_start < lsn_end` (checked at construction, not only at parse).
 - Layer names are immutable and hashable (usable as set members and mapping keys). Image and
-  delta names are never equal to each other; to sort a mixed collection, sort by
-  `layer_sort_key` (the order of `str`, without formatting the names).
+  delta names are never equal to each other; to sort a mixed collection, sort by `sort_key()`:
+  the order of `str` without formatting the names. The text is fixed-width uppercase hex (byte
+  order is numeric order) with the separators at the same places, so it sorts by key start, key
+  end, first LSN; an image name is a prefix of the delta name with the same three, so it comes
+  first (its fourth element, -1, is below any end LSN).
 - Keys parsed from text are shared (`_key_from_hex`, bounded): indexes repeat a few key
   boundaries across many layers (every L0 delta spans the whole key space), and a big index
   should not hold one key object per use.
@@ -123,7 +126,7 @@ class ImageLayerName:
         return self.lsn > disk_consistent_lsn
 
     def sort_key(self) -> tuple[int, int, int, int]:
-        """Orders names as their text does (see `layer_sort_key`)."""
+        """Orders names as their text does (module docstring)."""
         return (self.key_start.value, self.key_end.value, self.lsn.value, -1)
 
     def __hash__(self) -> int:
@@ -172,7 +175,7 @@ class DeltaLayerName:
         return self.lsn_end.value > disk_consistent_lsn.value + 1
 
     def sort_key(self) -> tuple[int, int, int, int]:
-        """Orders names as their text does (see `layer_sort_key`)."""
+        """Orders names as their text does (module docstring)."""
         return (self.key_start.value, self.key_end.value, self.lsn_start.value, self.lsn_end.value)
 
     def __hash__(self) -> int:
@@ -187,16 +190,6 @@ class DeltaLayerName:
 
 LayerName = ImageLayerName | DeltaLayerName
 """A parsed layer file name, image or delta."""
-
-
-def layer_sort_key(name: LayerName) -> tuple[int, int, int, int]:
-    """A key that sorts layer names exactly as their file names sort, without formatting them.
-
-    The text is fixed-width uppercase hex (whose byte order is numeric order) with the separators
-    at the same places, so it sorts by key start, key end, first LSN; an image name is a prefix of
-    a delta name with the same three, so it comes first (-1 below any end LSN).
-    """
-    return name.sort_key()
 
 _GRAMMAR: Final = "KEY-KEY__LSN or KEY-KEY__LSN-LSN (36 / 16 uppercase hex digits)"
 

@@ -193,7 +193,7 @@ def test_names_are_hashable_and_distinct_kinds() -> None:
 
 
 def test_sort_key_orders_exactly_as_the_file_names() -> None:
-    """`layer_sort_key` must agree with sorting by text (the index writer's order) for mixed
+    """`sort_key()` must agree with sorting by text (the index writer's order) for mixed
     image/delta names, including the tie where an image name is a prefix of a delta name."""
     rng = random.Random(20261202)
     keys = [0, 1, 0xAB, 2**80, 2**143, 2**144 - 2, 2**144 - 1]
@@ -208,7 +208,7 @@ def test_sort_key_orders_exactly_as_the_file_names() -> None:
             names.append(DeltaLayerName(Key(start), Key(end), Lsn(lsn_a), Lsn(lsn_b)))
     # the prefix tie: same keys and first LSN, image and delta
     names += [ImageLayerName(Key(0), Key(5), Lsn(7)), DeltaLayerName(Key(0), Key(5), Lsn(7), Lsn(8))]
-    assert [str(n) for n in sorted(names, key=layer_name.layer_sort_key)] == sorted(str(n) for n in names)
+    assert [str(n) for n in sorted(names, key=lambda n: n.sort_key())] == sorted(str(n) for n in names)
 
 
 def test_parsed_names_share_key_objects() -> None:

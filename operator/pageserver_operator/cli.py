@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the uploads")
     p = sub.add_parser("status", help="phase, timelines and LSNs of a tenant on the volume")
     _add_storage_flags(p, remote=False)
-    p.add_argument("--remote", default=None, help="optional: also read the remote index (upload lag)")
+    p.add_argument(
+        "--remote", default=_env("REMOTE"),
+        help="also read the remote index: remote_consistent_lsn, upload lag (env PAGESERVER_OPERATOR_REMOTE)",
+    )
     _add_tenant(p)
     p.add_argument("--json", action="store_true", help="the resource's status fields as JSON")
 
@@ -250,11 +253,14 @@ def _cmd_status(args: argparse.Namespace) -> None:
         print(json.dumps(status.model_dump(by_alias=True, exclude_none=True), indent=2))
     else:
         print(f"tenant {tid}: {status.phase} ({status.message})")
+        if storage is None and status.timelines:
+            print("  (remote storage not read: give --remote or PAGESERVER_OPERATOR_REMOTE for remote_consistent_lsn)")
         for tl in status.timelines or []:
+            remote_lsn = tl.remote_consistent_lsn or ("not-read" if storage is None else "-")
             print(
                 f"  timeline {tl.timeline_id}: ancestor {tl.ancestor_timeline_id or '-'} "
                 f"disk_consistent_lsn {tl.disk_consistent_lsn} remote_consistent_lsn "
-                f"{tl.remote_consistent_lsn or '-'} layers {tl.layers} bytes {tl.resident_bytes}"
+                f"{remote_lsn} layers {tl.layers} bytes {tl.resident_bytes}"
             )
     if status.phase == "Broken":
         raise CommandError(f"{status.reason}: {status.message}")

@@ -91,3 +91,29 @@ def test_environment_variables_and_flags(tmp_path: Path, monkeypatch: pytest.Mon
     res = cli.run(["detach", str(gen.tenant_id)])
     assert res.returncode == cli.EXIT_OK, cli.describe(res)
     assert list((w / "tenants").iterdir()) == []
+
+
+def test_status_reads_the_remote_named_by_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`status` after sourcing the dev env file (PAGESERVER_OPERATOR_REMOTE set, no --remote) shows
+    the remote consistent LSN of a synced timeline, not ``-``; without any remote it says so."""
+    w, r = tmp_path / "w", tmp_path / "r"
+    r.mkdir()
+    gen = testdata.make_remote_tenant(
+        LocalFsStorage(r),
+        testdata.TenantShape(timelines=1, layers=2, layer_size=1000, seed=3),
+    )
+    res = cli.run(["attach", "--workdir", str(w), "--remote", f"file://{r}", str(gen.tenant_id)])
+    assert res.returncode == cli.EXIT_OK, cli.describe(res)
+    monkeypatch.delenv("PAGESERVER_OPERATOR_REMOTE", raising=False)
+    res = cli.run(["status", "--workdir", str(w), str(gen.tenant_id)])
+    assert res.returncode == cli.EXIT_OK, cli.describe(res)
+    assert "remote_consistent_lsn not-read" in res.stdout and "PAGESERVER_OPERATOR_REMOTE" in res.stdout, res.stdout
+    monkeypatch.setenv("PAGESERVER_OPERATOR_REMOTE", f"file://{r}")
+    res = cli.run(["status", "--workdir", str(w), str(gen.tenant_id)])
+    assert res.returncode == cli.EXIT_OK, cli.describe(res)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("  timeline ")]
+    assert lines, res.stdout
+    for line in lines:
+        fields = line.split()
+        disk = fields[fields.index("disk_consistent_lsn") + 1]
+        assert fields[fields.index("remote_consistent_lsn") + 1] == disk, line

@@ -411,10 +411,13 @@ class Tenant:
     async def _attach(self, config: Mapping[str, Any] | None) -> None:
         p = self.paths
         self._reset_timelines()
+        # Resuming only if an earlier attempt got as far as a timeline directory: a retry of an
+        # attach that failed before (e.g. nothing found in remote storage) starts afresh.
+        resuming = p.marker.exists() and p.timelines_dir.is_dir() and any(p.timelines_dir.iterdir())
         self._set_state(
             TenantState.ATTACHING,
             "AttachStarted",
-            f"attaching from {self.io.storage.describe()}" + (" (resuming)" if p.marker.exists() else ""),
+            f"attaching from {self.io.storage.describe()}" + (" (resuming)" if resuming else ""),
         )
         await self.io.run(self._create_marker)
         await self._write_config(config)
@@ -423,7 +426,8 @@ class Tenant:
             raise EngineError(
                 "NoRemoteTimelines",
                 f"{self.where}: no timelines found in remote storage under "
-                f"{paths.remote_timelines_prefix(self.id)}",
+                f"{paths.remote_timelines_prefix(self.id)} of {self.io.storage.describe()}; "
+                "check the tenant id, the bucket and the prefix",
             )
         indexes = await self._fetch_indexes(set(remote_ids), required=set())
         skipped = sorted(str(t) for t in set(remote_ids) - set(indexes))
@@ -435,7 +439,8 @@ class Tenant:
             raise EngineError(
                 "NoRemoteTimelines",
                 f"{self.where}: no timeline under {paths.remote_timelines_prefix(self.id)} has an "
-                f"index_part.json ({len(remote_ids)} listed)",
+                f"index_part.json ({len(remote_ids)} listed); check the tenant id, the bucket and "
+                "the prefix",
             )
         await self._setup_timelines({}, indexes)
         await self.io.run(crashsafe.remove_marker, p.marker)

@@ -398,12 +398,16 @@ class Tenant:
             return EngineError(e.reason, f"{self.where}: remote storage unavailable: {e}", transient=True)
         if isinstance(e, remote_errors.RemoteError):
             return EngineError(e.reason, f"{self.where}: remote storage: {e}")
+        # TimeoutError and ConnectionError are OSErrors: transient, so tested before the
+        # catch-all for local I/O (defect 10 of issue 14)
+        if isinstance(e, TimeoutError):
+            return EngineError("Timeout", f"{self.where}: timed out: {e or 'no answer in time'}", transient=True)
+        if isinstance(e, ConnectionError):
+            return EngineError("ConnectionError", f"{self.where}: connection failed: {e}", transient=True)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             return EngineError("DiskFull", f"{self.where}: no space left on the volume: {e}")
         if isinstance(e, OSError):
             return EngineError("LocalIOError", f"{self.where}: local I/O failed: {e}")
-        if isinstance(e, TimeoutError):
-            return EngineError("Timeout", f"{self.where}: timed out: {e}", transient=True)
         return EngineError("InternalError", f"{self.where}: unexpected {type(e).__name__}: {e}")
 
     # ---- attach / load ------------------------------------------------------------------------

@@ -8,8 +8,10 @@ for some cases, fails the same way). Cases:
 
 - malformed ``index_part.json``: truncated JSON, a required field missing, a corrupt
   ``metadata_bytes`` checksum, a timeline that is its own ancestor;
-- a bad layer name in the index: path traversal in ``timeline_layers`` and in
-  ``layer_metadata``, a non-canonical (lowercase) name: refused before any path is built;
+- a bad layer name in the index: path traversal in ``timeline_layers`` is refused before any
+  path is built; a traversing ``layer_metadata`` key that ``timeline_layers`` does not list and a
+  name listed in lowercase hex are read as the reference does (ignored / the canonical layer),
+  and never become a path;
 - a missing ancestor (the root timeline's objects gone, or only its index);
 - the index names a layer object that does not exist, or one of another size;
 - ``load`` with a corrupt local ``metadata`` file (checksum mismatch).
@@ -143,8 +145,36 @@ def test_timeline_that_is_its_own_ancestor(backend: Backend) -> None:
 TRAVERSAL = "../../../../escape"
 
 
-@pytest.mark.parametrize("where", ["timeline_layers", "layer_metadata", "lowercase"])
-def test_bad_layer_name_in_the_index_is_refused_before_any_path_is_built(backend: Backend, where: str) -> None:
+def test_bad_layer_name_in_the_index_is_refused_before_any_path_is_built(backend: Backend) -> None:
+    gen = make(backend)
+    tl = gen.timelines[0]
+
+    def poison(d: dict[str, object]) -> None:
+        layers = d["timeline_layers"]
+        assert isinstance(layers, list)
+        layers.append(TRAVERSAL)
+
+    edit_index(backend, gen, tl, poison)
+    line = assert_broken(
+        backend, gen, "attach", "InvalidIndexPart",
+        f"timeline {gen.tenant_id}/{tl}: {index_key(gen, tl)}: index_part.json: timeline_layers[",
+        f"invalid layer file name {TRAVERSAL!r}",
+        rerun=True,
+    )
+    assert "escape" not in json.dumps(tree.snapshot(backend.tmp)), "a file was created from the bad name"
+    # the tenant directory holds nothing named after it either
+    tdir = paths.TenantPaths(backend.workdir, gen.tenant_id).tenant_dir
+    for p in tdir.rglob("*"):
+        if p.is_file() and p.name not in ("attaching", "metadata"):
+            layer_name.parse_layer_name(p.name.removesuffix(".temp_download"))
+    assert line
+
+
+@pytest.mark.parametrize("where", ["layer_metadata", "lowercase"])
+def test_index_entries_the_reference_reads_are_read_and_never_become_paths(backend: Backend, where: str) -> None:
+    """Issue 14, defects 12 and 14: a `layer_metadata` key that `timeline_layers` does not list
+    is ignored (the reference does); a name listed in lowercase hex is the canonical layer (as
+    Neon's reader): attach completes, and every file is named canonically."""
     gen = make(backend)
     tl = gen.timelines[0]
     bad = TRAVERSAL
@@ -154,31 +184,26 @@ def test_bad_layer_name_in_the_index_is_refused_before_any_path_is_built(backend
         layers = d["timeline_layers"]
         meta = d["layer_metadata"]
         assert isinstance(layers, list) and isinstance(meta, dict)
-        if where == "timeline_layers":
-            layers.append(bad)
-        elif where == "layer_metadata":
+        if where == "layer_metadata":
             meta[bad] = {"file_size": 1}
         else:
             good = next(n for n in layers if any(c in "ABCDEF" for c in str(n)))
             bad = str(good).lower()
-            layers[0] = bad
+            layers[layers.index(good)] = bad
             meta[bad] = meta.pop(good)
 
     edit_index(backend, gen, tl, poison)
-    expected_where = "timeline_layers[" if where != "layer_metadata" else "layer_metadata key"
-    line = assert_broken(
-        backend, gen, "attach", "InvalidIndexPart",
-        f"timeline {gen.tenant_id}/{tl}: {index_key(gen, tl)}: index_part.json: {expected_where}",
-        f"invalid layer file name {bad!r}",
-        rerun=where == "timeline_layers",
-    )
+    tp = paths.TenantPaths(backend.workdir, gen.tenant_id)
+    tp.tenants_root.mkdir(exist_ok=True)
+    before = tree.snapshot(backend.tmp, exclude=tp.tenant_dir)
+    r = cli.run(["attach", *backend.args(), str(gen.tenant_id)])
+    assert r.returncode == 0, cli.describe(r)
+    assert tree.diff_snapshots(before, tree.snapshot(backend.tmp, exclude=tp.tenant_dir)) == []
     assert "escape" not in json.dumps(tree.snapshot(backend.tmp)), "a file was created from the bad name"
-    # the tenant directory holds nothing named after it either
-    tdir = paths.TenantPaths(backend.workdir, gen.tenant_id).tenant_dir
-    for p in tdir.rglob("*"):
-        if p.is_file() and p.name not in ("attaching", "metadata"):
-            layer_name.parse_layer_name(p.name.removesuffix(".temp_download"))
-    assert line
+    for p in tp.tenant_dir.rglob("*"):
+        if p.is_file() and p.name not in ("metadata", "config"):
+            layer_name.parse_layer_name(p.name)  # canonical, strict
+    tree.assert_matches_remote(backend.workdir, tree.RemoteTenant.capture(backend.open(), gen.tenant_id))
 
 
 # ---- ancestry and layer objects -----------------------------------------------------------------

@@ -587,6 +587,12 @@ class Tenant:
                 meta = index.metadata
             except format_errors.FormatError as e:
                 raise EngineError(e.reason, f"timeline {self.id}/{tlid}: {key}: {e}") from e
+            if index.ignored_metadata_keys:  # as the reference: never used, so harmless
+                ignored = index.ignored_metadata_keys
+                self._log.warning(
+                    "timeline %s: %s: ignoring %d layer_metadata entries that timeline_layers does not "
+                    "list (first: %s)", tlid, key, len(ignored), format_errors.show(ignored[0]),
+                )
             if meta.disk_consistent_lsn != index.disk_consistent_lsn:
                 raise EngineError(
                     "InvalidIndexPart",

@@ -13,10 +13,17 @@ Invariants:
 
 - A layer is part of the remote state iff it is in `timeline_layers`; `IndexPart.layers` maps
   exactly those names to their `LayerFileMetadata` (size None when unknown, e.g. from a v0
-  index). `layer_metadata` entries for other names are validated, then ignored.
-- Every layer name read (in `timeline_layers` and `layer_metadata`) is validated by
-  `layer_name.parse_layer_name` before anything else can see it: an index that names a
-  non-canonical, traversing or otherwise invalid layer is rejected as a whole.
+  index).
+- Every name in `timeline_layers` is validated by `layer_name.parse_layer_name` (``any_case``:
+  hex in either case, as Neon's reader) before anything else can see it: an index that lists a
+  traversing or otherwise invalid layer is rejected as a whole. Names are compared parsed, not
+  as text: two spellings of one layer are one layer, and when `layer_metadata` has an entry for
+  each, the later one's size wins (as Neon's map deserialisation does).
+- A `layer_metadata` key that does not name a listed layer (not in `timeline_layers`, or not a
+  layer name at all) is ignored, as the reference does (its own v1 test vector carries
+  ``not_a_real_layer_but_adding_coverage`` there): it is never used as a name, a path or a key.
+  Such keys are kept in `IndexPart.ignored_metadata_keys` so that the reader can log them once.
+  The value of every entry must still be an object whose `file_size` is a u64 or null.
 - Sets are sets: order and duplicates in `timeline_layers` carry no meaning; two `IndexPart`s
   compare equal regardless of the order their files listed layers in. Duplicate keys in a JSON
   object are rejected as ambiguous.
@@ -37,7 +44,7 @@ from __future__ import annotations
 import json
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 from pageserver_operator.formats import errors
@@ -107,6 +114,8 @@ class IndexPart:
     """Format version as read (0 when absent); the writer always emits `INDEX_PART_VERSION`."""
     missing_layers: tuple[str, ...] = ()
     """The unused `missing_layers` field as read; the writer always emits `[]`."""
+    ignored_metadata_keys: tuple[str, ...] = field(default=(), compare=False)
+    """`layer_metadata` keys that name no layer of `timeline_layers`, as read (ignored)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.layers, Mapping):
@@ -267,25 +276,29 @@ def _u64(value: object, where: str) -> int:
     return value
 
 
-def _layer(value: object, cache: dict[str, LayerName], field: str, position: int | None) -> LayerName:
-    """Parse a layer name once (memoized in `cache`).
-
-    Errors name `field[position]` (an array entry) or, with no position, `field key 'NAME'`.
-    """
-
-    def where() -> str:
-        return f"{field}[{position}]" if position is not None else f"{field} key {errors.show(value)}"
-
+def _layer(value: object, cache: dict[str, LayerName], position: int) -> LayerName:
+    """Parse the layer name at `timeline_layers[position]` once (memoized in `cache`)."""
     if not isinstance(value, str):
-        _fail(f"{where()} must be a string, got {_json_type(value)} {errors.show(value)}")
+        _fail(f"timeline_layers[{position}] must be a string, got {_json_type(value)} {errors.show(value)}")
     cached = cache.get(value)
     if cached is not None:
         return cached
     try:
-        parsed = cache[value] = parse_layer_name(value)
+        parsed = cache[value] = parse_layer_name(value, any_case=True)
     except errors.FormatError as exc:
-        raise errors.InvalidIndexPart(f"{_PREFIX}: {where()}: {exc}") from exc
+        raise errors.InvalidIndexPart(f"{_PREFIX}: timeline_layers[{position}]: {exc}") from exc
     return parsed
+
+
+def _listed(key: str, cache: dict[str, LayerName], listed: set[LayerName]) -> LayerName | None:
+    """The listed layer a `layer_metadata` key names, or None (the entry is ignored)."""
+    parsed = cache.get(key)
+    if parsed is None:
+        try:
+            parsed = parse_layer_name(key, any_case=True)
+        except errors.FormatError:
+            return None
+    return parsed if parsed in listed else None
 
 
 def _string_list(value: object, field: str) -> list[object]:
@@ -309,11 +322,11 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
     version = _u64(document.get("version", 0), "version")
 
     # Names are parsed once each (they appear in timeline_layers and layer_metadata) and matched
-    # by their text, which is canonical: equal names have equal text.
+    # parsed: two spellings (hex case) of one layer are one layer.
     parsed_names: dict[str, LayerName] = {}
     for position, item in enumerate(_string_list(document["timeline_layers"], "timeline_layers")):
-        _layer(item, parsed_names, "timeline_layers", position)
-    timeline_layers = dict(parsed_names)
+        _layer(item, parsed_names, position)
+    listed = set(parsed_names.values())
 
     missing_layers: list[str] = []
     for position, item in enumerate(_string_list(document.get("missing_layers", []), "missing_layers")):
@@ -321,7 +334,8 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
             _fail(f"missing_layers[{position}] must be a string, got {_json_type(item)} {errors.show(item)}")
         missing_layers.append(item)
 
-    sizes: dict[str, int | None] = {}
+    sizes: dict[LayerName, int | None] = {}
+    ignored: list[str] = []
     layer_metadata = document.get("layer_metadata", {})
     if not isinstance(layer_metadata, dict):
         _fail(
@@ -331,13 +345,17 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
     if len(layer_metadata) > MAX_LAYERS:
         _fail(f"layer_metadata has {len(layer_metadata)} entries, more than the limit {MAX_LAYERS}")
     for key, entry in layer_metadata.items():
-        _layer(key, parsed_names, "layer_metadata", None)
-        where = f"layer_metadata[{key}]"
+        where = f"layer_metadata[{errors.show(key)}]"
         if not isinstance(entry, dict):
             _fail(f"{where} must be an object, got {_json_type(entry)} {errors.show(entry)}")
         _check_duplicates(entry, where)
         size = entry.get("file_size")
-        sizes[key] = None if size is None else _u64(size, f"{where}.file_size")
+        size = None if size is None else _u64(size, f"{where}.file_size")
+        name = _listed(key, parsed_names, listed)
+        if name is None:
+            ignored.append(key)
+        else:
+            sizes[name] = size  # document order: of two spellings, the later one wins
 
     dcl_text = document["disk_consistent_lsn"]
     if not isinstance(dcl_text, str):
@@ -357,9 +375,10 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
             _fail(f"metadata_bytes[{position}] must be an integer 0..255, got {errors.show(byte)}")
 
     return IndexPart(
-        layers={name: LayerFileMetadata(sizes.get(text)) for text, name in timeline_layers.items()},
+        layers={name: LayerFileMetadata(sizes.get(name)) for name in listed},
         disk_consistent_lsn=disk_consistent_lsn,
         metadata_bytes=bytes(raw),
         version=version,
         missing_layers=tuple(missing_layers),
+        ignored_metadata_keys=tuple(ignored),
     )

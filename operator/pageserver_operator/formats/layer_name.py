@@ -8,12 +8,19 @@ delta layer :  <KEYSTART:36hex>-<KEYEND:36hex>__<LSNSTART:16hex>-<LSNEND:16hex>
 Invariants:
 
 - `parse_layer_name` accepts only the *canonical* form the pageserver writes: keys exactly 36
-  and LSNs exactly 16 UPPERCASE hex digits. The upstream parser is laxer (any-length LSN hex,
-  either case), but a layer name becomes a local file name and a remote key, and two spellings
-  of one layer would be two files. So for every accepted `s`: `str(parse_layer_name(s)) == s`.
-- Because the grammar only admits `0-9A-F`, `-` and `_`, no accepted name can contain `/`,
+  and LSNs exactly 16 UPPERCASE hex digits. So for every accepted `s`:
+  `str(parse_layer_name(s)) == s`. Local file names are parsed this way: the pageserver writes
+  only uppercase, and a file whose name is another spelling is not a layer (it is left alone).
+- Names read from a remote index are parsed with ``any_case=True``, as Neon's reader does (its
+  `Key::from_hex` / `Lsn::from_hex` use `from_str_radix`, which takes either case; the lengths
+  are still exactly 36 and 16): hex letters may be lowercase, and the result is the same layer
+  as the uppercase spelling. `str` of the result is always the canonical uppercase text, and
+  only that text becomes a file name or a remote key (Neon derives both from the parsed name
+  too): one layer has one file and one key whatever its spelling in the index.
+- Because the grammar only admits `0-9A-Fa-f`, `-` and `_`, no accepted name can contain `/`,
   `\\`, NUL, `..`, whitespace or any other character: a name taken from a remote index that
-  parses is safe to join to a timeline directory (this is the path-traversal guard).
+  parses is safe to join to a timeline directory (this is the path-traversal guard), and the
+  path is built from the canonical `str`, never from the text read.
 - Ranges are half-open and never empty: `key_start < key_end` always, and for deltas
   `lsn_start < lsn_end` (checked at construction, not only at parse).
 - Layer names are immutable and hashable (usable as set members and mapping keys). Image and
@@ -46,7 +53,10 @@ KEY_LIMIT: Final = 1 << (8 * KEY_BYTES)
 _KEY_HEX: Final = r"[0-9A-F]{36}"
 _LSN_HEX: Final = r"[0-9A-F]{16}"
 _LAYER_RE: Final = re.compile(rf"({_KEY_HEX})-({_KEY_HEX})__({_LSN_HEX})(?:-({_LSN_HEX}))?")
-_LAYER_RE_ANY_CASE: Final = re.compile(_LAYER_RE.pattern, re.IGNORECASE)
+# Spelled out rather than re.IGNORECASE: only ASCII letters, never a Unicode case fold.
+_LAYER_RE_ANY_CASE: Final = re.compile(
+    _LAYER_RE.pattern.replace("[0-9A-F]", "[0-9A-Fa-f]"), re.ASCII
+)
 _KEY_RE: Final = re.compile(_KEY_HEX)
 
 
@@ -199,17 +209,19 @@ def _key_from_hex(text: str) -> Key:
     return Key(int(text, 16))
 
 
-def parse_layer_name(name: str) -> LayerName:
-    """Parse a canonical layer file name; raises `InvalidLayerName` naming the offending value.
+def parse_layer_name(name: str, *, any_case: bool = False) -> LayerName:
+    """Parse a layer file name; raises `InvalidLayerName` naming the offending value.
 
-    Only the exact form the pageserver writes is accepted (see the module docstring), so the
-    result's `str` is `name` itself.
+    By default only the exact form the pageserver writes is accepted (see the module
+    docstring), so the result's `str` is `name` itself. With ``any_case`` (names read from a
+    remote index) hex letters may also be lowercase; the result's `str` is the canonical
+    uppercase spelling.
     """
     if not isinstance(name, str):
         raise errors.InvalidLayerName(f"layer file name must be a string, got {errors.show(name)}")
-    match = _LAYER_RE.fullmatch(name)
+    match = (_LAYER_RE_ANY_CASE if any_case else _LAYER_RE).fullmatch(name)
     if match is None:
-        if _LAYER_RE_ANY_CASE.fullmatch(name) is not None:
+        if not any_case and _LAYER_RE_ANY_CASE.fullmatch(name) is not None:
             detail = "hex digits must be uppercase (only the canonical form is accepted)"
         elif not name:
             detail = "the name is empty"

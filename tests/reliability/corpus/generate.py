@@ -225,10 +225,12 @@ def cases() -> dict[str, tuple[dict[str, Any], bytes | None, str]]:
     bad_name("layer-nul-byte", "a valid name with a NUL byte inside", img[:10] + "\x00" + img[10:], "\\x00")
     bad_name("layer-bad-hex", "a key with a non-hex digit", "G" + img[1:], "timeline_layers[3]")
     d = copy.deepcopy(base)
-    d["timeline_layers"].append(img.lower())
-    d["layer_metadata"][img.lower()] = {"file_size": 10}
+    assert d1.lower() != d1  # the spelling must differ: the name has hex letters (F, A)
+    d["timeline_layers"].append(d1.lower())
+    d["layer_metadata"][d1.lower()] = {"file_size": 10}
     index_case("layer-lowercase-hex", "an existing layer listed again in lowercase hex with another size (10): "
-               "hex is case-insensitive (reference §4), the later spelling's size wins, the download refuses it",
+               "hex is case-insensitive (as Neon's reader), the later spelling's size wins, the download of "
+               "the one object (canonical key) refuses it",
                dumps(d), broken("LayerDownloadFailed", "expected 10 bytes"))  # fmt: skip
     bad_name(
         "layer-temp-suffix", "a name ending in .temp_download", img + ".temp_download", "timeline_layers[3]"
@@ -238,8 +240,16 @@ def cases() -> dict[str, tuple[dict[str, Any], bytes | None, str]]:
     bad_name("layer-huge-name", "a 100000-character layer name", "A" * 100_000, "100000 characters")
     d = copy.deepcopy(base)
     d["layer_metadata"]["../escape"] = {"file_size": 1}
-    index_case("layer-metadata-traversal-key", "a traversing name only in layer_metadata", dumps(d),
-               broken("InvalidIndexPart", "layer_metadata key '../escape'"))  # fmt: skip
+    index_case("layer-metadata-traversal-key", "a traversing name only in layer_metadata: never a layer "
+               "(timeline_layers does not list it), so ignored as the reference does; nothing written outside",
+               dumps(d), {"phase": "Active"})  # fmt: skip
+    d = copy.deepcopy(base)
+    d["missing_layers"] = ["not_a_real_layer_but_adding_coverage"]
+    d["layer_metadata"]["not_a_real_layer_but_adding_coverage"] = {"file_size": 9007199254741001}
+    d["layer_metadata"][str(_delta(0x16B6070, 0x16C6070))] = {"file_size": 5}
+    index_case("layer-metadata-unlisted-entries", "layer_metadata entries timeline_layers does not list (the "
+               "reference's own test index has not_a_real_layer_but_adding_coverage): ignored",
+               dumps(d), {"phase": "Active"})  # fmt: skip
 
     # ---- sizes ----------------------------------------------------------------------------------
     def sized(name: str, description: str, size: Any, expect: dict[str, Any], operator: bool = False) -> None:

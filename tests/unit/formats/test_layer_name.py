@@ -108,6 +108,29 @@ def test_hostile_and_non_canonical_names_are_rejected(name: str) -> None:
         parse_layer_name(name)
     assert info.value.reason == "InvalidLayerName"
     assert not is_layer_file_name(name)
+    if name.upper() != name and is_layer_file_name(name.upper()):
+        return  # another spelling of a canonical name: see test_any_case_*
+    with pytest.raises(errors.InvalidLayerName):
+        parse_layer_name(name, any_case=True)
+
+
+@pytest.mark.parametrize("name", [L0_DELTA, L1_DELTA, IMAGE])
+def test_any_case_takes_either_case_and_gives_the_canonical_name(name: str) -> None:
+    """Names read from a remote index: as Neon's reader (`from_str_radix`), hex in either case;
+    the result is the same layer, and its `str` (file name, remote key) is the canonical one."""
+    rng = random.Random(14)
+    mixed = "".join(c.lower() if rng.random() < 0.5 else c for c in name)
+    for spelling in (name, name.lower(), mixed):
+        parsed = parse_layer_name(spelling, any_case=True)
+        assert parsed == parse_layer_name(name)
+        assert hash(parsed) == hash(parse_layer_name(name))
+        assert str(parsed) == name
+
+
+@pytest.mark.parametrize("letter", ["\u212a", "\u017f", "\u0131", "\uff21", "G", "g"])
+def test_any_case_admits_only_ascii_hex_letters(letter: str) -> None:
+    with pytest.raises(errors.InvalidLayerName):
+        parse_layer_name(letter + L0_DELTA[1:], any_case=True)
 
 
 def test_lowercase_gets_a_specific_message() -> None:

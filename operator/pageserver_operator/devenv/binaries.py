@@ -23,6 +23,19 @@ The same wrapper also builds what a kind node needs (:data:`KIND_NODE`: kubelet,
 kube-controller-manager, kube-scheduler, kube-proxy besides kube-apiserver and kubectl);
 ``hack/kind/`` assembles an offline kind node image from them.
 
+Fetch before building, only where the user allows it: when
+``$PAGESERVER_OPERATOR_KUBERNETES_RELEASES`` (e.g. ``https://dl.k8s.io``) or
+``$PAGESERVER_OPERATOR_ETCD_RELEASES`` (e.g. ``https://github.com/etcd-io/etcd/releases/download``)
+names the release site or a mirror with the same layout, the pinned release archive
+(:data:`RELEASES`) is downloaded, checked against the digest pinned here, and its binaries
+are cached like built ones; any failure falls back to the Go build, saying why. Without
+those variables nothing contacts any host but the Go module proxy of the build.
+
+Long steps (module downloads, each ``go build``, a download) print a line at least every
+10 s with an estimate (:class:`~pageserver_operator.devenv.fetch.Heartbeat`); the estimate
+is the duration of the same step last time (``<cache>/timings.json``), else a default
+measured on a 2-core machine, refined by the count of packages compiled.
+
 Run ``python -m pageserver_operator.devenv.binaries`` to just ensure the binaries
 (``--kind-node`` for the kind node set).
 """
@@ -34,21 +47,30 @@ import dataclasses
 import fcntl
 import json
 import os
+import platform
 import re
 import shutil
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from pageserver_operator.devenv import fetch
+
 ETCD_VERSION = "v3.6.6"
 KUBERNETES_VERSION = "v1.34.2"
 
 CACHE_ENV = "PAGESERVER_OPERATOR_CACHE"
+KUBERNETES_RELEASES_ENV = "PAGESERVER_OPERATOR_KUBERNETES_RELEASES"
+"""Base URL of Kubernetes release archives (``https://dl.k8s.io`` or a mirror); unset: never fetch."""
+ETCD_RELEASES_ENV = "PAGESERVER_OPERATOR_ETCD_RELEASES"
+"""Base URL of etcd release archives (``https://github.com/etcd-io/etcd/releases/download``
+or a mirror); unset: never fetch."""
 
 
 class BuildError(RuntimeError):
@@ -139,6 +161,67 @@ KIND_NODE = (
 """What an offline kind node image is assembled from (its node binaries and component images)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ReleaseArchive:
+    """An official release archive that holds some of the binaries, and its pinned digests."""
+
+    source_env: str
+    """Environment variable naming the base URL (the release site or a mirror)."""
+    path: str
+    """Archive path under the base URL; ``{version}`` and ``{arch}`` are filled in."""
+    members: dict[str, str]
+    """Binary name -> member path in the archive (``{version}``/``{arch}`` filled in)."""
+    digests: dict[tuple[str, str], str]
+    """(version, GOARCH) -> ``sha256:<hex>`` / ``sha512:<hex>`` of the archive."""
+
+
+KUBERNETES_SERVER_ARCHIVE = ReleaseArchive(
+    source_env=KUBERNETES_RELEASES_ENV,
+    path="{version}/kubernetes-server-linux-{arch}.tar.gz",
+    members={
+        name: f"kubernetes/server/bin/{name}"
+        for name in (
+            "kube-apiserver", "kubectl", "kubelet", "kubeadm",
+            "kube-controller-manager", "kube-scheduler", "kube-proxy",
+        )
+    },
+    # The sha512 hashes of the release notes (CHANGELOG/CHANGELOG-1.34.md, "Server Binaries").
+    digests={
+        ("v1.34.2", "amd64"): "sha512:016b09cb70b4335201095b96cd564059eece9ece9e945e045b4558afa9dbd998"
+        "40cd7a48ed6c06a888276c939c8dc30afc8a7435689c9efd295a9f9de1f477c3",
+        ("v1.34.2", "arm64"): "sha512:b5a74b68e3e88f420ff6bae262f0611a80360672a05170b71613babb4fd072f3"
+        "6b2f067347feb16f0a9c1b20bca01fc8c07d83e3a55ecd133615c9fa6e5066ca",
+    },
+)
+
+ETCD_ARCHIVE = ReleaseArchive(
+    source_env=ETCD_RELEASES_ENV,
+    path="{version}/etcd-{version}-linux-{arch}.tar.gz",
+    members={"etcd": "etcd-{version}-linux-{arch}/etcd"},
+    # The release's SHA256SUMS.
+    digests={
+        ("v3.6.6", "amd64"): "sha256:887afaa4a99f22d802ccdfbe65730a5e79aa5c9ce2c8799c67e9d804c50ecedb",
+    },
+)
+
+RELEASES = (KUBERNETES_SERVER_ARCHIVE, ETCD_ARCHIVE)
+"""Where each binary can be fetched from (when configured), with the pinned digests."""
+
+DEFAULT_SECONDS = {
+    "kube-apiserver go build": 410.0,
+    "etcd go build": 40.0,
+    "kubectl go build": 150.0,
+    "kubernetes source download": 30.0,
+    "kubernetes module downloads": 60.0,
+    "etcd module downloads": 20.0,
+}
+"""Expected durations of the long steps when no earlier run is recorded (2-core machine, cold)."""
+
+
+class _NotConfigured(Exception):
+    """No download source configured for a binary: the build path, silently."""
+
+
 def cache_root() -> Path:
     """Root of everything this project caches outside the repository."""
     override = os.environ.get(CACHE_ENV)
@@ -180,15 +263,82 @@ def find_go() -> Path:
     raise BuildError("the Go toolchain (`go`) is not on PATH nor in /usr/local/go/bin; install Go >= 1.24")
 
 
-def _run_go(go: Path, args: list[str], cwd: Path) -> str:
-    """Run one go command with a static, reproducible-enough environment; return stdout."""
+def _go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod -buildvcs=false", "GOWORK": "off"})
-    result = subprocess.run([str(go), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-30:])
-        raise BuildError(f"`go {' '.join(args)}` failed in {cwd} (exit {result.returncode}):\n{tail}")
-    return result.stdout
+    return env
+
+
+def _run_go(
+    go: Path, args: list[str], cwd: Path, step: str | None = None, packages: int | None = None
+) -> str:
+    """Run one go command with a static, reproducible-enough environment; return stdout.
+
+    With ``step``, a long run prints a heartbeat line every 10 s with an estimate (the step's
+    last recorded duration, or with ``packages`` and ``-v`` the count of packages compiled), and
+    its duration is recorded for the next estimate.
+    """
+    with tempfile.TemporaryDirectory(prefix="go-run-") as tmp:
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            process = subprocess.Popen([str(go), *args], cwd=cwd, env=_go_env(), stdout=out, stderr=err)
+
+            def compiled() -> tuple[int, int] | None:
+                if packages is None:
+                    return None
+                try:
+                    done = err_path.read_bytes().count(b"\n")
+                except OSError:
+                    return None
+                return min(done, packages), packages
+
+            heartbeat = fetch.Heartbeat(step or f"go {args[0]}", _expected_seconds(step), compiled, log=_log)
+            while True:
+                try:
+                    returncode = process.wait(timeout=fetch.HEARTBEAT_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    if step is not None:
+                        heartbeat.beat()
+        stdout = out_path.read_text(errors="replace")
+        stderr = err_path.read_text(errors="replace")
+    if returncode != 0:
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-30:])
+        raise BuildError(f"`go {' '.join(args)}` failed in {cwd} (exit {returncode}):\n{tail}")
+    if step is not None:
+        _record_seconds(step, time.monotonic() - heartbeat.started)
+    return stdout
+
+
+def _timings_path() -> Path:
+    return cache_root() / "timings.json"
+
+
+def _expected_seconds(step: str | None) -> float | None:
+    """How long ``step`` took last time here, else :data:`DEFAULT_SECONDS`."""
+    if step is None:
+        return None
+    try:
+        recorded = json.loads(_timings_path().read_text())
+        return float(recorded[step])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_SECONDS.get(step)
+
+
+def _record_seconds(step: str, seconds: float) -> None:
+    """Remember a step's duration for the next estimate (best effort: a failure only loses it)."""
+    path = _timings_path()
+    try:
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        if not isinstance(recorded, dict):
+            recorded = {}
+        recorded[step] = round(seconds, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+        partial.replace(path)
+    except (OSError, ValueError):
+        pass
 
 
 def staging_modules(go: Path, kubernetes_version: str, workdir: Path) -> list[str]:
@@ -198,7 +348,10 @@ def staging_modules(go: Path, kubernetes_version: str, workdir: Path) -> list[st
     published version; reading the list from the release keeps it right for any version.
     """
     info = json.loads(
-        _run_go(go, ["mod", "download", "-json", f"k8s.io/kubernetes@{kubernetes_version}"], workdir)
+        _run_go(
+            go, ["mod", "download", "-json", f"k8s.io/kubernetes@{kubernetes_version}"], workdir,
+            step="kubernetes source download",
+        )
     )
     go_mod = Path(str(info.get("GoMod", "")))
     if not go_mod.is_file():
@@ -289,11 +442,18 @@ def build(component: Component) -> Path:
     started = time.monotonic()
     _log(f"building {component.name} {component.version} with {go} (this can take minutes)")
     ldflags = _write_wrapper(go, component, workdir)
-    _run_go(go, ["mod", "tidy"], workdir)
+    _run_go(go, ["mod", "tidy"], workdir, step=f"{component.module} module downloads")
     tidied = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{component.name}.partial")
-    _run_go(go, ["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(partial), component.package], workdir)
+    try:  # the number of packages, for the progress lines (`go build -v` names each one it compiles)
+        packages: int | None = len(_run_go(go, ["list", "-deps", component.package], workdir).split())
+    except BuildError:
+        packages = None
+    _run_go(
+        go, ["build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", str(partial), component.package], workdir,
+        step=f"{component.name} go build", packages=packages,
+    )
     if not _is_usable(partial, component):
         raise BuildError(f"built {partial} but its version output lacks {component.version_text!r}")
     partial.replace(target)
@@ -305,14 +465,97 @@ def build(component: Component) -> Path:
     return target
 
 
+def go_arch() -> str:
+    """This machine's GOARCH name (``amd64``, ``arm64``), as release archives spell it."""
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _release_for(component: Component) -> ReleaseArchive | None:
+    for archive in RELEASES:
+        if component.name in archive.members:
+            return archive
+    return None
+
+
+def _components_by_name() -> dict[str, Component]:
+    return {c.name: c for c in (*KIND_NODE, KUBECTL, ETCD)}
+
+
+def fetch_release(component: Component) -> Path:
+    """Fetch ``component`` from its configured release archive into its cache slot.
+
+    Every binary of the archive whose cache slot is empty is installed too (the Kubernetes
+    server archive holds kube-apiserver, kubectl and the kind node's binaries). Raises
+    ``_NotConfigured`` when no source is configured, :class:`fetch.FetchError` on any failure
+    (nothing is cached then for ``component``).
+    """
+    archive = _release_for(component)
+    base = os.environ.get(archive.source_env, "").strip() if archive else ""
+    if archive is None or not base:
+        raise _NotConfigured
+    arch = go_arch()
+    digest = archive.digests.get((component.version, arch))
+    if digest is None:
+        raise fetch.FetchError(f"no pinned digest for {component.name} {component.version} linux/{arch}")
+    fill = {"version": component.version, "arch": arch}
+    url = f"{base.rstrip('/')}/{archive.path.format(**fill)}"
+    downloaded = cache_root() / "downloads" / Path(archive.path.format(**fill)).name
+    known = _components_by_name()
+    wanted: dict[str, Component] = {}
+    try:
+        fetch.download(url, downloaded, digest, f"{component.name} {component.version}")
+        for name in archive.members:
+            other = known.get(name)
+            if other is not None and other.version == component.version and (
+                other is component or not _is_usable(binary_path(other), other)
+            ):
+                wanted[name] = other
+        partials = {
+            archive.members[name].format(**fill): binary_path(c).with_name(f".{name}.partial")
+            for name, c in wanted.items()
+        }
+        fetch.extract(downloaded, partials)
+        for name, c in wanted.items():
+            partial = binary_path(c).with_name(f".{name}.partial")
+            if not _is_usable(partial, c):
+                partial.unlink(missing_ok=True)
+                raise fetch.FetchError(f"{name} from {url} does not report {c.version_text!r}")
+            partial.replace(binary_path(c))
+    finally:
+        downloaded.unlink(missing_ok=True)  # the archive is not kept (hundreds of MiB)
+        for name, c in wanted.items():  # what a failed extraction left
+            binary_path(c).with_name(f".{name}.partial").unlink(missing_ok=True)
+    return binary_path(component)
+
+
+_HOW: dict[str, str] = {}
+"""Binary name -> how :func:`ensure` got it this time: cached, fetched or built."""
+
+
 def ensure(component: Component) -> Path:
-    """Return a usable cached binary for ``component``, building it only if needed."""
+    """Return a usable cached binary for ``component``: cached, else fetched (if configured), else built."""
     target = binary_path(component)
+    _HOW[component.name] = "cached"
     if _is_usable(target, component):
         return target
     with _build_lock():
         if _is_usable(target, component):  # another process built it while we waited
             return target
+        started = time.monotonic()
+        try:
+            path = fetch_release(component)
+        except _NotConfigured:
+            archive = _release_for(component)
+            if archive is not None:
+                _log(f"{component.name}: no download source configured (${archive.source_env}); building it")
+        except fetch.FetchError as error:
+            _log(f"{component.name}: fetch failed, building it instead: {error}")
+        else:
+            _HOW[component.name] = "fetched"
+            _log(f"fetched {component.name} {component.version} in {time.monotonic() - started:.1f} s -> {path}")
+            return path
+        _HOW[component.name] = "built"
         return build(component)
 
 
@@ -351,7 +594,8 @@ def ensure_all(kubectl: str = "auto") -> dict[str, Path]:
         started = time.monotonic()
         paths[component.name] = ensure(component)
         _log(
-            f"{component.name} {component.version} ready in {time.monotonic() - started:.1f} s: {paths[component.name]}"
+            f"{component.name} {component.version} ready ({_HOW[component.name]}) in "
+            f"{time.monotonic() - started:.1f} s: {paths[component.name]}"
         )
     if "kubectl" not in paths and kubectl == "auto":
         paths["kubectl"] = find_kubectl()
@@ -365,7 +609,8 @@ def ensure_kind_node() -> dict[str, Path]:
         started = time.monotonic()
         paths[component.name] = ensure(component)
         _log(
-            f"{component.name} {component.version} ready in {time.monotonic() - started:.1f} s: {paths[component.name]}"
+            f"{component.name} {component.version} ready ({_HOW[component.name]}) in "
+            f"{time.monotonic() - started:.1f} s: {paths[component.name]}"
         )
     return paths
 
@@ -375,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pageserver_operator.devenv.binaries",
         description="Build (once) and cache etcd, kube-apiserver and, if needed, kubectl.",
+        epilog=(
+            f"Fetch the pinned release archives instead (checksum-verified; the build is the fallback) "
+            f"by naming the release site or a mirror: {KUBERNETES_RELEASES_ENV}=https://dl.k8s.io "
+            f"{ETCD_RELEASES_ENV}=https://github.com/etcd-io/etcd/releases/download. "
+            "Unset, no host is contacted but Go's module proxy."
+        ),
     )
     parser.add_argument(
         "--kubectl",

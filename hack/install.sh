@@ -68,7 +68,44 @@ begin "virtualenv .venv"
 if [[ ! -x .venv/bin/python ]]; then
   "$python_bin" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet -e '.[dev,bench]'
+# pip is quiet for minutes on a fresh machine: say every 10 s what it is doing and what is left.
+# The estimate is the last fresh install's duration and package count (recorded below), else the
+# figures of a fresh install on a 2-core machine.
+cache_dir="${PAGESERVER_OPERATOR_CACHE:-$HOME/.cache/pageserver-operator}"
+record="$cache_dir/install-venv.last"
+expected_seconds=130
+expected_packages=107
+if [[ -r "$record" ]]; then read -r expected_seconds expected_packages <"$record" || true; fi
+pip_log="$(mktemp "${TMPDIR:-/tmp}/pageserver-operator-pip.XXXXXX")"
+pip_started="$(date +%s)"
+.venv/bin/python -m pip install --progress-bar off -e '.[dev,bench]' >"$pip_log" 2>&1 &
+pip_pid=$!
+while ! timeout 10 tail --pid="$pip_pid" -f /dev/null; do
+  elapsed=$(($(date +%s) - pip_started))
+  collected="$(grep -c '^Collecting ' "$pip_log" || true)"
+  if grep -q '^Installing collected packages' "$pip_log"; then
+    doing="installing $collected packages"
+  else
+    doing="resolving and downloading packages ($collected of about $expected_packages)"
+  fi
+  if ((elapsed < expected_seconds)); then
+    left="about $((expected_seconds - elapsed)) s left"
+  else
+    left="longer than the $expected_seconds s expected"
+  fi
+  echo "    virtualenv: $doing, ${elapsed} s so far, $left"
+done
+if ! wait "$pip_pid"; then
+  tail -n 30 "$pip_log" >&2
+  echo "error: pip install failed; full log: $pip_log" >&2
+  exit 1
+fi
+collected="$(grep -c '^Collecting ' "$pip_log" || true)"
+if ((collected > 50)); then # a fresh install: the estimate of the next one
+  mkdir -p "$cache_dir"
+  echo "$(($(date +%s) - pip_started)) $collected" >"$record"
+fi
+rm -f "$pip_log"
 end "virtualenv .venv"
 
 # --- 4. Go-built binaries -----------------------------------------------------------------

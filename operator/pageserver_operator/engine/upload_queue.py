@@ -16,7 +16,8 @@ indexed, a layer unlinked by an index but not yet deleted.
 
 Fix over the reference (#5635): a layer whose upload can never succeed because its local file
 disappeared is *abandoned*: later index uploads leave it out instead of naming an object that
-does not exist.
+does not exist. A layer stays abandoned only until an upload of the same name succeeds (the
+pageserver may write a file of that name again): from then on indexes name it again.
 """
 
 from __future__ import annotations
@@ -264,6 +265,8 @@ class UploadQueue:
                 try:
                     await self._perform(op)
                     self.last_error = None
+                    if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
+                        self.abandoned.discard(op.name)  # the object exists now
                     break
                 except SplitBrain as e:
                     self._log.error("%s", e.message)
@@ -275,7 +278,8 @@ class UploadQueue:
                     if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
                         self._log.error("abandoning upload of %s: local file is gone (%s)", op.name, e)
                         self.abandoned.add(op.name)
-                        self.latest_files.pop(op.name, None)
+                        if not self._another_upload_of(op):
+                            self.latest_files.pop(op.name, None)
                         break
                     self._record_failure(op, e, attempt)
                 except Exception as e:
@@ -289,6 +293,13 @@ class UploadQueue:
             self._gauge(op, -1)
         if not self.stopped:
             self._launch()
+
+    def _another_upload_of(self, op: Op) -> bool:
+        """True if the layer of ``op`` was scheduled for upload again (queued or in flight)."""
+        return any(
+            o is not op and o.kind is OpKind.UPLOAD_LAYER and o.name == op.name
+            for o in (*self._queued, *self._in_flight.values())
+        )
 
     async def _check_remote_unchanged(self, pending: bytes | None = None) -> None:
         """Split-brain guard: before replacing the index (and before the first layer upload of a

@@ -13,7 +13,8 @@ deterministically, not inferred from timing:
   barriers and refuses new work, in-flight attempts finish;
 - `remote_consistent_lsn` moves only when an index upload *completes* (not on failure, not while
   in flight);
-- an upload whose local file vanished is abandoned and no later index names it (fix of #5635);
+- an upload whose local file vanished is abandoned and no later index names it (fix of #5635),
+  until a file of that name is uploaded again (issue 14, defect 9);
 - transient failures are retried, the index still waits;
 - the same scenario over `LocalFsStorage` leaves exactly the expected objects.
 """
@@ -492,6 +493,53 @@ def test_upload_of_a_vanished_local_file_is_abandoned_and_never_indexed(env: Env
         await q.wait_completion()
         assert set(env.uploaded_index().layers) == {B}
         assert q.remote_consistent_lsn == lsn.Lsn(0x1300000)
+
+    run(scenario)
+
+
+def test_a_layer_that_reappears_after_its_upload_was_abandoned_is_indexed(env: Env) -> None:
+    """Issue 14, defect 9: the abandoned set was never cleared, so a file of the same name
+    written again was uploaded but left out of every later index (Synced stayed False)."""
+
+    async def scenario() -> None:
+        q = env.queue()
+        q.init_empty(meta(0x1000000))
+        q.schedule_layer_upload(A, 77)  # its file is gone before the upload starts
+        q.schedule_index_upload(meta(0x1000000))
+        await q.wait_completion()
+        assert A in q.abandoned
+        env.layer(A, 30)  # the pageserver writes a layer of that name again
+        q.schedule_layer_upload(A, 30)
+        q.schedule_index_upload(meta(0x1100000))
+        await q.wait_completion()
+        assert len(env.storage.objects[key(A)]) == 30
+        assert env.uploaded_index().layers == {A: index_part.LayerFileMetadata(30)}
+        assert A not in q.abandoned
+        assert q.remote_files == {A: 30}  # so the timeline's upload lag is 0: Synced
+
+    run(scenario)
+
+
+def test_a_layer_scheduled_again_while_its_first_upload_is_abandoned_stays_desired(env: Env) -> None:
+    async def scenario() -> None:
+        q = env.queue()
+        q.init_empty(meta(0x1000000))
+        env.layer(A, 5)
+        first, second = env.storage.hold("upload", str(A)), env.storage.hold("upload", str(A))
+        q.schedule_layer_upload(A, 5)
+        await asyncio.to_thread(first.wait_started)
+        q.schedule_layer_upload(A, 5)  # scheduled again (a later scan) while the first is in flight
+        await asyncio.to_thread(second.wait_started)
+        (env.dir / str(A)).unlink()
+        first.release()
+        await until(lambda: A in q.abandoned, "first upload abandoned")
+        assert q.latest_files.get(A) == 5, "the second upload still wants it in the index"
+        env.layer(A, 5)
+        second.release()
+        q.schedule_index_upload(meta(0x1100000))
+        await q.wait_completion()
+        assert env.uploaded_index().layers == {A: index_part.LayerFileMetadata(5)}
+        assert A not in q.abandoned
 
     run(scenario)
 

@@ -2,8 +2,9 @@
 
 - ``load`` re-downloads a truncated local layer (the short copy is set aside as ``.0.old``) and
   leaves the remote object untouched (nothing at all is written remotely);
-- ``load`` cleans leftovers (partial downloads, temp files, an aborted timeline creation) and sets
-  layers from the future aside;
+- ``load`` removes only our own partial downloads and leaves every file of the writer (temp
+  and ephemeral files, a timeline being created, a layer flushed before its metadata) alone
+  (DESIGN §8.1);
 - a local-only layer (written as a pageserver flush does: layer, then metadata) is uploaded by
   ``sync`` (and by ``load``) and then indexed with its size and the new metadata; ``status
   --remote`` shows the upload lag before and none after;
@@ -124,7 +125,12 @@ def test_load_redownloads_a_truncated_layer_and_leaves_the_remote_object_alone(b
     assert backend.store_snapshot() == store_before
 
 
-def test_load_cleans_leftovers_and_sets_future_layers_aside(backend: Backend) -> None:
+def test_load_removes_only_our_partial_downloads_and_leaves_the_writers_files(backend: Backend) -> None:
+    """DESIGN §8.1 (issue 14, defects 1 and 3): a pageserver may be writing while we load. Its
+    files (``ephemeral-*``, ``*___temp``, a timeline being created with its ``___uninit``
+    marker, a ``___temp`` timeline directory) and a layer it flushed before its metadata update
+    stay exactly as they are; only our ``.temp_download`` is removed; nothing of the writer's is
+    indexed."""
     gen = attached(backend)
     tid = gen.tenant_id
     tp = paths.TenantPaths(backend.workdir, tid)
@@ -139,21 +145,22 @@ def test_load_cleans_leftovers_and_sets_future_layers_aside(backend: Backend) ->
     future = layer_name.DeltaLayerName(
         layer_name.Key.MIN, layer_name.Key.MAX, dcl, lsn.Lsn(dcl.value + 0x10000)
     )
-    (cdir / str(future)).write_bytes(b"not durable")  # a layer written after the last metadata update
-    aborted = ids.TimelineId(bytes(range(16)))
-    (tp.timelines_dir / str(aborted)).mkdir()
-    (tp.timelines_dir / str(aborted) / "metadata").write_bytes(b"half-created")
-    (tp.timelines_dir / f"{aborted}.___uninit").write_bytes(b"")
+    (cdir / str(future)).write_bytes(b"flushed, metadata update to come")
+    creating = ids.TimelineId(bytes(range(16)))
+    (tp.timelines_dir / str(creating)).mkdir()
+    (tp.timelines_dir / str(creating) / "metadata").write_bytes(b"half-created")
+    (tp.timelines_dir / f"{creating}.___uninit").write_bytes(b"")
     (tp.timelines_dir / "0123___temp").mkdir()
     (tp.timelines_dir / "0123___temp" / "junk").write_bytes(b"j")
+    writer_files = tree.snapshot(tp.timelines_dir)
+    del writer_files[f"{child}/{some_layer}.temp_download"]
 
     r = cli.run(["load", *backend.args(), str(tid)])
     assert r.returncode == cli.EXIT_OK, cli.describe(r)
-    assert (cdir / f"{future}.0.old").read_bytes() == b"not durable"
-    assert not (cdir / str(future)).exists()
-    tree.assert_matches_remote(backend.workdir, remote, allow_set_aside=True)
+    assert tree.snapshot(tp.timelines_dir) == writer_files, "load touched a file the writer owns"
     _, doc = remote_index(backend, tid, child)
     assert str(future) not in doc["timeline_layers"]  # type: ignore[operator]
+    assert sorted(backend.open().list_dirs(paths.remote_timelines_prefix(tid))) == sorted(remote.timelines)
 
 
 def timeline_dcl(tdir: Path) -> lsn.Lsn:

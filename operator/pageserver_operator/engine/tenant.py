@@ -12,8 +12,13 @@ Crash consistency, at any instant:
   downloaded and its directory fsynced. A marker on disk therefore means "attach incomplete":
   running attach again resumes (complete layers of the right size are reused, partial
   ``.temp_download`` files removed, the metadata write is an idempotent replace).
-- Load: nothing is deleted that could be the only copy of data: temp files and partial downloads
-  are removed, layers of the wrong size or from the future are set aside as ``.N.old``.
+- Load: works from the local timelines only (a remote-only timeline is not downloaded); a
+  timeline directory without ``metadata`` is completed from its remote index (an interrupted
+  download of ours) or, without one, left alone (the pageserver is creating it). Nothing is
+  deleted that could be the only copy of data, and nothing the writer owns is touched (DESIGN
+  §8.1): only our ``.temp_download`` partial downloads are removed; a layer the remote index
+  names with another size is set aside as ``.N.old`` and downloaded again; a layer from the
+  future is left in place (set aside only while Attaching, when no writer can run).
 - Detach: every local layer is in the remote index (uploaded, then indexed) before the tenant
   directory is renamed aside and removed; a crash leaves either the whole tenant or a
   ``<tid>.___temp`` directory that the next start removes.
@@ -34,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pageserver_operator.engine import (
     ancestry,
@@ -117,6 +122,8 @@ HISTORY_LIMIT = 10
 BATCH_SECONDS = 0.05
 
 _Download = tuple[timeline.Timeline, layer_name.LayerName, int | None]
+#: what sets up timelines: attach (no writer), load (after a restart), sync (while Active)
+_Mode = Literal["attach", "load", "sync"]
 
 
 @dataclass
@@ -446,7 +453,7 @@ class Tenant:
                 f"index_part.json ({len(remote_ids)} listed); check the tenant id, the bucket and "
                 "the prefix",
             )
-        await self._setup_timelines({}, indexes)
+        await self._setup_timelines({}, indexes, "attach")
         await self.io.run(crashsafe.remove_marker, p.marker)
         self._activate()
 
@@ -474,10 +481,17 @@ class Tenant:
         await self.io.run(self._refuse_symlinks)
         await self._write_config(config)
         await self.io.run(self._check_config)
-        local = await self.io.run(self._read_local_timelines)
-        remote_ids = await self._list_remote_timelines()
-        indexes = await self._fetch_indexes(set(local) | set(remote_ids), required=set())
-        await self._setup_timelines(local, indexes)
+        # Load works from the local timelines only (reference §6.4; docs/reliability.md "Load"):
+        # a timeline that exists only remotely is not downloaded (the pageserver may have
+        # deleted it here). A directory without metadata is completed from its remote index
+        # (an interrupted download of ours) or, without one, left to the writer creating it.
+        found = await self.io.run(self._read_local_timelines, True)
+        indexes = await self._fetch_indexes(set(found), required=set())
+        local = {tlid: meta for tlid, meta in found.items() if meta is not None or tlid in indexes}
+        creating = sorted(str(tlid) for tlid in set(found) - set(local))
+        if creating:
+            self._log.info("skipping timeline directories without metadata nor remote index: %s", ", ".join(creating))
+        await self._setup_timelines(local, indexes, "load")
         self._activate()
 
     def _reset_timelines(self) -> None:
@@ -519,39 +533,35 @@ class Tenant:
         except format_errors.FormatError as e:
             raise EngineError("TenantConfigInvalid", f"{self.where}: {self.paths.config}: {e}") from e
 
-    def _read_local_timelines(self, clean: bool = True) -> dict[ids.TimelineId, Any]:
-        """Scan ``timelines/`` once, then clean leftovers, then read each metadata (fix of #4458).
+    def _read_local_timelines(self, unfinished: bool) -> dict[ids.TimelineId, Any]:
+        """Scan ``timelines/`` once, then read each metadata (fix of #4458).
 
-        With ``clean=False`` (sync while Active) leftovers are skipped, not removed: the
-        pageserver may be creating that timeline right now; a timeline without metadata yet is
-        skipped for the same reason."""
+        Nothing here is removed (DESIGN §8.1): ``___temp`` and ``___uninit`` entries, and a
+        timeline directory with an ``___uninit`` sibling, are the pageserver's timeline
+        creation in progress and are skipped. A timeline directory without ``metadata`` is
+        skipped too, or with ``unfinished`` (load) returned with None for its metadata."""
         tdir = self.paths.timelines_dir
         try:
             entries = sorted(os.listdir(tdir))
         except FileNotFoundError as e:
             raise EngineError("TimelinesDirMissing", f"{self.where}: {tdir} is missing") from e
         uninit = {e.removesuffix("." + paths.UNINIT_SUFFIX) for e in entries if e.endswith(paths.UNINIT_SUFFIX)}
-        found: list[ids.TimelineId] = []
+        found: dict[ids.TimelineId, Any] = {}
         for name in entries:
-            full = tdir / name
-            if not clean and (name.endswith((paths.TEMP_SUFFIX, paths.UNINIT_SUFFIX)) or name in uninit):
+            if name.endswith((paths.TEMP_SUFFIX, paths.UNINIT_SUFFIX)) or name in uninit:
                 continue
-            if not clean and not (full / paths.METADATA_FILE).exists():
+            try:
+                tlid = ids.TimelineId.parse(name)
+            except format_errors.FormatError:
+                self._log.warning("ignoring unrecognised entry %s in %s", name, tdir)
                 continue
-            if name.endswith(paths.TEMP_SUFFIX):
-                crashsafe.remove_tree(full, full) if full.is_dir() else full.unlink(missing_ok=True)
-            elif name.endswith(paths.UNINIT_SUFFIX):
-                full.unlink(missing_ok=True)
-            elif name in uninit:
-                crashsafe.remove_tree(full, full)
-            else:
-                try:
-                    found.append(ids.TimelineId.parse(name))
-                except format_errors.FormatError:
-                    self._log.warning("ignoring unrecognised entry %s in %s", name, tdir)
-        return {
-            tlid: timeline.read_local_metadata(self.paths.metadata(tlid), self.id, tlid) for tlid in found
-        }
+            path = self.paths.metadata(tlid)
+            if not os.path.lexists(path) and (tdir / name).is_dir():
+                if unfinished:
+                    found[tlid] = None
+                continue
+            found[tlid] = timeline.read_local_metadata(path, self.id, tlid)
+        return found
 
     async def _list_remote_timelines(self) -> list[ids.TimelineId]:
         names = await self.io.list_dirs(paths.remote_timelines_prefix(self.id))
@@ -612,19 +622,24 @@ class Tenant:
         self,
         local: Mapping[ids.TimelineId, Any],
         indexes: Mapping[ids.TimelineId, index_part.IndexPart],
+        mode: _Mode,
         loaded: Mapping[ids.TimelineId, ids.TimelineId | None] | None = None,
     ) -> None:
         """Shared by attach and load (reference §6.5, §6.7, §6.8), all timelines at once:
         choose metadata, clean directories, plan downloads, download everything in one bounded
         pool, then per timeline (ancestors first) fsync the directory, write metadata last and
-        schedule the uploads of local-only layers and the index."""
+        schedule the uploads of local-only layers and the index.
+
+        ``mode``: "attach" (no writer: stale future layers are set aside), "load" (a writer
+        may be running: future layers stay; a layer the index names with another size is set
+        aside and downloaded again), "sync" (new timelines while Active: nothing is moved)."""
         parents = {
-            tlid: (local[tlid] if tlid in local else indexes[tlid].metadata).ancestor_timeline
+            tlid: (local.get(tlid) or indexes[tlid].metadata).ancestor_timeline
             for tlid in set(local) | set(indexes)
         }
         # ``loaded``: timelines already set up (sync while Active) that new ones may branch from
         order = [t for t in ancestry.ancestors_first({**(loaded or {}), **parents}, self.where) if t in parents]
-        prepared = await self.io.run(self._prepare_timelines, order, local, indexes)
+        prepared = await self.io.run(self._prepare_timelines, order, local, indexes, mode)
         self.timelines = {**self.timelines, **{t.timeline_id: t for t, _ in prepared}}
         downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
         done_bytes = sum(t.resident_bytes for t, _ in prepared)
@@ -650,6 +665,7 @@ class Tenant:
         order: list[ids.TimelineId],
         local: Mapping[ids.TimelineId, Any],
         indexes: Mapping[ids.TimelineId, index_part.IndexPart],
+        mode: _Mode,
     ) -> list[tuple[timeline.Timeline, list[tuple[layer_name.LayerName, int | None]]]]:
         prepared = []
         for tlid in order:
@@ -660,7 +676,7 @@ class Tenant:
             self._refuse_symlinks(directory)
             crashsafe.durable_mkdir(directory)
             scan = timeline.scan_timeline_dir(directory, chosen.disk_consistent_lsn)
-            timeline.clean_timeline_dir(directory, scan)
+            timeline.clean_timeline_dir(directory, scan, attaching=mode == "attach")
             queue = upload_queue.UploadQueue(self.io, self.id, tlid, directory, self.backoff)
             if index is not None:
                 queue.init_from_index(index)
@@ -668,15 +684,19 @@ class Tenant:
                 queue.init_empty(chosen)
             t = timeline.Timeline(self.id, tlid, directory, chosen, queue)
             t.layers = scan.layers
-            plan = self._plan_downloads(t, index)
+            plan = self._plan_downloads(t, index, set_aside=mode != "sync")
             t.awaits_download = bool(plan)
             prepared.append((t, plan))
         return prepared
 
     def _plan_downloads(
-        self, t: timeline.Timeline, index: index_part.IndexPart | None
+        self, t: timeline.Timeline, index: index_part.IndexPart | None, *, set_aside: bool
     ) -> list[tuple[layer_name.LayerName, int | None]]:
-        """Reference §6.8: wrong-size local files set aside, missing ones planned (future skipped)."""
+        """Reference §6.8: wrong-size local files set aside, missing ones planned (future skipped).
+
+        Without ``set_aside`` (a timeline found by a sync while Active, DESIGN §8.1) a local
+        layer is never moved: one of another size than the index says stays, and is neither
+        downloaded nor uploaded (the index keeps naming the remote object)."""
         if index is None:
             return []
         plan: list[tuple[layer_name.LayerName, int | None]] = []
@@ -688,7 +708,7 @@ class Tenant:
                     # layer's size in the next index (a damaged copy would poison it for every
                     # later attach). Download the object again; its size is learnt from it.
                     del t.layers[name]
-                elif size == meta.file_size:
+                elif size == meta.file_size or not set_aside:
                     continue
                 else:
                     aside = crashsafe.set_aside(t.directory / str(name))
@@ -777,7 +797,7 @@ class Tenant:
             remote = await self._fetch_indexes(set(new), required=set())
             existing = dict(self.timelines)
             await self._setup_timelines(
-                new, remote, {tlid: t.metadata.ancestor_timeline for tlid, t in existing.items()}
+                new, remote, "sync", {tlid: t.metadata.ancestor_timeline for tlid, t in existing.items()}
             )
             for t in self.timelines.values():
                 t.state = timeline.TimelineState.ACTIVE

@@ -2,9 +2,17 @@
 
 The local directory scan (reference §6.6) is split into *scan* (read the directory once, classify
 every entry) and *clean* (act on the classification): the reference mutated the directory while
-iterating a snapshot of it (#4458). Cleaning only removes files that are never the only copy of
-data (partial downloads, temp files, ephemeral spill files); layer files that are "from the
-future" relative to the chosen metadata are set aside as ``<name>.<N>.old``, never deleted.
+iterating a snapshot of it (#4458).
+
+The writer protocol (DESIGN §8.1): a pageserver may write to the directory at any time, also
+while we load after a restart of ours. Every file that is neither a layer nor ``metadata``
+(``ephemeral-*``, ``*___temp``, anything else) belongs to it, and so does a layer "from the
+future" (flushed, its ``metadata`` update still to come). Cleaning therefore removes only our
+own partial downloads (``*.temp_download``, a suffix reserved for us) and never touches another
+file; future layers are left where they are (not indexed until a ``metadata`` covers them),
+except while the tenant is Attaching: no writer can use an unattached tenant, so a future layer
+then is stale and is set aside as ``<name>.<N>.old`` (never deleted), and a ``metadata___temp``
+is the leftover of our own metadata write killed half way (removed).
 """
 
 from __future__ import annotations
@@ -36,8 +44,13 @@ class DirScan:
     """The classified content of a timeline directory."""
 
     layers: dict[layer_name.LayerName, int] = field(default_factory=dict)
+    #: layers beyond the disk_consistent_lsn of the scan (the writer's, until its metadata)
     future: list[layer_name.LayerName] = field(default_factory=list)
+    #: our own partial downloads (``*.temp_download``): the only files we ever remove
     removable: list[str] = field(default_factory=list)
+    #: the writer's own files (``ephemeral-*``, ``*___temp``): never touched
+    writer: list[str] = field(default_factory=list)
+    #: anything else that is not a layer nor ``metadata``: never touched, reported
     unknown: list[str] = field(default_factory=list)
     has_metadata: bool = False
 
@@ -52,8 +65,10 @@ def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
         name = entry.name
         if name == paths.METADATA_FILE:
             scan.has_metadata = True
-        elif name.endswith(paths.TEMP_DOWNLOAD_SUFFIX) or name.endswith(paths.TEMP_SUFFIX) or name.startswith("ephemeral-"):
+        elif name.endswith(paths.TEMP_DOWNLOAD_SUFFIX):
             scan.removable.append(name)
+        elif name.endswith(paths.TEMP_SUFFIX) or name.startswith("ephemeral-"):
+            scan.writer.append(name)
         elif name.endswith(paths.OLD_SUFFIX):
             continue
         else:
@@ -71,13 +86,24 @@ def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
     return scan
 
 
-def clean_timeline_dir(directory: Path, scan: DirScan) -> None:
+def clean_timeline_dir(directory: Path, scan: DirScan, *, attaching: bool = False) -> None:
+    """Remove our partial downloads; while ``attaching`` (no writer), set future layers aside."""
     for name in scan.removable:
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
-    for future in scan.future:
-        aside = crashsafe.set_aside(directory / str(future))
-        log.warning("set aside layer %s from the future: %s", future, aside.name)
+    if attaching:
+        # no writer runs while Attaching: a ``metadata___temp`` is our own (a metadata write
+        # killed half way, `crashsafe.durable_write`)
+        with contextlib.suppress(FileNotFoundError):
+            (directory / (paths.METADATA_FILE + paths.TEMP_SUFFIX)).unlink()
+        for future in scan.future:
+            aside = crashsafe.set_aside(directory / str(future))
+            log.warning("set aside layer %s from the future: %s", future, aside.name)
+    elif scan.future:
+        log.info(
+            "%s: %d layer(s) beyond disk_consistent_lsn left in place until a metadata update covers them",
+            directory, len(scan.future),
+        )
     for name in scan.unknown:
         log.warning("ignoring unrecognised file %s in %s", name, directory)
 

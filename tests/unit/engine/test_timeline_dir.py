@@ -2,10 +2,13 @@
 
 - `scan_timeline_dir` classifies every entry once, without touching anything: layers (with
   sizes), layers from the future relative to the chosen ``disk_consistent_lsn`` (image: lsn > D,
-  delta: end > D + 1), removable leftovers (``.temp_download``, ``___temp``, ``ephemeral-N``),
+  delta: end > D + 1), our partial downloads (``.temp_download``), the writer's files (``___temp``,
+  ``ephemeral-N``),
   set-aside ``.old`` files (ignored), unknown names (reported, never removed);
-- `clean_timeline_dir` removes only the leftovers, sets future layers aside as ``.N.old`` (never
-  deletes them), leaves unknown files alone;
+- `clean_timeline_dir` removes only our own partial downloads and leaves everything else alone
+  (DESIGN §8.1: the writer's ``ephemeral-*``/``___temp`` files, unknown files, future layers);
+  while Attaching (no writer) it also sets future layers aside as ``.N.old`` (never deletes
+  them) and removes our own ``metadata___temp``;
 - `choose_metadata`: local wins for (=,=), (>,>), (>,=), (=,>) in (dcl, gc cutoff); remote ahead in
   either field is RemoteAheadOfLocal; neither is NoMetadata;
 - `read_local_metadata`: missing and corrupt files (a flipped byte is a checksum mismatch) are
@@ -90,45 +93,53 @@ def test_scan_classifies_without_touching(tdir: Path) -> None:
     assert scan.has_metadata
     assert scan.layers == {IMAGE_AT_D: 10, DELTA_END_D1: 12, DELTA_OLD: 14}
     assert sorted(map(str, scan.future)) == sorted([str(IMAGE_FUTURE), str(DELTA_FUTURE)])
-    assert sorted(scan.removable) == sorted(
-        [f"{DELTA_OLD}.temp_download", "metadata___temp", "something___temp", "ephemeral-7"]
-    )
+    assert scan.removable == [f"{DELTA_OLD}.temp_download"]
+    assert sorted(scan.writer) == sorted(["metadata___temp", "something___temp", "ephemeral-7"])
     assert sorted(scan.unknown) == sorted(["README", str(DELTA_OLD).lower(), str(image(0x1000000))])
 
 
-def test_clean_removes_leftovers_sets_future_aside_and_keeps_unknown(tdir: Path) -> None:
+WRITERS = {"metadata___temp": 3, "something___temp": 3, "ephemeral-7": 4, "README": 1, str(DELTA_OLD).lower(): 2}
+LAYERS = {
+    "metadata": 512, str(IMAGE_AT_D): 10, str(DELTA_END_D1): 12, str(DELTA_OLD): 14, f"{DELTA_OLD}.0.old": 6,
+}
+
+
+def test_clean_at_load_removes_only_our_partial_downloads(tdir: Path) -> None:
+    """DESIGN §8.1: a writer may be running; its files and its future layers stay."""
     scan = timeline.scan_timeline_dir(tdir, D)
     timeline.clean_timeline_dir(tdir, scan)
     after = listing(tdir)
-    assert after == {
-        "metadata": 512,
-        str(IMAGE_AT_D): 10,
-        str(DELTA_END_D1): 12,
-        str(DELTA_OLD): 14,
-        f"{DELTA_OLD}.0.old": 6,
-        f"{IMAGE_FUTURE}.0.old": 11,
-        f"{DELTA_FUTURE}.0.old": 13,
-        "README": 1,
-        str(DELTA_OLD).lower(): 2,
-    }
+    assert after == {**LAYERS, **WRITERS, str(IMAGE_FUTURE): 11, str(DELTA_FUTURE): 13}
     assert (tdir / str(image(0x1000000))).is_dir()
-    # idempotent: a second scan + clean finds nothing more to do
+    again = timeline.scan_timeline_dir(tdir, D)
+    assert again.removable == []
+    timeline.clean_timeline_dir(tdir, again)
+    assert listing(tdir) == after
+
+
+def test_clean_while_attaching_also_sets_future_layers_aside_and_removes_our_metadata_temp(tdir: Path) -> None:
+    scan = timeline.scan_timeline_dir(tdir, D)
+    timeline.clean_timeline_dir(tdir, scan, attaching=True)
+    after = listing(tdir)
+    writers = {k: v for k, v in WRITERS.items() if k != "metadata___temp"}
+    assert after == {**LAYERS, **writers, f"{IMAGE_FUTURE}.0.old": 11, f"{DELTA_FUTURE}.0.old": 13}
     again = timeline.scan_timeline_dir(tdir, D)
     assert again.removable == [] and again.future == []
-    timeline.clean_timeline_dir(tdir, again)
+    timeline.clean_timeline_dir(tdir, again, attaching=True)
     assert listing(tdir) == after
 
 
 def test_clean_tolerates_files_that_disappeared_since_the_scan(tdir: Path) -> None:
     scan = timeline.scan_timeline_dir(tdir, D)
-    (tdir / "ephemeral-7").unlink()
-    timeline.clean_timeline_dir(tdir, scan)
-    assert not (tdir / "metadata___temp").exists()
+    (tdir / f"{DELTA_OLD}.temp_download").unlink()
+    (tdir / "metadata___temp").unlink()
+    timeline.clean_timeline_dir(tdir, scan, attaching=True)
+    assert (tdir / f"{IMAGE_FUTURE}.0.old").exists()
 
 
 def test_second_future_copy_gets_the_next_number(tdir: Path) -> None:
     (tdir / f"{IMAGE_FUTURE}.0.old").write_bytes(b"earlier")
-    timeline.clean_timeline_dir(tdir, timeline.scan_timeline_dir(tdir, D))
+    timeline.clean_timeline_dir(tdir, timeline.scan_timeline_dir(tdir, D), attaching=True)
     assert (tdir / f"{IMAGE_FUTURE}.0.old").read_bytes() == b"earlier"
     assert (tdir / f"{IMAGE_FUTURE}.1.old").stat().st_size == 11
 

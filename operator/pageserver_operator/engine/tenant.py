@@ -475,9 +475,12 @@ class Tenant:
         crashsafe.create_marker(p.marker)
         crashsafe.durable_mkdir(p.timelines_dir)
 
-    async def _load(self, config: Mapping[str, Any] | None) -> None:
+    async def _load(self, config: Mapping[str, Any] | None, *, detaching: bool = False) -> None:
+        """Load + reconcile_with_remote. ``detaching``: the load a detach runs to learn what is
+        local-only; the tenant stays Stopping (not Loading, not Active) whatever happens."""
         self._reset_timelines()
-        self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
+        if not detaching:
+            self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
         await self.io.run(self._refuse_symlinks)
         await self._write_config(config)
         await self.io.run(self._check_config)
@@ -492,7 +495,8 @@ class Tenant:
         if creating:
             self._log.info("skipping timeline directories without metadata nor remote index: %s", ", ".join(creating))
         await self._setup_timelines(local, indexes, "load")
-        self._activate()
+        if not detaching:
+            self._activate()
 
     def _reset_timelines(self) -> None:
         """Attach and load rebuild every timeline from the volume and the remote index."""
@@ -861,9 +865,11 @@ class Tenant:
         """Make every local layer part of the remote index (uploaded, then indexed)."""
         if self.state is not TenantState.ACTIVE:
             # Not loaded (or Broken): load it to learn what is local-only; if that fails,
-            # the local data stays where it is.
+            # the local data stays where it is. The tenant is Stopping from here on (a blocked
+            # detach of a Broken tenant must not show Loading with downloads in progress).
+            self._set_state(TenantState.STOPPING, "DetachStarted", "checking local layers against remote storage")
             try:
-                await self._load(None)
+                await self._load(None, detaching=True)
             except Exception as e:
                 err = self._classify(e)
                 raise EngineError(

@@ -3,7 +3,11 @@
 Starts the local control plane and object store (built once, cached), seeds a sample tenant in
 the exact remote formats (once: it stays in the object store's state), installs the CRD, runs
 the operator as a child process and applies ``examples/tenant.yaml``; then shows the Tenant go
-from Attaching to Active with its progress, and writes ``<state-dir>/env`` for a second shell.
+from Attaching to Active with its progress, and writes ``<state-dir>/env`` for a second shell
+(to ``source``: KUBECONFIG, the S3 endpoint and credentials, the operator's workdir and remote,
+and PATH with this virtualenv's scripts).
+The control plane and the object store reuse the previous run's ports when they are free, so a
+shell that sourced the file earlier keeps working after a restart.
 Ctrl-C (or SIGTERM) stops the operator, then the object store, then the control plane.
 A second run starts in seconds: nothing is rebuilt and the sample data is already there.
 """
@@ -16,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -62,6 +67,14 @@ def sample_tenant_id(manifest: str) -> ids.TenantId:
         if key == "tenantId":
             return ids.TenantId.parse(value.strip().strip("'\""))
     raise ValueError("the sample manifest has no spec.tenantId")
+
+
+def path_line(dirs: list[str]) -> str:
+    """The env file's ``PATH`` line: ``dirs`` (this virtualenv's scripts, kubectl's directory)
+    ahead of the sourcing shell's own PATH, so that the banner's ``pageserver-operator status``
+    and ``kubectl`` lines work in a shell that only sourced the file."""
+    unique = list(dict.fromkeys(d for d in dirs if d))
+    return "PATH=" + ":".join(shlex.quote(d) for d in unique) + ':"$PATH"'
 
 
 def _kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -168,6 +181,7 @@ def run(state_dir: Path | None, exit_when_ready: bool = False) -> None:
             for k, v in extra.items():
                 if k in ("PAGESERVER_OPERATOR_WORKDIR", "PAGESERVER_OPERATOR_REMOTE"):
                     f.write(f"{k}={shlex.quote(v)}\n")
+            f.write(path_line([sysconfig.get_path("scripts"), str(binaries.find_kubectl().parent)]) + "\n")
         _say(f"ready in {time.monotonic() - started:.1f} s. In another shell:")
         print(f"  set -a; . {env_file}; set +a")
         print("  kubectl get tenants -o wide")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from pathlib import Path
 
 import boto3.s3.transfer
 import botocore.exceptions
@@ -101,3 +102,19 @@ def test_wrong_credentials_are_refused(s3_server: objectstore.ObjectStore, s3_bu
     with pytest.raises(botocore.exceptions.ClientError) as error:
         client.list_objects_v2(Bucket=s3_bucket)
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_a_restart_in_the_same_state_dir_reuses_the_endpoint(tmp_path: Path) -> None:
+    """The dev environment's env file stays valid across restarts: same S3 endpoint."""
+    first = objectstore.ObjectStore.start(tmp_path / "store")
+    try:
+        endpoint = first.endpoint
+        first.create_bucket("kept")
+    finally:
+        first.stop()
+    second = objectstore.ObjectStore.start(tmp_path / "store")
+    try:
+        assert second.endpoint == endpoint
+        assert "kept" in [b["Name"] for b in second.client().list_buckets()["Buckets"]]
+    finally:
+        second.stop()

@@ -10,8 +10,9 @@ Layout of ``state_dir`` (everything the control plane writes lives here):
 ``kubeconfig`` (admin), ``logs/``.
 
 Invariants:
-- Ports are free ports on 127.0.0.1, picked at start (a start that loses a port race
-  is retried with new ports).
+- Ports are free ports on 127.0.0.1: the previous start's in the same ``state_dir``
+  (``ports.json``) when all are free, so that an ``env`` file sourced earlier stays valid,
+  else new ones (a start that loses a port race is retried with new ports).
 - ``start`` returns only when ``/readyz`` answers ok over verified TLS with the admin
   token, so the written kubeconfig is known to work.
 - ``stop`` stops kube-apiserver before etcd (the reverse order leaves the apiserver
@@ -139,10 +140,17 @@ class ControlPlane:
         admin_token = secrets.token_hex(24)
         tokens = _write_token_file(state_dir, admin_token)
         last_error: processes.StartError | None = None
+        record = state_dir / "ports.json"
         for attempt in range(1, START_ATTEMPTS + 1):
+            if attempt == 1:
+                ports, reused = processes.reuse_ports(record, 3, lambda: processes.free_ports(3))
+                if reused:
+                    _log(f"reusing the previous run's ports {ports} (etcd client, peer, apiserver)")
+            else:
+                ports = processes.free_ports(3)
             try:
                 plane = cls._start_once(
-                    state_dir, etcd_binary, apiserver_binary, sa_key, sa_pub, tokens, admin_token
+                    state_dir, etcd_binary, apiserver_binary, sa_key, sa_pub, tokens, admin_token, ports
                 )
             except processes.StartError as error:
                 last_error = error
@@ -150,6 +158,7 @@ class ControlPlane:
                     raise
                 _log(f"port clash on attempt {attempt}, retrying with new ports")
                 continue
+            processes.record_ports(record, ports)
             _log(
                 f"ready at {plane.server_url} in {time.monotonic() - started:.1f} s (kubeconfig {plane.kubeconfig})"
             )
@@ -167,8 +176,9 @@ class ControlPlane:
         sa_pub: Path,
         tokens: Path,
         admin_token: str,
+        ports: list[int],
     ) -> ControlPlane:
-        etcd_client, etcd_peer, secure_port = processes.free_ports(3)
+        etcd_client, etcd_peer, secure_port = ports
         etcd_url = f"http://127.0.0.1:{etcd_client}"
         peer_url = f"http://127.0.0.1:{etcd_peer}"
         logs = state_dir / "logs"

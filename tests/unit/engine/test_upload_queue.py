@@ -14,7 +14,8 @@ deterministically, not inferred from timing:
 - `remote_consistent_lsn` moves only when an index upload *completes* (not on failure, not while
   in flight);
 - an upload whose local file vanished is abandoned and no later index names it (fix of #5635),
-  until a file of that name is uploaded again (issue 14, defect 9);
+  until a file of that name is uploaded again (issue 14, defect 9); the index whose snapshot
+  lost it keeps the previous disk_consistent_lsn, or is not uploaded if there is none (defect 4);
 - transient failures are retried, the index still waits;
 - the same scenario over `LocalFsStorage` leaves exactly the expected objects.
 """
@@ -474,10 +475,17 @@ def test_init_from_index_takes_files_sizes_and_lsn_from_it(env: Env) -> None:
 # ---- failures ------------------------------------------------------------------------------------
 
 
+P = delta(0x0F00000, 0x1000000)
+L1 = layer_name.DeltaLayerName(  # what compaction wrote over A and B before removing A
+    layer_name.Key.MIN, layer_name.Key(1 << 100), lsn.Lsn(0x1000000), lsn.Lsn(0x1200000)
+)
+
+
 def test_upload_of_a_vanished_local_file_is_abandoned_and_never_indexed(env: Env) -> None:
     async def scenario() -> None:
         q = env.queue()
-        q.init_empty(meta(0x1000000))
+        q.init_from_index(index_part.IndexPart.build({P: 4}, meta(0x1000000)))
+        env.storage.objects[INDEX_KEY] = index_part.IndexPart.build({P: 4}, meta(0x1000000)).to_json_bytes()
         size_b = env.layer(B, 50)
         # A was flushed, scheduled, then removed locally before its upload could start
         q.schedule_layer_upload(A, 77)
@@ -485,14 +493,62 @@ def test_upload_of_a_vanished_local_file_is_abandoned_and_never_indexed(env: Env
         q.schedule_index_upload(meta(0x1200000))  # its snapshot names A and B
         await q.wait_completion()
         assert A in q.abandoned
+        assert q.abandons == 1
         assert A not in q.latest_files
         assert key(A) not in env.storage.objects
-        assert set(env.uploaded_index().layers) == {B}, "the index names an object that was never uploaded"
+        assert set(env.uploaded_index().layers) == {P, B}, "the index names an object that was never uploaded"
 
-        q.schedule_index_upload(meta(0x1300000))
+    run(scenario)
+
+
+def test_an_index_whose_layer_vanished_keeps_the_previous_disk_consistent_lsn(env: Env) -> None:
+    """Issue 14, defect 4: the index after an abandoned upload advanced disk_consistent_lsn over
+    the layer that was never uploaded: it claimed LSNs [A) no uploaded layer covers. It keeps the
+    last index's metadata instead, and the next scan (which finds the L1 that replaced A)
+    uploads the real one."""
+
+    async def scenario() -> None:
+        previous = index_part.IndexPart.build({P: 4}, meta(0x1000000))
+        q = env.queue()
+        q.init_from_index(previous)
+        env.storage.objects[INDEX_KEY] = previous.to_json_bytes()
+        q.schedule_layer_upload(A, 77)  # gone before its upload (compaction)
+        q.schedule_layer_upload(B, env.layer(B, 50))
+        q.schedule_index_upload(meta(0x1200000))
         await q.wait_completion()
-        assert set(env.uploaded_index().layers) == {B}
-        assert q.remote_consistent_lsn == lsn.Lsn(0x1300000)
+        gap_index = env.uploaded_index()
+        assert set(gap_index.layers) == {P, B}
+        assert gap_index.metadata == meta(0x1000000), "the index claims LSNs no uploaded layer covers"
+        assert q.remote_consistent_lsn == lsn.Lsn(0x1000000)
+        assert q.latest_metadata == meta(0x1000000), "the next scan must schedule the real index"
+
+        # the next scan: the L1 that replaced A is local-only; the metadata is read again
+        q.schedule_layer_upload(L1, env.layer(L1, 60))
+        q.schedule_index_upload(meta(0x1200000))
+        await q.wait_completion()
+        assert set(env.uploaded_index().layers) == {P, B, L1}
+        assert env.uploaded_index().metadata == meta(0x1200000)
+        assert q.remote_consistent_lsn == lsn.Lsn(0x1200000)
+
+    run(scenario)
+
+
+def test_a_first_index_whose_layer_vanished_is_not_uploaded(env: Env) -> None:
+    async def scenario() -> None:
+        q = env.queue()
+        q.init_empty(meta(0x1000000))
+        q.schedule_layer_upload(A, 77)
+        q.schedule_layer_upload(B, env.layer(B, 50))
+        q.schedule_index_upload(meta(0x1200000))
+        await q.wait_completion()
+        assert INDEX_KEY not in env.storage.objects, "no index may claim LSNs no uploaded layer covers"
+        assert q.remote_consistent_lsn is None
+        assert q.latest_metadata is None  # the next scan schedules an index
+        q.schedule_layer_upload(L1, env.layer(L1, 60))
+        q.schedule_index_upload(meta(0x1200000))
+        await q.wait_completion()
+        assert set(env.uploaded_index().layers) == {B, L1}
+        assert q.remote_consistent_lsn == lsn.Lsn(0x1200000)
 
     run(scenario)
 

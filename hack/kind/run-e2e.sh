@@ -12,7 +12,8 @@
 #   5. runs `pytest tests/kind` (extra arguments go to pytest);
 #   6. on failure prints the operator's logs and `kubectl describe` of the Tenants;
 #   7. always deletes the cluster, its docker network and restores the VM's sysctls (also on
-#      Ctrl-C or a failed step), unless KIND_E2E_KEEP=1;
+#      Ctrl-C or a failed step), unless KIND_E2E_KEEP=1; stops the Docker engine if this run
+#      started it (says so when it leaves one running);
 # and prints the time of each stage. Exit status: pytest's, or 1 if a stage before it failed.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -38,6 +39,7 @@ end() {
 }
 
 cluster_created=false
+docker_started_here=unknown
 kubeconfig=""
 kubectl_bin=""
 diagnostics() {
@@ -80,6 +82,19 @@ finish() {
       end
     fi
   fi
+  if [[ "$docker_started_here" == true ]]; then
+    if [[ "${KIND_E2E_KEEP:-0}" == "1" ]]; then
+      echo "KIND_E2E_KEEP=1: the Docker engine this run started is left running;" \
+        "stop it with: hack/image/dockerd.sh stop"
+    else
+      begin "stop docker engine"
+      "$repo_root/hack/image/dockerd.sh" stop || status=1
+      end
+    fi
+  elif [[ "$docker_started_here" == false ]]; then
+    echo "docker engine: it was running before this run, left running" \
+      "(hack/image/dockerd.sh stop stops one that the hack/ scripts started)"
+  fi
   echo
   echo "kind e2e summary (mode ${mode:-?}):"
   printf '  %s\n' "${summary[@]}"
@@ -92,6 +107,8 @@ trap 'exit 143' TERM
 
 # --- 1. Docker engine ------------------------------------------------------------------------
 begin "docker engine"
+docker_started_here=false
+if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then docker_started_here=true; fi
 ensure_dockerd
 end
 
@@ -146,6 +163,8 @@ env PAGESERVER_OPERATOR_KIND_E2E=1 KUBECONFIG="$kubeconfig" KIND_E2E_REPORT="$re
 end
 if [[ -f "$report" ]]; then
   echo "kind e2e measurements:"
-  sed 's/^/  /' "$report"
+  # `$a\` ends the last line (json.dump writes none after the closing brace), so the next log
+  # line starts on its own line.
+  sed -e 's/^/  /' -e '$a\' "$report"
 fi
 exit "$pytest_status"

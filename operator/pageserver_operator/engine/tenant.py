@@ -796,19 +796,25 @@ class Tenant:
 
     # ---- sync ---------------------------------------------------------------------------------
 
-    async def _sync_once(self, timeout: float | None) -> None:
+    async def _sync_once(self, timeout: float | None) -> int:
         """`_sync_pass`, again while an upload was abandoned during the pass (its file vanished:
         compaction), at most `SYNC_RESCANS` more times: the index uploaded meanwhile kept its
-        previous disk_consistent_lsn (upload_queue), a rescan finds what replaced the layer."""
+        previous disk_consistent_lsn (upload_queue), a rescan finds what replaced the layer.
+        Returns the number of operations scheduled by all passes."""
+        scheduled = 0
         for _ in range(SYNC_RESCANS + 1):
             before = {tlid: t.queue.abandons for tlid, t in self.timelines.items()}
-            await self._sync_pass(timeout)
+            scheduled += await self._sync_pass(timeout)
             if all(t.queue.abandons == before.get(tlid, 0) for tlid, t in self.timelines.items()):
-                return
+                break
+        return scheduled
 
-    async def _sync_pass(self, timeout: float | None) -> None:
+    async def _sync_pass(self, timeout: float | None) -> int:
+        """Scan the volume, schedule what is new (layers, then the index), wait for the queues
+        to drain. Returns the number of operations scheduled (a new timeline counts as one)."""
         local = await self.io.run(self._read_local_timelines, False)
         new = {tlid: meta for tlid, meta in local.items() if tlid not in self.timelines}
+        scheduled = len(new)
         if new:
             remote = await self._fetch_indexes(set(new), required=set())
             existing = dict(self.timelines)
@@ -830,12 +836,13 @@ class Tenant:
             t.metadata = meta
             scan = await self.io.run(timeline.scan_timeline_dir, t.directory, meta.disk_consistent_lsn)
             t.layers = scan.layers
-            t.schedule_local_only()
+            scheduled += t.schedule_local_only()
         self._notify()
         await asyncio.wait_for(
             asyncio.gather(*(t.queue.wait_completion() for t in self.timelines.values())), timeout
         )
         self._notify()
+        return scheduled
 
     # ---- detach -------------------------------------------------------------------------------
 
@@ -891,7 +898,23 @@ class Tenant:
                     transient=err.transient,
                 ) from e
         self._set_state(TenantState.STOPPING, "DetachStarted", "uploading local-only layers")
-        await self._sync_once(timeout)
+        # DESIGN §8.1: syncing stops only after a final scan taken once the queues are drained
+        # found nothing new (a layer + metadata flushed during the detach is uploaded and
+        # indexed, or the detach does not complete: a writer that never stops keeps it waiting
+        # until the timeout).
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(deadline - time.monotonic(), 0.001)
+
+        await self._sync_once(left())  # drains also what earlier syncs left in the queues
+        while await self._sync_once(left()):  # each scan here follows a drain
+            if deadline is not None and time.monotonic() >= deadline:
+                raise EngineError(
+                    "UploadIncomplete",
+                    f"{self.where}: new layers kept appearing during the detach for {timeout:.0f} s",
+                    transient=True,
+                )
         lagging = [t.where for t in self.timelines.values() if t.local_only() or t.upload_lag_bytes]
         if lagging:
             raise EngineError(

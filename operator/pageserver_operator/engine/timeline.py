@@ -188,13 +188,15 @@ class Timeline:
         return {n: s for n, s in self.layers.items() if n not in latest}
 
     def schedule_local_only(self, *, force_index: bool = False) -> int:
-        """Upload every local-only layer, then the index. Returns the number of layers scheduled."""
+        """Upload every local-only layer, then the index. Returns the number of operations
+        scheduled (layers and index; 0: the desired remote state already is the local one)."""
         only = self.local_only()
         for name, size in sorted(only.items(), key=lambda kv: kv[0].sort_key()):
             self.queue.schedule_layer_upload(name, size)
         if only or force_index or self.queue.latest_metadata != self.metadata:
             self.queue.schedule_index_upload(self.metadata)
-        return len(only)
+            return len(only) + 1
+        return 0
 
     def write_metadata(self) -> None:
         crashsafe.durable_write(self.directory / paths.METADATA_FILE, self.metadata.to_bytes())

@@ -1,17 +1,21 @@
-"""Detach of a `Tenant` in process (issue 14, defect 8).
+"""Detach of a `Tenant` in process (issue 14, defects 6 and 8).
 
+- Defect 6: detach stops syncing only after a final scan taken once the queue is drained: a
+  layer and metadata flushed while the detach uploads are uploaded and indexed before the
+  directory goes (held index PUT over `FakeStorage`, the writer flushes meanwhile).
 - Defect 8: a detach of a Broken tenant that is blocked (its local data cannot be checked)
   leaves the tenant ``Stopping``, not ``Loading`` with ``hasInProgressDownloads``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers.engine_env import EngineEnv, make_tenant, run
+from helpers.engine_env import EngineEnv, Writer, make_tenant, run, until
 from helpers.fake_storage import FakeStorage
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine import remote_io, tenant
@@ -42,6 +46,35 @@ def local(tmp_path: Path) -> Iterator[EngineEnv]:
         yield e
     finally:
         e.close()
+
+
+def test_a_layer_flushed_while_detach_drains_is_uploaded_and_indexed(fake: EngineEnv) -> None:
+    storage = fake.storage
+    assert isinstance(storage, FakeStorage)
+    gen = make_tenant(storage, seed=3)
+    tid, tl = gen.tenant_id, gen.timelines[0]
+    t = fake.tenant(tid)
+    w = Writer(fake.workdir, tid)
+
+    async def scenario() -> None:
+        await t.attach()
+        for q in t.timelines.values():
+            await q.queue.wait_completion()
+        first = w.flush(tl)
+        held = storage.hold("put", "index_part.json")
+        detach = asyncio.ensure_future(t.detach(timeout=20))
+        await until(held.started.is_set, "the detach's index upload in flight")
+        second = w.flush(tl)  # flushed while the detach drains
+        held.release()
+        await detach
+        idx = fake.remote_index(tid, tl)
+        names = {str(n) for n in idx.layers}
+        assert str(first) in names
+        assert str(second) in names, "a layer flushed during the detach was lost with the directory"
+        assert idx.metadata.disk_consistent_lsn.value > 0
+        assert not fake.paths(tid).tenant_dir.exists()
+
+    run(scenario)
 
 
 def test_a_blocked_detach_of_a_broken_tenant_is_stopping(local: EngineEnv) -> None:

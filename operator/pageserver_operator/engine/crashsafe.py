@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -39,13 +40,17 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def durable_mkdir(path: Path) -> None:
-    """Create ``path`` and missing parents, fsyncing each parent that changed."""
+def durable_mkdir(path: Path, *, parents: bool = True) -> None:
+    """Create ``path`` and missing parents, fsyncing each parent that changed. Without
+    ``parents`` a missing parent is a ``FileNotFoundError`` (nothing above ``path`` is created:
+    a directory removed meanwhile stays removed)."""
     missing: list[Path] = []
     p = path
     while not p.exists():
         missing.append(p)
         p = p.parent
+    if not parents and len(missing) > 1:
+        raise FileNotFoundError(errno.ENOENT, "parent directory does not exist", str(path.parent))
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):
             d.mkdir()

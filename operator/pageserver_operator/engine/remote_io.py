@@ -195,6 +195,11 @@ class RemoteIO:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
+    def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        """``fn`` on the worker pool; the caller keeps the future (to know when a thread that
+        outlived a cancelled awaiter is done)."""
+        return self._pool.submit(fn, *args, **kwargs)
+
     def finish_later(self, fd: int, final: Path) -> concurrent.futures.Future[None]:
         """`finish_download` on the fsync threads (call from a worker thread: it blocks while
         one file per worker is already waiting). The fd belongs to the callee from here on."""

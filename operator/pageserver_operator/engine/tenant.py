@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pageserver_operator.engine import (
     ancestry,
@@ -57,6 +57,8 @@ from pageserver_operator.formats import ids, index_part, layer_name, tenant_conf
 from pageserver_operator.remote import errors as remote_errors
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class TenantState(enum.StrEnum):
@@ -168,6 +170,8 @@ class Tenant:
         self._cancel = threading.Event()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        #: every worker-thread call of this tenant still running (see `_run`, `_quiesce`)
+        self._threads: set[concurrent.futures.Future[Any]] = set()
         self._log = logging.LoggerAdapter(log, {"tenant_id": str(tenant_id)})
 
     # ---- state --------------------------------------------------------------------------------
@@ -398,6 +402,31 @@ class Tenant:
         with self._busy_lock:
             self._busy -= 1
 
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a worker thread, recorded until it returns: a cancelled awaiter
+        (a Tenant deleted while Attaching) does not stop the thread, so `_quiesce` waits."""
+        future = self.io.submit(fn, *args)
+        with self._busy_lock:
+            self._threads.add(future)
+
+        def forget(f: concurrent.futures.Future[Any]) -> None:
+            with self._busy_lock:
+                self._threads.discard(f)
+
+        future.add_done_callback(forget)
+        return await asyncio.wrap_future(future)
+
+    async def _quiesce(self) -> None:
+        """Return once no worker thread of this tenant runs and no download writes into its
+        directory (the threads of a cancelled attach or load included): a detach removes the
+        directory only after this, so nothing re-creates it afterwards."""
+        await self._stop_downloads()
+        with self._busy_lock:
+            pending = list(self._threads)
+        if pending:
+            self._log.info("waiting for %d worker thread(s) of an earlier operation", len(pending))
+            await asyncio.wait([asyncio.wrap_future(f) for f in pending])
+
     def _classify(self, e: BaseException) -> EngineError:
         if isinstance(e, EngineError):
             return e
@@ -432,7 +461,7 @@ class Tenant:
             "AttachStarted",
             f"attaching from {self.io.storage.describe()}" + (" (resuming)" if resuming else ""),
         )
-        await self.io.run(self._create_marker)
+        await self._run(self._create_marker)
         await self._write_config(config)
         remote_ids = await self._list_remote_timelines()
         if not remote_ids:
@@ -456,7 +485,7 @@ class Tenant:
                 "the prefix",
             )
         await self._setup_timelines({}, indexes, "attach")
-        await self.io.run(crashsafe.remove_marker, p.marker)
+        await self._run(crashsafe.remove_marker, p.marker)
         self._activate()
 
     def _refuse_symlinks(self, *more: Any) -> None:
@@ -483,14 +512,14 @@ class Tenant:
         self._reset_timelines()
         if not detaching:
             self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
-        await self.io.run(self._refuse_symlinks)
+        await self._run(self._refuse_symlinks)
         await self._write_config(config)
-        await self.io.run(self._check_config)
+        await self._run(self._check_config)
         # Load works from the local timelines only (reference §6.4; docs/reliability.md "Load"):
         # a timeline that exists only remotely is not downloaded (the pageserver may have
         # deleted it here). A directory without metadata is completed from its remote index
         # (an interrupted download of ours) or, without one, left to the writer creating it.
-        found = await self.io.run(self._read_local_timelines, True)
+        found = await self._run(self._read_local_timelines, True)
         indexes = await self._fetch_indexes(set(found), required=set())
         local = {tlid: meta for tlid, meta in found.items() if meta is not None or tlid in indexes}
         creating = sorted(str(tlid) for tlid in set(found) - set(local))
@@ -527,7 +556,7 @@ class Tenant:
             crashsafe.durable_mkdir(path.parent)
             crashsafe.durable_write(path, text)
 
-        await self.io.run(write)
+        await self._run(write)
 
     def _check_config(self) -> None:
         try:
@@ -599,7 +628,7 @@ class Tenant:
             try:
                 # off the event loop: a huge index takes seconds to parse, and the loop serves
                 # every other tenant (and the liveness probe) meanwhile
-                index = await self.io.run(index_part.IndexPart.parse, data)
+                index = await self._run(index_part.IndexPart.parse, data)
                 meta = index.metadata
             except format_errors.FormatError as e:
                 raise EngineError(e.reason, f"timeline {self.id}/{tlid}: {key}: {e}") from e
@@ -645,7 +674,7 @@ class Tenant:
         }
         # ``loaded``: timelines already set up (sync while Active) that new ones may branch from
         order = [t for t in ancestry.ancestors_first({**(loaded or {}), **parents}, self.where) if t in parents]
-        prepared = await self.io.run(self._prepare_timelines, order, local, indexes, mode)
+        prepared = await self._run(self._prepare_timelines, order, local, indexes, mode)
         self.timelines = {**self.timelines, **{t.timeline_id: t for t, _ in prepared}}
         downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
         done_bytes = sum(t.resident_bytes for t, _ in prepared)
@@ -656,7 +685,7 @@ class Tenant:
         self._notify()
         learnt = await self._download_all(downloads)
         for t, _ in prepared:
-            await self.io.run(self._finish_timeline, t)
+            await self._run(self._finish_timeline, t)
             # A timeline that never had a remote index gets one (fix of #3865); a v0 index whose
             # sizes are now known is rewritten as v1 -- also when the sizes were learnt from
             # layers already on the volume (a rerun after a crash before that index upload).
@@ -680,7 +709,8 @@ class Tenant:
             chosen = timeline.choose_metadata(local.get(tlid), index.metadata if index else None, where)
             directory = self.paths.timeline_dir(tlid)
             self._refuse_symlinks(directory)
-            crashsafe.durable_mkdir(directory)
+            # never the tenant directory: one a detach removed meanwhile stays removed
+            crashsafe.durable_mkdir(directory, parents=False)
             scan = timeline.scan_timeline_dir(directory, chosen.disk_consistent_lsn)
             timeline.clean_timeline_dir(directory, scan, attaching=mode == "attach")
             queue = upload_queue.UploadQueue(self.io, self.id, tlid, directory, self.backoff)
@@ -757,7 +787,7 @@ class Tenant:
 
         async def worker() -> None:
             while batch.pending:
-                await self.io.run(self._download_batch, batch)
+                await self._run(self._download_batch, batch)
                 account()
 
         try:
@@ -774,7 +804,7 @@ class Tenant:
             raise
         batch.stop.set()
         if batch.renames:  # one wait on a worker thread, not one event-loop wakeup per file
-            await self.io.run(concurrent.futures.wait, batch.renames)
+            await self._run(concurrent.futures.wait, batch.renames)
         account()
         for f in batch.renames:
             exc = f.exception()
@@ -812,7 +842,7 @@ class Tenant:
     async def _sync_pass(self, timeout: float | None) -> int:
         """Scan the volume, schedule what is new (layers, then the index), wait for the queues
         to drain. Returns the number of operations scheduled (a new timeline counts as one)."""
-        local = await self.io.run(self._read_local_timelines, False)
+        local = await self._run(self._read_local_timelines, False)
         new = {tlid: meta for tlid, meta in local.items() if tlid not in self.timelines}
         scheduled = len(new)
         if new:
@@ -834,7 +864,7 @@ class Tenant:
                     f"({t.metadata.disk_consistent_lsn} -> {meta.disk_consistent_lsn})",
                 )
             t.metadata = meta
-            scan = await self.io.run(timeline.scan_timeline_dir, t.directory, meta.disk_consistent_lsn)
+            scan = await self._run(timeline.scan_timeline_dir, t.directory, meta.disk_consistent_lsn)
             t.layers = scan.layers
             scheduled += t.schedule_local_only()
         self._notify()
@@ -848,6 +878,7 @@ class Tenant:
 
     async def _detach(self, timeout: float | None, keep_local: bool) -> None:
         p = self.paths
+        await self._quiesce()
         state = self.local_state()
         if state == "present":
             try:
@@ -855,14 +886,14 @@ class Tenant:
             except EngineError as e:
                 if not keep_local:
                     raise
-                kept = await self.io.run(self._keep_aside)
+                kept = await self._run(self._keep_aside)
                 self._log.warning("detach: %s; local data kept at %s", e.message, kept)
         else:
             # Nothing local, or a marker: attach never completed, every local layer came from remote.
             what = "removing an incomplete attach" if state == "attaching" else "nothing on the volume"
             self._set_state(TenantState.STOPPING, "DetachStarted", what)
         self.stop()
-        await self.io.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
+        await self._run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
         metrics.forget_tenant(str(self.id))
         if self.state is not None:
             metrics.TENANTS.labels(self.state.value).dec()

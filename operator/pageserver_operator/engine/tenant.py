@@ -452,7 +452,7 @@ class Tenant:
 
     async def _attach(self, config: Mapping[str, Any] | None) -> None:
         p = self.paths
-        self._reset_timelines()
+        await self._reset_timelines()
         # Resuming only if an earlier attempt got as far as a timeline directory: a retry of an
         # attach that failed before (e.g. nothing found in remote storage) starts afresh.
         resuming = p.marker.exists() and p.timelines_dir.is_dir() and any(p.timelines_dir.iterdir())
@@ -509,7 +509,7 @@ class Tenant:
     async def _load(self, config: Mapping[str, Any] | None, *, detaching: bool = False) -> None:
         """Load + reconcile_with_remote. ``detaching``: the load a detach runs to learn what is
         local-only; the tenant stays Stopping (not Loading, not Active) whatever happens."""
-        self._reset_timelines()
+        await self._reset_timelines()
         if not detaching:
             self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
         await self._run(self._refuse_symlinks)
@@ -529,10 +529,18 @@ class Tenant:
         if not detaching:
             self._activate()
 
-    def _reset_timelines(self) -> None:
-        """Attach and load rebuild every timeline from the volume and the remote index."""
+    async def _reset_timelines(self) -> None:
+        """Attach and load rebuild every timeline from the volume and the remote index, once
+        the previous upload queues have nothing in flight any more: a stopped queue's index
+        PUT still running could otherwise land after the new queue's (the remote index would
+        go backwards, and the next sync report a false split brain)."""
         self.stop()
+        old = list(self.timelines.values())
         self.timelines = {}
+        busy = [t for t in old if t.queue.unfinished]
+        if busy:
+            self._log.info("waiting for the in-flight uploads of %d stopped upload queue(s)", len(busy))
+        await asyncio.gather(*(t.queue.join() for t in old))
 
     def _activate(self) -> None:
         for t in self.timelines.values():

@@ -212,6 +212,13 @@ class UploadQueue:
             self._gauge(op, -1)
         self._queued.clear()
 
+    async def join(self) -> None:
+        """Return once nothing of this queue is in flight any more. After `stop` that is when
+        the attempts still running have ended: a queue that replaces this one (a reload) waits
+        for it, so an old index PUT can never land after a newer one."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     # ---- introspection --------------------------------------------------------------------
 
     @property

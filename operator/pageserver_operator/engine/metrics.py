@@ -24,6 +24,12 @@ LAYER_DOWNLOAD_BYTES = Counter(
 LAYER_UPLOADS = Counter(
     "pageserver_operator_layer_uploads_total", "Layer files uploaded by the upload queues", ["tenant_id"]
 )
+UPLOAD_ERRORS = Counter(
+    "pageserver_operator_upload_errors_total",
+    "Failed attempts of upload queue operations (each is retried), by reason: RemoteStorageRejected "
+    "(AccessDenied, NoSuchBucket: retried at most every minute until fixed), RemoteStorageUnavailable, ...",
+    ["tenant_id", "reason"],
+)
 TENANTS = Gauge("pageserver_operator_tenants", "Tenants known to this operator, by phase", ["phase"])
 
 _PER_TENANT = (LAYER_DOWNLOADS, LAYER_DOWNLOAD_BYTES, LAYER_UPLOADS)
@@ -34,6 +40,7 @@ def forget_tenant(tenant_id: str) -> None:
     for metric in _PER_TENANT:
         with contextlib.suppress(KeyError):
             metric.remove(tenant_id)
-    for labels in list(UPLOAD_QUEUE_UNFINISHED._metrics):
-        if labels[0] == tenant_id:
-            UPLOAD_QUEUE_UNFINISHED.remove(*labels)
+    for labelled in (UPLOAD_QUEUE_UNFINISHED, UPLOAD_ERRORS):
+        for labels in list(labelled._metrics):
+            if labels[0] == tenant_id:
+                labelled.remove(*labels)

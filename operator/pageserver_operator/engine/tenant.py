@@ -94,6 +94,10 @@ class TimelineSnapshot:
     upload_queue_unfinished: int
     #: names of the local layers the last completed remote index does not name (sorted)
     lagging_layers: tuple[str, ...] = ()
+    #: why an upload of this timeline keeps failing (upload_queue.UploadError), None if none does
+    upload_error_reason: str | None = None
+    upload_error_message: str | None = None
+    upload_error_permanent: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,14 @@ class TenantSnapshot:
     @property
     def synced(self) -> bool:
         return all(t.upload_lag_bytes == 0 and t.upload_queue_unfinished == 0 for t in self.timelines)
+
+    @property
+    def upload_error(self) -> tuple[str, str] | None:
+        """(reason, message) of the first timeline whose uploads keep failing, or None."""
+        return next(
+            ((t.upload_error_reason, t.upload_error_message or "") for t in self.timelines if t.upload_error_reason),
+            None,
+        )
 
 
 Listener = Callable[["Tenant"], None]
@@ -234,6 +246,9 @@ class Tenant:
             state=t.state.value,
             upload_queue_unfinished=t.queue.unfinished,
             lagging_layers=tuple(sorted(str(n) for n in t.layers if n not in t.queue.remote_files)),
+            upload_error_reason=error.reason if (error := t.queue.upload_error) else None,
+            upload_error_message=error.message if error else None,
+            upload_error_permanent=error.permanent if error else False,
         )
 
     # ---- entry points -------------------------------------------------------------------------
@@ -722,6 +737,7 @@ class Tenant:
             scan = timeline.scan_timeline_dir(directory, chosen.disk_consistent_lsn)
             timeline.clean_timeline_dir(directory, scan, attaching=mode == "attach")
             queue = upload_queue.UploadQueue(self.io, self.id, tlid, directory, self.backoff)
+            queue.on_change = self._notify  # an upload error appears or clears: status, Event
             if index is not None:
                 queue.init_from_index(index)
             else:

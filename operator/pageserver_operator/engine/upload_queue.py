@@ -26,6 +26,15 @@ completed (its disk_consistent_lsn does not move over the gap; the layers it nam
 superset of that index's, so it is consistent), or not at all when no index completed yet; and
 `latest_metadata` steps back to it, so that the next scan schedules the real index. `abandons`
 counts abandoned uploads: a sync that sees it move during its pass scans again (tenant.py).
+
+Failures are retried for ever, never skipped (skipping an upload would let the next index name
+a missing object): a transient one (remote storage unreachable, a local file still being
+written) with `Backoff.delay`, a permanent one (AccessDenied, NoSuchBucket: only a fix of the
+bucket or the credentials helps) with the same backoff under the longer `Backoff.permanent_cap`.
+While an operation fails, `upload_error` says why (reason + message of the latest failure still
+unresolved; the `Synced` condition shows it), each failed attempt counts in
+``pageserver_operator_upload_errors_total{reason}``, and `on_change` is called when the shown
+error appears, changes or clears.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,11 +97,27 @@ class Backoff:
     base: float = 0.1
     factor: float = 2.0
     cap: float = 10.0
+    permanent_cap: float = 60.0
+    """The cap after a permanent failure (AccessDenied, NoSuchBucket): retried, but not hammered."""
 
-    def delay(self, attempt: int) -> float:
+    def delay(self, attempt: int, *, permanent: bool = False) -> float:
         if attempt <= 0:
             return 0.0
-        return float(min(self.base * self.factor ** (attempt - 1), self.cap))
+        return float(min(self.base * self.factor ** (attempt - 1), self.permanent_cap if permanent else self.cap))
+
+
+@dataclass(frozen=True)
+class UploadError:
+    """Why an operation of the queue is failing (the latest failure not yet resolved)."""
+
+    reason: str
+    """CamelCase, e.g. ``RemoteStorageRejected`` (AccessDenied, NoSuchBucket)."""
+    message: str
+    """Names the timeline, the operation and the error."""
+    permanent: bool
+    """Retrying alone will not fix it (retried with `Backoff.permanent_cap`)."""
+    attempts: int
+    """Failed attempts of that operation so far."""
 
 
 DEFAULT_BACKOFF = Backoff()
@@ -119,7 +145,10 @@ class UploadQueue:
         self.remote_consistent_lsn: lsn.Lsn | None = None
         #: Names of layers known to be in the remote index that has completed last.
         self.remote_files: dict[layer_name.LayerName, int | None] = {}
-        self.last_error: str | None = None
+        #: Called (no arguments) when `upload_error` appears, changes or clears.
+        self.on_change: Callable[[], None] | None = None
+        self._failing: dict[int, UploadError] = {}
+        self._shown: UploadError | None = None
         #: The index we believe is in remote storage (normalised); None: no index yet.
         self.expected_remote: bytes | None = None
         #: A failure that stopped the queue for good (split brain).
@@ -222,6 +251,18 @@ class UploadQueue:
     # ---- introspection --------------------------------------------------------------------
 
     @property
+    def upload_error(self) -> UploadError | None:
+        """The latest failure of an operation that has not succeeded since (None: all is well)."""
+        if self.fatal is not None:
+            return UploadError(self.fatal.reason, self.fatal.message, permanent=True, attempts=1)
+        return next(reversed(self._failing.values()), None)
+
+    @property
+    def last_error(self) -> str | None:
+        error = self.upload_error
+        return error.message if error is not None else None
+
+    @property
     def unfinished(self) -> int:
         """Operations queued or in flight, barriers not counted."""
         return sum(1 for op in self._queued if op.kind is not OpKind.BARRIER) + len(self._in_flight)
@@ -285,14 +326,12 @@ class UploadQueue:
             while not self.stopped:
                 try:
                     await self._perform(op)
-                    self.last_error = None
                     if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
                         self.abandoned.discard(op.name)  # the object exists now
                     break
                 except SplitBrain as e:
                     self._log.error("%s", e.message)
                     self.fatal = e
-                    self.last_error = e.message
                     self.stop(e)
                     break
                 except FileNotFoundError as e:
@@ -303,16 +342,18 @@ class UploadQueue:
                         if not self._another_upload_of(op):
                             self.latest_files.pop(op.name, None)
                         break
-                    self._record_failure(op, e, attempt)
+                    self._record_failure(task_id, op, e, attempt)
                 except Exception as e:
                     # Remote errors and OSErrors are expected; anything else is retried the same way:
                     # leaving the loop would unblock the next index as if this op had succeeded.
-                    self._record_failure(op, e, attempt)
+                    self._record_failure(task_id, op, e, attempt)
                 attempt += 1
-                await asyncio.sleep(self.backoff.delay(attempt))
+                await asyncio.sleep(self.backoff.delay(attempt, permanent=self._failing[task_id].permanent))
         finally:
             self._in_flight.pop(task_id, None)
             self._gauge(op, -1)
+            self._failing.pop(task_id, None)
+            self._error_changed()
         if not self.stopped:
             self._launch()
 
@@ -353,10 +394,27 @@ class UploadQueue:
                 "and attach again)"
             )
 
-    def _record_failure(self, op: Op, e: BaseException, attempt: int) -> None:
+    def _record_failure(self, task_id: int, op: Op, e: BaseException, attempt: int) -> None:
         what = f"{op.kind.value} {op.name}" if op.name else op.kind.value
-        self.last_error = f"timeline {self.timeline_id}: {what} failed: {e}"
-        self._log.warning("%s (attempt %d), retrying", self.last_error, attempt + 1)
+        permanent = isinstance(e, remote_errors.PermanentRemoteError)
+        message = f"timeline {self.timeline_id}: {what} failed: {e}"
+        if permanent:
+            message += f" (not transient: retried at most every {self.backoff.permanent_cap:.0f} s until fixed)"
+        error = UploadError(_reason(e), message, permanent, attempt + 1)
+        self._failing.pop(task_id, None)
+        self._failing[task_id] = error  # the latest failure last
+        metrics.UPLOAD_ERRORS.labels(str(self.tenant_id), error.reason).inc()
+        self._log.warning("%s (attempt %d), retrying", message, attempt + 1)
+        self._error_changed()
+
+    def _error_changed(self) -> None:
+        """Call `on_change` when the reason or message of `upload_error` changed."""
+        shown = self.upload_error
+        before = self._shown
+        self._shown = shown
+        key = None if shown is None else (shown.reason, shown.message)
+        if key != (None if before is None else (before.reason, before.message)) and self.on_change is not None:
+            self.on_change()
 
     async def _perform(self, op: Op) -> None:
         if op.kind is OpKind.UPLOAD_LAYER:
@@ -412,3 +470,14 @@ class UploadQueue:
         elif op.kind is OpKind.DELETE:
             assert op.name is not None
             await self.io.delete(paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name))
+
+
+def _reason(e: BaseException) -> str:
+    """A CamelCase reason for a failed attempt (as `Tenant` classifies errors)."""
+    if isinstance(e, EngineError | remote_errors.RemoteError):
+        return e.reason
+    if isinstance(e, TimeoutError):
+        return "Timeout"
+    if isinstance(e, OSError):
+        return "LocalIOError"
+    return "InternalError"

@@ -69,6 +69,10 @@ def synced_condition(
 ) -> list[dict[str, Any]]:
     if snap.state != "Active":
         return set_condition(conditions, "Synced", False, "NotActive", f"tenant is {snap.state}", generation)
+    failing = [t for t in snap.timelines if t.upload_error_reason]
+    if failing:  # uploads keep failing: say why (e.g. RemoteStorageRejected: AccessDenied)
+        msg = "; ".join(t.upload_error_message or "" for t in failing)
+        return set_condition(conditions, "Synced", False, failing[0].upload_error_reason or "", msg, generation)
     lagging = [t for t in snap.timelines if t.upload_lag_bytes or t.upload_queue_unfinished]
     if lagging:
         msg = "; ".join(_lag_message(t) for t in lagging)

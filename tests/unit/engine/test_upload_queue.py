@@ -16,7 +16,9 @@ deterministically, not inferred from timing:
 - an upload whose local file vanished is abandoned and no later index names it (fix of #5635),
   until a file of that name is uploaded again (issue 14, defect 9); the index whose snapshot
   lost it keeps the previous disk_consistent_lsn, or is not uploaded if there is none (defect 4);
-- transient failures are retried, the index still waits;
+- transient failures are retried, the index still waits; while an operation fails the queue
+  says why (`upload_error`: reason + message), counts it, and retries a permanent failure
+  (AccessDenied) on the longer capped schedule (issue 14, defect 11);
 - the same scenario over `LocalFsStorage` leaves exactly the expected objects.
 """
 
@@ -26,14 +28,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from helpers.fake_storage import FakeStorage
-from pageserver_operator.engine import paths, remote_io
+from helpers.fake_storage import FakeStorage, Gate
+from pageserver_operator.engine import metrics, paths, remote_io
 from pageserver_operator.engine.upload_queue import Backoff, OpKind, QueueStopped, UploadQueue
 from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
 from pageserver_operator.remote import errors as remote_errors
@@ -615,6 +617,90 @@ def test_transient_upload_failures_are_retried_and_the_index_still_waits(env: En
         starts = env.started()
         assert starts.index(("put", INDEX_KEY)) > len(starts) - 2
         assert set(env.uploaded_index().layers) == {A}
+
+    run(scenario)
+
+
+@dataclass(frozen=True)
+class RecordingBackoff(Backoff):
+    """Records each (attempt, permanent) asked for; ``before`` runs before the given attempt
+    starts (e.g. to hold it in flight), deterministically."""
+
+    calls: list[tuple[int, bool]] = field(default_factory=list)
+    before: dict[int, Callable[[], object]] = field(default_factory=dict)
+
+    def delay(self, attempt: int, *, permanent: bool = False) -> float:
+        self.calls.append((attempt, permanent))
+        hook = self.before.get(attempt + 1)
+        if hook is not None:
+            hook()
+        return 0.001
+
+
+def test_backoff_caps_permanent_failures_later_than_transient_ones() -> None:
+    b = Backoff()
+    assert [b.delay(n) for n in (0, 1, 2, 8, 30)] == [0.0, 0.1, 0.2, 10.0, 10.0]
+    assert [b.delay(n, permanent=True) for n in (1, 2, 9, 30)] == [0.1, 0.2, 25.6, 60.0]
+
+
+def test_a_permanent_upload_error_is_shown_counted_and_retried_on_the_capped_schedule(env: Env) -> None:
+    """Issue 14, defect 11: AccessDenied was retried for ever with nothing shown. Now the
+    queue says why (reason + message, for the Synced condition and an Event), counts it, and
+    retries on the permanent schedule; once the bucket is fixed it succeeds and the error clears."""
+
+    async def scenario() -> None:
+        backoff = RecordingBackoff()
+        q = UploadQueue(env.io, TENANT, TIMELINE, env.dir, backoff)
+        changes: list[tuple[str, str] | None] = []
+        q.on_change = lambda: changes.append(
+            None if q.upload_error is None else (q.upload_error.reason, q.upload_error.message)
+        )
+        q.init_empty(meta(0x1000000))
+        counter = metrics.UPLOAD_ERRORS.labels(str(TENANT), "RemoteStorageRejected")
+        before = counter._value.get()
+        denied = "upload of s3://b/k rejected: AccessDenied (HTTP 403): Access Denied"
+        env.storage.fail("upload", str(A), *(remote_errors.PermanentRemoteError(denied) for _ in range(3)))
+        gates: list[Gate] = []
+        backoff.before[4] = lambda: gates.append(env.storage.hold("upload", str(A)))  # until "fixed"
+        q.schedule_layer_upload(A, env.layer(A, 9))
+        q.schedule_index_upload(meta(0x1100000))
+        await until(lambda: bool(gates), "third attempt failed")
+        gate = gates[0]
+        await asyncio.to_thread(gate.wait_started)
+        error = q.upload_error
+        assert error is not None
+        assert error.reason == "RemoteStorageRejected" and error.permanent and error.attempts == 3
+        assert str(TIMELINE) in error.message and "AccessDenied" in error.message and str(A) in error.message
+        assert counter._value.get() - before == 3
+        assert backoff.calls == [(1, True), (2, True), (3, True)]
+        assert changes and changes[0] is not None and changes[0][0] == "RemoteStorageRejected"
+        assert INDEX_KEY not in env.storage.objects  # the index still waits
+        gate.release()
+        await q.wait_completion()
+        assert q.upload_error is None and changes[-1] is None
+        assert set(env.uploaded_index().layers) == {A}
+
+    run(scenario)
+
+
+def test_a_transient_upload_error_is_shown_until_the_operation_succeeds(env: Env) -> None:
+    async def scenario() -> None:
+        backoff = RecordingBackoff()
+        q = UploadQueue(env.io, TENANT, TIMELINE, env.dir, backoff)
+        q.init_empty(meta(0x1000000))
+        env.storage.fail("put", "index_part.json", remote_errors.TransientRemoteError("connection reset"))
+        gates: list[Gate] = []
+        backoff.before[2] = lambda: gates.append(env.storage.hold("put", "index_part.json"))
+        q.schedule_index_upload(meta(0x1000000))
+        await until(lambda: bool(gates), "first attempt failed")
+        gate = gates[0]
+        await asyncio.to_thread(gate.wait_started)
+        error = q.upload_error
+        assert error is not None and error.reason == "RemoteStorageUnavailable" and not error.permanent
+        assert backoff.calls == [(1, False)]
+        gate.release()
+        await q.wait_completion()
+        assert q.upload_error is None
 
     run(scenario)
 

@@ -40,6 +40,7 @@ error appears, changes or clears.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Callable
@@ -148,6 +149,7 @@ class UploadQueue:
         #: Called (no arguments) when `upload_error` appears, changes or clears.
         self.on_change: Callable[[], None] | None = None
         self._failing: dict[int, UploadError] = {}
+        self._stopping = asyncio.Event()
         self._shown: UploadError | None = None
         #: The index we believe is in remote storage (normalised); None: no index yet.
         self.expected_remote: bytes | None = None
@@ -233,6 +235,7 @@ class UploadQueue:
         if self.stopped:
             return
         self.stopped = True
+        self._stopping.set()
         for op in self._queued:
             if op.barrier is not None and not op.barrier.done():
                 op.barrier.set_exception(
@@ -348,7 +351,9 @@ class UploadQueue:
                     # leaving the loop would unblock the next index as if this op had succeeded.
                     self._record_failure(task_id, op, e, attempt)
                 attempt += 1
-                await asyncio.sleep(self.backoff.delay(attempt, permanent=self._failing[task_id].permanent))
+                delay = self.backoff.delay(attempt, permanent=self._failing[task_id].permanent)
+                with contextlib.suppress(TimeoutError):  # `stop` ends the wait: `join` is prompt
+                    await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
             self._in_flight.pop(task_id, None)
             self._gauge(op, -1)

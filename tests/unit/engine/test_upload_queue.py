@@ -705,6 +705,23 @@ def test_a_transient_upload_error_is_shown_until_the_operation_succeeds(env: Env
     run(scenario)
 
 
+def test_stop_ends_the_wait_between_attempts_so_join_is_prompt(env: Env) -> None:
+    """A permanent failure waits up to `Backoff.permanent_cap` between attempts; a reload stops
+    the queue and joins it (defect 5), which must not wait that long."""
+
+    async def scenario() -> None:
+        q = UploadQueue(env.io, TENANT, TIMELINE, env.dir, Backoff(base=300, cap=300, permanent_cap=300))
+        q.init_empty(meta(0x1000000))
+        env.storage.fail("upload", str(A), remote_errors.PermanentRemoteError("AccessDenied"))
+        q.schedule_layer_upload(A, env.layer(A, 3))
+        await until(lambda: q.upload_error is not None, "first attempt failed")
+        q.stop()
+        await asyncio.wait_for(q.join(), 5)
+        assert key(A) not in env.storage.objects
+
+    run(scenario)
+
+
 def test_local_file_of_the_wrong_size_is_retried_not_uploaded(env: Env) -> None:
     async def scenario() -> None:
         q = env.queue()

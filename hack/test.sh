@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (the one the README shows and .ci/run runs):
 #   ruff check -> mypy (strict, config in pyproject.toml) -> lint-imports (if configured) -> pytest
+#
+#   hack/test.sh          the full suite: every collected test (what CI runs; nothing deselected)
+#   hack/test.sh --fast   the fast tier: the same static checks, then only the unit and in-process
+#                         tests (pytest --fast: no control plane, S3 server or Docker; see
+#                         tests/conftest.py for how a test that needs one cannot slip in)
 # Extra arguments go to pytest, e.g. `hack/test.sh tests/unit -k lsn`.
 # Every stage runs even if an earlier one failed, so one run reports everything; the exit
-# status is non-zero if any stage failed. Each stage prints how long it took.
+# status is non-zero if any stage failed. Each stage, and the tier, prints how long it took.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,7 +19,16 @@ if [[ ! -x "$venv_bin/python" ]]; then
   exit 2
 fi
 
+tier=full
+pytest_args=()
+if [[ "${1:-}" == "--fast" ]]; then
+  tier=fast
+  pytest_args=(--fast)
+  shift
+fi
+
 now_ms() { date +%s%3N; }
+tier_started="$(now_ms)"
 failed=()
 summary=()
 
@@ -44,11 +58,13 @@ if [[ -f .importlinter ]] || grep -q '^\[tool\.importlinter\]' pyproject.toml; t
 else
   summary+=("n/a     lint-imports (no .importlinter contract configured)")
 fi
-stage pytest "$venv_bin/pytest" "$@"
+stage pytest "$venv_bin/pytest" "${pytest_args[@]}" "$@"
 
+tier_ms=$(($(now_ms) - tier_started))
 echo
-echo "hack/test.sh summary:"
+echo "hack/test.sh summary ($tier tier):"
 printf '  %s\n' "${summary[@]}"
+printf '  %s tier: %d.%03d s in all\n' "$tier" $((tier_ms / 1000)) $((tier_ms % 1000))
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAILED stages: ${failed[*]}" >&2
   exit 1

@@ -1,8 +1,16 @@
-"""Session fixtures for the real components: a control plane and an S3 server.
+"""Session fixtures for the real components: a control plane and an S3 server; and the tiers.
 
 The logic lives in :mod:`pageserver_operator.devenv`; this file only scopes it. Under
 ``CI=true`` a component that cannot be built or started FAILS the tests that need it
 (with the reason); elsewhere those tests are skipped with the reason.
+
+Tiers. A plain run (``hack/test.sh``, CI) selects nothing away: every collected test runs.
+``--fast`` (``hack/test.sh --fast``) runs only the unit and in-process tests: it deselects every
+test marked ``integration``, ``e2e``, ``docker`` or ``kind``. Markers are not only what a module
+declares: a test that uses the S3 server or the control plane (directly or through any fixture,
+or as the ``s3`` case of the ``backend`` fixture) is marked here at collection, so a test cannot
+land in the fast tier by forgetting its marker; and under ``--fast`` starting a control plane or
+an S3 server fails the test with that explanation instead of making the tier slow.
 """
 
 from __future__ import annotations
@@ -10,11 +18,62 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
 from helpers.components import unavailable
 from pageserver_operator.devenv import binaries, controlplane, objectstore, processes
+
+INTEGRATION_FIXTURES = frozenset({"s3_server", "s3_bucket"})
+"""Fixtures that mean "needs the real S3 server"."""
+E2E_FIXTURES = frozenset({"control_plane", "kubectl", "helm"})
+"""Fixtures that mean "needs the real control plane" (or a tool built for it)."""
+SLOW_MARKERS = ("integration", "e2e", "docker", "kind")
+"""What ``--fast`` deselects."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the fast tier: unit and in-process tests only (deselects " + ", ".join(SLOW_MARKERS) + ")",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("fast"):
+
+        def refuse(component: str) -> Any:
+            def start(*args: object, **kwargs: object) -> NoReturn:
+                pytest.fail(
+                    f"the fast tier (--fast) must not start {component}: this test needs it, so mark "
+                    "it (pytest.mark.integration for the S3 server, pytest.mark.e2e for the control plane)",
+                    pytrace=False,
+                )
+
+            return start
+
+        # Patched in this process only: the fast tier's.
+        controlplane.ControlPlane.start = classmethod(refuse("the control plane"))  # type: ignore[assignment,method-assign]
+        objectstore.ObjectStore.start = classmethod(refuse("the S3 server"))  # type: ignore[assignment,method-assign]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if names & INTEGRATION_FIXTURES or params.get("backend") == "s3":
+            item.add_marker(pytest.mark.integration)
+        if names & E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+    if not config.getoption("fast"):
+        return
+    kept = [item for item in items if not any(item.get_closest_marker(m) for m in SLOW_MARKERS)]
+    dropped = [item for item in items if item not in kept]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

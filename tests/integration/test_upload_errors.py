@@ -59,6 +59,7 @@ def test_an_upload_refused_by_the_server_is_shown_counted_and_retried(
             snap = t.snapshot()
             assert snap.state == "Active"
             assert snap.upload_error is not None
+            assert t.upload_error == snap.upload_error  # the cheap form, for the controller's Event
             reason, message = snap.upload_error
             assert reason == "RemoteStorageRejected"
             assert str(tl) in message and "does not exist" in message and s3_bucket in message, message

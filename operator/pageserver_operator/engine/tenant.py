@@ -217,6 +217,16 @@ class Tenant:
             self.message = message
             self._notify()
 
+    @property
+    def upload_error(self) -> tuple[str, str] | None:
+        """(reason, message) of the first timeline whose uploads keep failing, or None; cheap
+        (no snapshot). Listeners are notified when it appears, changes or clears."""
+        for _, t in sorted(self.timelines.items()):
+            error = t.queue.upload_error
+            if error is not None:
+                return error.reason, error.message
+        return None
+
     def snapshot(self) -> TenantSnapshot:
         return TenantSnapshot(
             tenant_id=str(self.id),

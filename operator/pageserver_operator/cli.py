@@ -3,6 +3,10 @@
 Contract: DESIGN §7. Exit status 0 when the tenant ended Active (or the command succeeded),
 1 when it ended Broken or the command failed (one line on stderr a person can act on), 2 for
 invalid usage or settings. Every flag has an environment variable; a flag wins over it.
+
+``attach``, ``load``, ``sync`` and ``detach`` ride out transient failures (remote storage
+unreachable, timeouts) for ``--retry-timeout`` seconds (`manager.retry_transient`, the engine's
+backoff), printing "retrying in ..." on stderr each time; a permanent error ends them at once.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pydantic
 
@@ -27,6 +31,8 @@ from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
 from pageserver_operator.remote import errors as remote_errors
 from pageserver_operator.remote import url as remote_url
+
+T = TypeVar("T")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -58,6 +64,15 @@ def _add_storage_flags(p: argparse.ArgumentParser, remote: bool = True) -> None:
         )
 
 
+def _add_retry(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--retry-timeout", type=float, default=_env("RETRY_TIMEOUT"), metavar="SECONDS",
+        help="ride out transient failures (remote storage unreachable, timeouts) for this long, "
+        "saying 'retrying' on stderr; a permanent error ends the command at once "
+        f"(env PAGESERVER_OPERATOR_RETRY_TIMEOUT, default {manager.DEFAULT_RETRY_TIMEOUT:.0f}; 0: give up at once)",
+    )
+
+
 def _add_tenant(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("tenant_id", metavar="TENANT_ID", nargs="?" if optional else None, help="32 lowercase hex")
 
@@ -74,16 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attach", help="attach a tenant, or resume an interrupted attach; waits for Active")
     _add_storage_flags(p)
+    _add_retry(p)
     _add_tenant(p)
     p = sub.add_parser("load", help="load tenants from disk and reconcile with remote storage")
     _add_storage_flags(p)
+    _add_retry(p)
     _add_tenant(p, optional=True)
     p = sub.add_parser("sync", help="upload local-only layers, then the index; waits for completion")
     _add_storage_flags(p)
+    _add_retry(p)
     _add_tenant(p)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the uploads")
     p = sub.add_parser("detach", help="drain uploads, then remove the local tenant")
     _add_storage_flags(p)
+    _add_retry(p)
     _add_tenant(p)
     p.add_argument(
         "--keep-local", action="store_true",
@@ -167,6 +186,18 @@ def _manager(s: settings.EngineSettings) -> manager.TenantManager:
     return manager.TenantManager(s.workdir, storage)
 
 
+async def _retrying(args: argparse.Namespace, m: manager.TenantManager, op: Callable[[], Awaitable[T]]) -> T:
+    """``op``, run again after transient failures for up to ``--retry-timeout`` seconds."""
+    timeout = manager.DEFAULT_RETRY_TIMEOUT if args.retry_timeout is None else args.retry_timeout
+    if timeout < 0:
+        raise CommandError(f"--retry-timeout must be >= 0, got {timeout}", EXIT_USAGE)
+
+    def say(e: EngineError, delay: float) -> None:
+        print(f"pageserver-operator {args.command}: retrying in {delay:.1f} s: {e.reason}: {e.message}", file=sys.stderr, flush=True)
+
+    return await manager.retry_transient(op, timeout, say, m.backoff)
+
+
 async def _drain(m: manager.TenantManager, tid: ids.TenantId, timeout: float = 600.0) -> None:
     t = m.get(tid)
     await asyncio.wait_for(asyncio.gather(*(tl.queue.wait_completion() for tl in t.timelines.values())), timeout)
@@ -186,8 +217,12 @@ async def _cmd_attach(args: argparse.Namespace) -> None:
     m = _manager(_engine_settings(args))
     tid = _tenant_id(args.tenant_id)
     try:
-        await m.get(tid).attach()
-        await _drain(m, tid)
+
+        async def attach() -> None:
+            await m.get(tid).attach()
+            await _drain(m, tid)
+
+        await _retrying(args, m, attach)
         _report(m, tid)
     finally:
         m.close()
@@ -199,9 +234,13 @@ async def _cmd_load(args: argparse.Namespace) -> None:
         tids = [_tenant_id(args.tenant_id)] if args.tenant_id else m.scan_volume().tenants
         failures = []
         for tid in tids:
-            try:
+
+            async def load(tid: ids.TenantId = tid) -> None:
                 await m.get(tid).load()
                 await _drain(m, tid)
+
+            try:
+                await _retrying(args, m, load)
             except EngineError as e:
                 failures.append(e)
             _report(m, tid)
@@ -218,8 +257,8 @@ async def _cmd_sync(args: argparse.Namespace) -> None:
         t = m.get(tid)
         if t.local_state() != "present":
             raise CommandError(f"tenant {tid} is not attached in {m.tenants_root} (run attach first)")
-        await t.load()
-        await t.sync(timeout=args.timeout)
+        await _retrying(args, m, t.load)
+        await _retrying(args, m, lambda: t.sync(timeout=args.timeout))
         _report(m, tid)
     finally:
         m.close()
@@ -229,7 +268,7 @@ async def _cmd_detach(args: argparse.Namespace) -> None:
     m = _manager(_engine_settings(args))
     tid = _tenant_id(args.tenant_id)
     try:
-        await m.get(tid).detach(timeout=args.timeout, keep_local=args.keep_local)
+        await _retrying(args, m, lambda: m.get(tid).detach(timeout=args.timeout, keep_local=args.keep_local))
         print(f"tenant {tid}: detached")
     finally:
         m.close()

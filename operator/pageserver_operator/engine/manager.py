@@ -8,17 +8,27 @@ touched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pageserver_operator.engine import crashsafe, paths, remote_io, tenant, upload_queue
+from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
 from pageserver_operator.remote import base
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long a command of the CLI rides out transient failures (remote storage down) by default.
+DEFAULT_RETRY_TIMEOUT = 120.0
 
 
 @dataclass
@@ -83,3 +93,31 @@ class TenantManager:
         for t in self.tenants.values():
             t.stop()
         self.io.close()
+
+
+async def retry_transient(
+    op: Callable[[], Awaitable[T]],
+    timeout: float,
+    on_retry: Callable[[EngineError, float], None],
+    backoff: upload_queue.Backoff = upload_queue.DEFAULT_BACKOFF,
+) -> T:
+    """Run ``op`` again after a transient `EngineError` (remote storage unreachable, a timeout),
+    with the engine's capped backoff (the upload queue's), for up to ``timeout`` seconds; then
+    the last error is raised. A permanent error is raised at once. ``on_retry(error, delay)`` is
+    told before each wait. Every engine operation is idempotent (a resumed attach, a reload), so
+    running it again is safe: this is what the operator's controller does for a tenant, for the
+    CLI (the backends' own retries give up after seconds)."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            return await op()
+        except EngineError as e:
+            if not e.transient:
+                raise
+            attempt += 1
+            delay = backoff.delay(attempt)
+            if time.monotonic() + delay > deadline:
+                raise
+            on_retry(e, delay)
+            await asyncio.sleep(delay)

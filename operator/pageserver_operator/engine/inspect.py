@@ -50,7 +50,7 @@ def inspect_tenant(
             if storage is not None:
                 try:
                     idx = index_part.IndexPart.parse(storage.get_bytes(paths.remote_index_key(tenant_id, tlid)))
-                    rcl = str(idx.disk_consistent_lsn)
+                    rcl = str(idx.metadata.disk_consistent_lsn)
                     remote_names = set(idx.layers)
                 except remote_errors.NotFound:
                     pass

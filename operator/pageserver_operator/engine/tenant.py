@@ -672,10 +672,12 @@ class Tenant:
                     "list (first: %s)", tlid, key, len(ignored), format_errors.show(ignored[0]),
                 )
             if meta.disk_consistent_lsn != index.disk_consistent_lsn:
-                raise EngineError(
-                    "InvalidIndexPart",
-                    f"timeline {self.id}/{tlid}: {key}: disk_consistent_lsn {index.disk_consistent_lsn} "
-                    f"disagrees with metadata_bytes ({meta.disk_consistent_lsn})",
+                # The field is a copy of the metadata's for humans (reference §2.3), never read
+                # by the reference: metadata_bytes are authoritative, the next index we upload
+                # carries the metadata's value (docs/reliability.md, "The writer protocol").
+                self._log.warning(
+                    "timeline %s: %s: disk_consistent_lsn %s differs from metadata_bytes (%s); using "
+                    "the metadata's", tlid, key, index.disk_consistent_lsn, meta.disk_consistent_lsn,
                 )
             if meta.ancestor_timeline == tlid:
                 raise EngineError(

@@ -179,7 +179,7 @@ class UploadQueue:
         self.remote_files = dict(self.latest_files)
         self.latest_metadata = index.metadata
         self.remote_metadata = index.metadata
-        self.remote_consistent_lsn = index.disk_consistent_lsn
+        self.remote_consistent_lsn = index.metadata.disk_consistent_lsn  # metadata_bytes are authoritative
 
     def init_empty(self, meta: metadata.TimelineMetadata) -> None:
         self._init()

@@ -286,7 +286,15 @@ def _cmd_status(args: argparse.Namespace) -> None:
             storage = remote_url.open_remote(remote_url.parse_remote_url(args.remote))
         except ValueError as e:
             raise CommandError(str(e), EXIT_USAGE) from e
-    snap = inspect.inspect_tenant(workdir, tid, storage)
+    try:
+        snap = inspect.inspect_tenant(workdir, tid, storage)
+    except remote_errors.RemoteError as e:
+        if storage is None:
+            raise
+        # The volume is still worth showing (e.g. the dev environment is down).
+        print(f"(remote storage not readable, showing the volume only: {e.reason}: {e})", file=sys.stderr)
+        storage = None
+        snap = inspect.inspect_tenant(workdir, tid, None)
     status = v1alpha1.status_from_snapshot(snap)
     if args.json:
         print(json.dumps(status.model_dump(by_alias=True, exclude_none=True), indent=2))

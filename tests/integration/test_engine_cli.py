@@ -7,6 +7,7 @@ flags fall back to ``PAGESERVER_OPERATOR_*`` environment variables and win over 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,23 @@ def test_status_reads_the_remote_named_by_the_environment(tmp_path: Path, monkey
         fields = line.split()
         disk = fields[fields.index("disk_consistent_lsn") + 1]
         assert fields[fields.index("remote_consistent_lsn") + 1] == disk, line
+
+
+def test_status_shows_the_volume_when_the_remote_is_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With PAGESERVER_OPERATOR_REMOTE left over from a dev environment that is down, `status`
+    still shows the volume (exit 0) and says the remote was not readable."""
+    w, r = tmp_path / "w", tmp_path / "r"
+    r.mkdir()
+    gen = testdata.make_remote_tenant(LocalFsStorage(r), testdata.TenantShape(timelines=1, layers=1, layer_size=100, seed=4))
+    res = cli.run(["attach", "--workdir", str(w), "--remote", f"file://{r}", str(gen.tenant_id)])
+    assert res.returncode == cli.EXIT_OK, cli.describe(res)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PAGESERVER_OPERATOR_REMOTE", f"s3://gone?endpoint=http://127.0.0.1:{port}&region=us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    res = cli.run(["status", "--workdir", str(w), str(gen.tenant_id)])
+    assert res.returncode == cli.EXIT_OK, cli.describe(res)
+    assert "remote storage not readable" in res.stderr, cli.describe(res)
+    assert f"tenant {gen.tenant_id}: Active" in res.stdout and "remote_consistent_lsn not-read" in res.stdout, res.stdout

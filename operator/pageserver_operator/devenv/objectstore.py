@@ -200,8 +200,15 @@ class ObjectStore:
         try:
             paginator = client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=name):
-                for obj in page.get("Contents", []):
-                    client.delete_object(Bucket=name, Key=obj["Key"])
+                keys = [obj["Key"] for obj in page.get("Contents", [])]
+                if not keys:
+                    continue
+                # One request per page (up to 1000 keys) instead of one per object.
+                result = client.delete_objects(
+                    Bucket=name, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
+                )
+                for failed in result.get("Errors", []):
+                    client.delete_object(Bucket=name, Key=failed["Key"])
             client.delete_bucket(Bucket=name)
         except botocore.exceptions.ClientError as error:
             if error.response.get("Error", {}).get("Code") != "NoSuchBucket":

@@ -211,6 +211,8 @@ DEFAULT_SECONDS = {
     "kube-apiserver go build": 410.0,
     "etcd go build": 40.0,
     "kubectl go build": 150.0,
+    "kube-apiserver package list": 20.0,
+    "etcd package list": 5.0,
     "kubernetes source download": 30.0,
     "kubernetes module downloads": 60.0,
     "etcd module downloads": 20.0,
@@ -447,7 +449,8 @@ def build(component: Component) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{component.name}.partial")
     try:  # the number of packages, for the progress lines (`go build -v` names each one it compiles)
-        packages: int | None = len(_run_go(go, ["list", "-deps", component.package], workdir).split())
+        listed = _run_go(go, ["list", "-deps", component.package], workdir, step=f"{component.name} package list")
+        packages: int | None = len(listed.split())
     except BuildError:
         packages = None
     _run_go(

@@ -9,7 +9,12 @@ threads and polls (one LIST per second) until every one is Ready.
 Reported: seconds from the first create to all Ready; the operator's peak RSS (``VmHWM``) and
 CPU seconds; API requests per tenant from the apiserver's ``apiserver_request_total``, by
 verb and resource, with the harness's own requests (N creates, the LIST polls) subtracted.
-The measurement holds the machine-wide heavy-job lock.
+
+Then the restart: the operator is stopped and started again on the same volume; measured are
+the seconds until its metrics count N Active tenants, and the API requests it made from its
+start until then plus a quiet period (`RESTART_SETTLE` seconds after the last of them, status
+writes included). The harness makes no API request meanwhile. The measurement holds the
+machine-wide heavy-job lock.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from bench import measure
 SHAPE_LAYERS = 2
 SHAPE_LAYER_SIZE = 16 << 10
 READY_TIMEOUT = 900.0
+#: after a restart, seconds without any new operator request before the count is taken
+RESTART_SETTLE = 5.0
 NAMESPACE = "bench"
 GROUP, VERSION, PLURAL = "pageserver.dev", "v1alpha1", "tenants"
 _REQ = re.compile(r"^apiserver_request_total\{([^}]*)\}\s+(\S+)$")
@@ -182,6 +189,8 @@ def run(n: int, state_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
             for line in Path(f"/proc/{op_proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     vmhwm = int(line.split()[1]) * 1024
+            restart = _restart(op_proc, argv, plane, metrics_port, liveness_port, n, state_dir, op_env, log)
+            op_proc = restart.pop("process")
         log(f"control plane: {ready}/{n} Ready after {elapsed:.1f} s; operator cpu {cpu:.1f} s")
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
         delta = {k: v for k, v in delta.items() if v > 0}
@@ -203,11 +212,74 @@ def run(n: int, state_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
             "operator_requests_total": sum(ours.values()),
             "requests_per_tenant": sum(ours.values()) / n,
             "samples": samples,
+            "restart": restart,
         }
     finally:
         if op_proc is not None:
             op_proc.stop()
         env.stop()
+
+
+def _restart(
+    old: Any,
+    argv: list[str],
+    plane: Any,
+    metrics_port: int,
+    liveness_port: int,
+    n: int,
+    state_dir: Path,
+    env: dict[str, str],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Stop the operator, start it again, count its API requests until every tenant is Active
+    again and nothing more is requested for `RESTART_SETTLE` seconds."""
+    from pageserver_operator.devenv import processes
+
+    old.stop()
+    before = _apiserver_requests(plane)
+    t0 = time.monotonic()
+    proc = processes.ManagedProcess.start("operator (restarted)", argv, state_dir / "operator-2.log", env=env)
+    processes.wait_until(
+        proc, lambda: processes.http_ok(f"http://127.0.0.1:{liveness_port}/healthz"), 120, "live"
+    )
+    active = 0.0
+    while time.monotonic() - t0 < READY_TIMEOUT:
+        active = _metric(metrics_port, "pageserver_operator_tenants", 'phase="Active"')
+        if active >= n:
+            break
+        time.sleep(0.5)
+    all_active = time.monotonic() - t0
+    last, quiet_since = _apiserver_requests(plane), time.monotonic()
+    while time.monotonic() - quiet_since < RESTART_SETTLE:
+        time.sleep(1.0)
+        now = _apiserver_requests(plane)
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+    delta = {k: last.get(k, 0) - before.get(k, 0) for k in set(last) | set(before)}
+    ours = {" ".join(x for x in k if x): v for k, v in sorted(delta.items()) if v > 0}
+    total = sum(ours.values())
+    log(f"control plane: restart: {active:.0f}/{n} Active after {all_active:.1f} s; {total:.0f} API requests")
+    return {
+        "process": proc,
+        "active": active,
+        "seconds_to_all_active": all_active,
+        "operator_requests": ours,
+        "operator_requests_total": total,
+        "requests_per_tenant": total / n,
+    }
+
+
+def _metric(port: int, name: str, labels: str) -> float:
+    """A sample of the operator's /metrics (0 when absent or unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -228,6 +300,15 @@ def markdown(r: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.0f}" for k, v in r["operator_requests"].items()),
         "",
     ]
+    rs = r.get("restart")
+    if rs:
+        lines += [
+            f"Operator restart with {r['tenants']} Active tenants: {rs['active']:.0f} Active again after "
+            f"{rs['seconds_to_all_active']:.1f} s; {rs['operator_requests_total']:.0f} API requests "
+            f"({rs['requests_per_tenant']:.2f} per tenant): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in rs["operator_requests"].items()),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -49,9 +49,7 @@ def test_api_server_accepts_and_serves_the_crd(kube: helpers.Kubectl, crd_instal
     ]
     tenant_id = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["tenantId"]
     assert tenant_id["pattern"] == v1alpha1.TENANT_ID_PATTERN
-    assert tenant_id["x-kubernetes-validations"] == [
-        {"rule": "self == oldSelf", "message": "tenantId is immutable"}
-    ]
+    assert tenant_id["x-kubernetes-validations"] == [crd.TENANT_ID_IMMUTABLE]
 
 
 def test_openapi_is_published_for_kubectl_explain(kube: helpers.Kubectl, crd_installed: None) -> None:

@@ -18,6 +18,15 @@ from pageserver_operator.api import v1alpha1
 
 _DROP = {"title", "default", "additionalProperties"}
 
+#: The CEL rule of ``spec.tenantId``; the refusal names both values (``message`` is the fallback
+#: of an API server that cannot evaluate ``messageExpression``).
+TENANT_ID_IMMUTABLE = {
+    "rule": "self == oldSelf",
+    "message": "tenantId is immutable",
+    "messageExpression": "'tenantId is immutable: it is ' + oldSelf + ', not ' + self"
+    " + ' (delete this Tenant and create another one to manage another tenant)'",
+}
+
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
@@ -57,9 +66,7 @@ def model_schema(model: type[v1alpha1.Model]) -> dict[str, Any]:
 
 def crd() -> dict[str, Any]:
     spec = model_schema(v1alpha1.TenantSpec)
-    spec["properties"]["tenantId"]["x-kubernetes-validations"] = [
-        {"rule": "self == oldSelf", "message": "tenantId is immutable"}
-    ]
+    spec["properties"]["tenantId"]["x-kubernetes-validations"] = [TENANT_ID_IMMUTABLE]
     status = model_schema(v1alpha1.TenantStatus)
     status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
     status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]

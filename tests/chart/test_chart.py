@@ -471,7 +471,7 @@ def test_operator_as_the_chart_service_account_attaches_syncs_and_detaches_witho
     helpers.wait_gone(s.k, name, timeout=ACTIVE_TIMEOUT)
     assert not (workdir / "tenants" / tenant_id).exists()
     reasons = {e.get("reason") for e in s.k.events(name)}
-    assert {"Active", "Detached"} <= reasons, reasons
+    assert "Detached" in reasons, reasons  # (no Event repeats the status: no "Active")
 
     op.stop()
     log = op.log()

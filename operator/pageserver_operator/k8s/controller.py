@@ -5,15 +5,29 @@ Lifecycle of a controller:
    -> load + reconcile_with_remote, nothing -> attach);
    - a transient failure (remote storage down, ...) is retried with capped backoff and shown in
      ``status.message``; the phase stays what it was;
-   - a permanent failure makes the tenant Broken (reason, message, Event) and schedules an
-     automatic retry with capped exponential backoff (``status.attempts``,
+   - a permanent failure makes the tenant Broken (reason, message, a Warning Event) and
+     schedules an automatic retry with capped exponential backoff (``status.attempts``,
      ``status.nextRetryTime``); a new value of the ``pageserver.dev/retry`` annotation or a
-     spec change retries at once;
+     spec change retries at once. ``attempts`` is reset only once a sync succeeded, so a
+     failure that only a sync finds (a split brain) backs off too;
 2. while Active, sync every ``sync_period`` seconds (new local layers uploaded, then the index);
 3. on deletion the handler cancels the task, then detaches (see handlers.py).
 
-Only one resource may own a tenant id on this volume; a second one is Broken with
-``TenantIdInUse`` and never touches the data.
+Inputs are never lost: a spec change or a retry annotation sets a wake flag that is cleared
+only when it is consumed (right before the newest spec is read), so one arriving during an
+attach, a sync or an Event post is acted on at the next wait. ``observedGeneration`` is the
+generation of the spec the engine was last given (by a bring-up that ended, or an
+``apply_config`` that succeeded), never merely the newest one seen.
+
+Ownership: only one resource may own a tenant id on this volume. The owner is the oldest claim
+(``creationTimestamp``, then ``uid``) among the Tenant resources naming it, which every
+operator process computes the same way from what the API server holds (kopf's index of all
+Tenants is complete before any handler runs), so it survives restarts. A non-owner gets its own
+status (Broken ``TenantIdInUse``, nothing of the owner's) and never touches the data; when the
+owner goes, the oldest waiting claim is promoted.
+
+Crash behaviour: nothing here is durable except what the API server holds (status, the
+finalizer); a restarted operator recomputes ownership and restarts every controller.
 """
 
 from __future__ import annotations
@@ -21,13 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pageserver_operator import settings as settings_mod
 from pageserver_operator.api import v1alpha1
-from pageserver_operator.engine import manager, tenant
+from pageserver_operator.engine import manager, progress, tenant
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
 from pageserver_operator.k8s import kube, status
@@ -37,22 +52,37 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+@dataclass(frozen=True, order=True)
+class Claim:
+    """A Tenant resource naming a tenant id. The smallest claim owns it: ``created`` (the
+    RFC 3339 ``creationTimestamp``, sortable as text), then ``uid``."""
+
+    created: str
+    uid: str
+    key: Key
+
+
+def claim_of(body: Any) -> Claim:
+    meta = body.get("metadata") or {}
+    return Claim(
+        str(meta.get("creationTimestamp") or ""),
+        str(meta.get("uid") or ""),
+        (str(meta.get("namespace") or ""), str(meta.get("name") or "")),
+    )
+
+
+def tenant_id_of(body: Any) -> ids.TenantId:
+    return ids.TenantId.parse(str((body.get("spec") or {}).get("tenantId")))
 
 
 def retry_delay(attempt: int, initial: float, cap: float) -> float:
     return float(min(initial * 2 ** max(attempt - 1, 0), cap))
 
 
-_EVENTS: dict[str, tuple[str, str]] = {
-    # engine state -> (event type, event reason)
-    "Attaching": ("Normal", "AttachStarted"),
-    "Loading": ("Normal", "LoadStarted"),
-    "Active": ("Normal", "Active"),
-    "Broken": ("Warning", "Broken"),
-    "Stopping": ("Normal", "DetachStarted"),
-}
+#: first delay after a transient failure of a bring-up (doubles up to a minute)
+TRANSIENT_DELAY = 1.0
+
+_NO_PROGRESS = progress.ProgressSnapshot(0, 0, 0, 0, None, None)
 
 
 class TenantController:
@@ -70,26 +100,22 @@ class TenantController:
         self.kube = k
         self.settings = s
         self.owns_tenant = owns_tenant
+        #: the owner's key while this resource waits as a duplicate
+        self.refused_by: Key | None = None
         self.ref: dict[str, Any] = {}
         self.spec: dict[str, Any] = {}
         self.generation: int | None = None
         self.retry_token: str | None = None
-        self.attempts = 0
+        old = body.get("status") or {}
+        self.attempts = int(old.get("attempts") or 0)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._last_event_state: str | None = None
+        self._warned: tuple[str, str] | None = None  # (reason, message) of the last Warning Event
         self._last_event: asyncio.Future[None] | None = None
-        old = (body.get("status") or {})
-        if not tenant_.history:
-            tenant_.history = [
-                tenant.Transition(_parse_time(h["time"]), h["phase"], h.get("reason", ""), h.get("message", ""))
-                for h in old.get("history") or []
-                if h.get("time") and h.get("phase")
-            ]
-        self.writer = status.StatusWriter(
-            self._patch, self.tenant.snapshot, s.status_interval, old.get("conditions") or []
-        )
+        self._sync_note: str | None = None
+        self._note_base = ""
+        self.writer = status.StatusWriter(self._patch, self._snapshot, s.status_interval, old)
         self.update(body)
 
     # ---- inputs from watch events ---------------------------------------------------------------
@@ -99,22 +125,24 @@ class TenantController:
         self.ref = {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}}
         generation = meta.get("generation")
         token = (meta.get("annotations") or {}).get(v1alpha1.RETRY_ANNOTATION)
-        wake = False
-        if self.generation is not None and generation != self.generation:
-            wake = True
-        if self.retry_token is not None or token is not None:
-            wake = wake or (token != self.retry_token and self._task is not None)
+        changed = (self.generation is not None and generation != self.generation) or token != self.retry_token
         self.generation = generation
-        self.writer.generation = generation
         self.retry_token = token
         self.spec = dict(body.get("spec") or {})
-        if wake and not meta.get("deletionTimestamp"):
+        if not self.owns_tenant:
+            self.writer.generation = generation  # a duplicate observes every spec (and refuses it)
+        if changed and self._task is not None and not meta.get("deletionTimestamp"):
             self._wake.set()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self.writer.start()
             self._task = asyncio.get_running_loop().create_task(self._main(), name=f"tenant {self.key}")
 
@@ -126,22 +154,59 @@ class TenantController:
                 await self._task
             self._task = None
 
+    async def set_role(self, owns: bool, tenant_: tenant.Tenant, refused_by: Key | None) -> None:
+        """Become the owner (``tenant_`` is the engine's tenant) or a waiting duplicate; a
+        running controller restarts in its new role."""
+        if owns == self.owns_tenant and refused_by == self.refused_by and tenant_ is self.tenant:
+            return
+        running = self._task is not None
+        await self.stop()
+        self.owns_tenant, self.refused_by, self.tenant = owns, refused_by, tenant_
+        if owns:
+            self._warned = None
+        if running:
+            self.start()
+        else:
+            self.writer.mark(urgent=True)
+
     def follow_detach(self) -> None:
         """While the delete handler detaches (the loop is stopped), the tenant's state changes
-        (Stopping, "detach blocked: ...") still reach ``status`` and Events (DetachStarted)."""
+        (Stopping, "detach blocked: ...") still reach ``status`` (also after a restart, when
+        this controller never ran)."""
         if self.owns_tenant and self.on_tenant_change not in self.tenant.listeners:
             self.tenant.listeners.append(self.on_tenant_change)
+        self.writer.start()
 
-    async def close(self) -> None:
+    async def close(self, write: bool = True) -> None:
+        """Stop; ``write``: flush what is pending first (not for a resource that is gone)."""
         await self.stop()
         with contextlib.suppress(ValueError):
             self.tenant.listeners.remove(self.on_tenant_change)
-        await self.writer.stop()
+        await self.writer.stop(flush=write)
 
     # ---- helpers --------------------------------------------------------------------------------
 
     async def _patch(self, patch: dict[str, Any]) -> None:
         await self.kube.patch_status(self.key[0], self.key[1], patch)
+
+    def _snapshot(self) -> tenant.TenantSnapshot:
+        if self.owns_tenant:
+            return self.tenant.snapshot()
+        return tenant.TenantSnapshot(
+            tenant_id=str(self.tenant.id),
+            state="Broken",
+            reason="TenantIdInUse",
+            message=self._refusal(),
+            progress=_NO_PROGRESS,
+            timelines=[],
+        )
+
+    def _refusal(self) -> str:
+        by = f"the Tenant {self.refused_by[0]}/{self.refused_by[1]}" if self.refused_by else "another Tenant"
+        return (
+            f"tenant {self.tenant.id} is already managed by {by} on this volume (the oldest resource "
+            "naming a tenant id owns it); this one takes over if that one is deleted"
+        )
 
     def _config(self) -> dict[str, Any] | None:
         cfg = self.spec.get("config")
@@ -149,9 +214,13 @@ class TenantController:
             return None
         return v1alpha1.TenantConfigSpec.model_validate(cfg).overrides()
 
+    def _observe(self, generation: int | None) -> None:
+        """The engine was given the spec of ``generation``."""
+        self.writer.generation = generation
+
     def _post_event(self, type_: str, reason: str, message: str) -> asyncio.Future[None]:
         """Post an Event after every Event posted before it (posts run on a thread pool and
-        would otherwise race: "RetryScheduled" landing before the "Broken" it follows)."""
+        would otherwise race)."""
         before = self._last_event
         ref = dict(self.ref)
 
@@ -169,32 +238,37 @@ class TenantController:
         await asyncio.shield(self._post_event(type_, reason, message))
 
     def on_tenant_change(self, t: tenant.Tenant) -> None:
+        """Status follows every change; an Event only for what needs attention (a Warning per
+        distinct failure until the tenant is Active again): the rest is in ``status`` and
+        ``status.history``."""
         self.writer.on_tenant_change(t)
         state = t.state.value if t.state else None
-        if state is not None and state != self._last_event_state:
-            self._last_event_state = state
-            type_, reason = _EVENTS[state]
-            if state == "Broken":
-                reason = t.reason or reason
-                type_ = "Warning"
-            self._post_event(type_, reason, t.message)
+        if state == "Active":
+            self._warned = None
+        elif state == "Broken" and self._warned != (t.reason, t.message):
+            self._warned = (t.reason, t.message)
+            self._post_event("Warning", t.reason or "Broken", t.message)
 
     async def _sleep(self, seconds: float) -> bool:
-        """Sleep, or return early (True) when woken by a spec change or the retry annotation.
+        """Sleep, or return early (True) when woken by a spec change or the retry annotation,
+        also one that arrived before this call. The flag is cleared here, when consumed: the
+        caller reads the newest spec right after, before any ``await``.
 
         Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives in the
         same tick as the wake-up (a deletion does both), and the controller would never stop."""
         if self._stopping:
             raise asyncio.CancelledError()
-        self._wake.clear()
-        waiter = asyncio.ensure_future(self._wake.wait())
-        try:
-            done, _ = await asyncio.wait({waiter}, timeout=seconds)
-        finally:
-            waiter.cancel()
+        if not self._wake.is_set():
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=seconds)
+            finally:
+                waiter.cancel()
         if self._stopping:
             raise asyncio.CancelledError()
-        return bool(done)
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return woken
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -212,28 +286,36 @@ class TenantController:
                 self.tenant.listeners.remove(self.on_tenant_change)
 
     async def _refuse_duplicate(self) -> None:
-        msg = f"tenant {self.tenant.id} is already managed by another Tenant resource on this volume"
-        self.writer.extra = {"phase": "Broken", "reason": "TenantIdInUse", "message": msg}
-        await self.writer.flush()
-        await self.event("Warning", "TenantIdInUse", msg)
-        await asyncio.Event().wait()  # until deleted
+        self.writer.extra = {"attempts": None, "nextRetryTime": None}
+        self.writer.mark(urgent=True)
+        msg = self._refusal()
+        if self._warned != ("TenantIdInUse", msg):
+            self._warned = ("TenantIdInUse", msg)
+            await self.event("Warning", "TenantIdInUse", msg)
+        await asyncio.Event().wait()  # until promoted or deleted
 
     async def _bring_up(self) -> None:
-        transient_delay = 1.0
+        transient_delay = TRANSIENT_DELAY
+        # a retry is starting now: no retry time in the future (also after a restart)
+        self.writer.extra = {"attempts": self.attempts, "nextRetryTime": None}
         while True:
+            generation, config = self.generation, self._config()
             try:
-                await self.tenant.start(self._config())
-                self.attempts = 0
-                self.writer.extra = {"attempts": 0, "nextRetryTime": None}
-                self.writer.mark(urgent=True)
-                return
+                await self.tenant.start(config)
             except EngineError as e:
                 if e.transient:
                     self.writer.mark(urgent=True)
                     await self._sleep(transient_delay)
                     transient_delay = min(transient_delay * 2, 60.0)
                     continue
+                self._observe(generation)
                 await self._retry_later(e)
+                self.writer.extra = {"attempts": self.attempts, "nextRetryTime": None}
+                continue
+            self._observe(generation)
+            self.writer.extra = {"attempts": self.attempts, "nextRetryTime": None}
+            self.writer.mark(urgent=True)
+            return
 
     async def _retry_later(self, e: EngineError) -> None:
         """Broken: schedule the automatic retry (capped exponential backoff) and wait for it, or
@@ -256,43 +338,113 @@ class TenantController:
     async def _sync_while_active(self) -> None:
         while True:
             woken = await self._sleep(self.settings.sync_period)
+            generation, config = self.generation, self._config()
             try:
-                if woken:
-                    await self.tenant.apply_config(self._config())
+                if woken or generation != self.writer.generation:
+                    await self.tenant.apply_config(config)
+                    self._observe(generation)
                 await self.tenant.sync(timeout=max(self.settings.sync_period * 10, 600))
-                self.writer.mark()
             except EngineError as e:
                 if e.transient:
-                    self.tenant.note(f"sync: retrying after error: {e.message}")
+                    if self._sync_note is None or self.tenant.message != self._sync_note:
+                        self._note_base = self.tenant.message
+                    self._sync_note = f"sync: retrying after error: {e.message}"
+                    self.tenant.note(self._sync_note)
                     continue
+                self._sync_note = None
                 self.tenant.mark_broken(e)
                 await self._retry_later(e)
                 return
+            if self._sync_note is not None and self.tenant.message == self._sync_note:
+                self.tenant.note(self._note_base)  # the error cleared: so does its message
+            self._sync_note = None
+            if self.attempts:
+                self.attempts = 0
+                self.writer.extra = {"attempts": 0, "nextRetryTime": None}
+            self.writer.mark()
 
 
 @dataclass
 class Registry:
-    """Every controller of this operator, and which resource owns which tenant id."""
+    """Every controller of this operator, and which resource owns which tenant id.
+
+    Ownership is decided by `settle` from the claims (every Tenant resource naming the id, as
+    the API server holds them): the oldest claim with a controller owns it; the others wait."""
 
     manager: manager.TenantManager
     kube: kube.Kube
     settings: settings_mod.OperatorSettings
     controllers: dict[Key, TenantController] = field(default_factory=dict)
     owners: dict[ids.TenantId, Key] = field(default_factory=dict)
+    #: the keys of the controllers of each tenant id
+    named: dict[ids.TenantId, set[Key]] = field(default_factory=dict)
+    _locks: dict[ids.TenantId, asyncio.Lock] = field(default_factory=dict)
 
-    def ensure(self, key: Key, body: dict[str, Any]) -> TenantController:
-        ctl = self.controllers.get(key)
-        if ctl is not None:
-            ctl.update(body)
+    def _lock(self, tid: ids.TenantId) -> asyncio.Lock:
+        return self._locks.setdefault(tid, asyncio.Lock())
+
+    async def ensure(
+        self, key: Key, body: dict[str, Any], claims: Iterable[Claim], start: bool = True
+    ) -> TenantController:
+        """The controller of ``key`` with the newest ``body``, in the role ``claims`` give it;
+        started when ``start``."""
+        tid = tenant_id_of(body)
+        async with self._lock(tid):
+            ctl = self.controllers.get(key)
+            if ctl is None:
+                ctl = TenantController(key, body, self.manager.get(tid), self.kube, self.settings, False)
+                self.controllers[key] = ctl
+                self.named.setdefault(tid, set()).add(key)
+            else:
+                ctl.update(body)
+            await self._settle(tid, [*claims, claim_of(body)])
+            if start:
+                ctl.start()
             return ctl
-        tid = ids.TenantId.parse(str((body.get("spec") or {}).get("tenantId")))
-        owner = self.owners.setdefault(tid, key)
-        ctl = TenantController(key, body, self.manager.get(tid), self.kube, self.settings, owner == key)
-        self.controllers[key] = ctl
-        return ctl
 
-    def release(self, key: Key) -> None:
-        ctl = self.controllers.pop(key, None)
-        if ctl is not None and self.owners.get(ctl.tenant.id) == key:
-            del self.owners[ctl.tenant.id]
-            self.manager.forget(ctl.tenant.id)
+    async def release(self, key: Key, claims: Iterable[Claim], gone: bool = False) -> None:
+        """``key`` no longer manages anything (detached, a duplicate deleted, or ``gone``: the
+        resource vanished without the delete handler); a waiting duplicate may take over."""
+        ctl = self.controllers.get(key)
+        if ctl is None:
+            return
+        tid = ctl.tenant.id
+        async with self._lock(tid):
+            if self.controllers.pop(key, None) is None:
+                return
+            self.named.get(tid, set()).discard(key)
+            await ctl.close(write=not gone)
+            if self.owners.get(tid) == key:
+                del self.owners[tid]
+                if gone:
+                    ctl.tenant.stop()  # its upload queues: a new owner reloads from the volume
+                self.manager.forget(tid)
+            await self._settle(tid, [c for c in claims if c.key != key])
+
+    async def _settle(self, tid: ids.TenantId, claims: list[Claim]) -> None:
+        """Give ``tid`` to its oldest claim that has a controller; every other controller of
+        ``tid`` waits as a duplicate. A claim without a controller yet (its first event not
+        handled, no finalizer yet) still counts: nobody younger may act meanwhile."""
+        live = {c.key: c for c in claims}
+        oldest = min(live.values()) if live else None
+        owner = oldest.key if oldest is not None else None
+        current = self.owners.get(tid)
+        if current is not None and current != owner:
+            old = self.controllers.get(current)
+            del self.owners[tid]
+            if old is not None:
+                log.warning("tenant %s: %s/%s is no longer its oldest resource", tid, *current)
+                await old.set_role(False, old.tenant, owner)
+        if owner is not None and owner in self.controllers and self.owners.get(tid) != owner:
+            self.owners[tid] = owner
+            ctl = self.controllers[owner]
+            await ctl.set_role(True, self.manager.get(tid), None)
+        for key in sorted(self.named.get(tid, ())):
+            other = self.controllers.get(key)
+            if key != owner and other is not None:
+                await other.set_role(False, other.tenant, owner)
+
+    def unmanaged(self, on_volume: Iterable[ids.TenantId]) -> list[str]:
+        """Tenant directories that no Tenant resource of this operator names."""
+        return sorted(str(t) for t in on_volume if not self.named.get(t))
+

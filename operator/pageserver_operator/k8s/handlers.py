@@ -1,15 +1,29 @@
 """kopf handlers: thin translations of resource events into controller calls.
 
-- every watch event of a live Tenant (including the initial listing at start-up) makes sure its
-  controller runs, and hands it the newest body (spec, generation, retry annotation);
-- deletion (a finalizer, so the data is safe even if the operator is down) stops the controller,
-  then detaches: Stopping -> drain uploads -> remove the local directory -> release.
+- `tenant_claims`, a kopf index of every Tenant by tenant id: kopf fills it from the initial
+  listing before any other handler runs, so ownership (`controller.Registry`) is decided on the
+  whole picture, the same way after every restart;
+- every watch event of a live Tenant that carries the finalizer (including the initial listing
+  at start-up) makes sure its controller runs, and hands it the newest body (spec, generation,
+  retry annotation). Without the finalizer nothing starts: kopf adds it first, and a Tenant
+  deleted before that never had data to protect;
+- deletion (the finalizer, so the data is safe even if the operator is down) stops the
+  controller, then detaches the owner's tenant: Stopping -> drain uploads -> remove the local
+  directory -> release. A duplicate is only released; it never touches the data;
+- a Tenant that is gone (``DELETED``) without the delete handler (its finalizer removed by hand)
+  stops its controller and releases its tenant id; the data stays on the volume (reported as
+  unmanaged).
+
+kopf keeps no diff-base on the objects: no handler here reacts to field changes (the
+controllers compare generations themselves), so ``last-handled-configuration`` would be a write
+per Tenant that nobody reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -22,6 +36,7 @@ log = logging.getLogger(__name__)
 
 REGISTRY: controller.Registry | None = None
 DETACH_TIMEOUT = 600.0
+FINALIZER = f"{v1alpha1.GROUP}/finalizer"
 
 
 def _registry() -> controller.Registry:
@@ -29,38 +44,67 @@ def _registry() -> controller.Registry:
     return REGISTRY
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Stores nothing: kopf's change detection is unused here (no create/update handlers)."""
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @kopf.on.startup()
 def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.finalizer = f"{v1alpha1.GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=v1alpha1.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=v1alpha1.GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.batching.worker_limit = 1000
+    settings.queueing.worker_limit = 1000
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, controller.Claim]:
+    """tenant id -> the claims of every Tenant naming it."""
+    return {str(controller.tenant_id_of(body)): controller.claim_of(body)}
+
+
+def _claims(index: Any, body: Any) -> list[controller.Claim]:
+    store: Iterable[controller.Claim] = index.get(str(controller.tenant_id_of(body)), ()) if index else ()
+    return list(store)
 
 
 @kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-async def tenant_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-    """Start (or update) the controller of a live Tenant."""
-    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+async def tenant_event(
+    type: str | None, body: kopf.Body, namespace: str | None, name: str, tenant_claims: Any = None, **_: Any
+) -> None:
+    """Start (or update) the controller of a live Tenant; stop the controller of a vanished one."""
+    reg = _registry()
+    key = (namespace or "", name)
+    if type == "DELETED":
+        await reg.release(key, _claims(tenant_claims, body), gone=True)
         return
-    ctl = _registry().ensure((namespace or "", name), dict(body))
-    ctl.start()
+    if body.metadata.get("deletionTimestamp"):
+        return
+    if FINALIZER not in (body.metadata.get("finalizers") or []):
+        return  # kopf adds it; the event of that change starts the work
+    await reg.ensure(key, dict(body), _claims(tenant_claims, body))
 
 
 @kopf.on.delete(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-async def tenant_deleted(body: kopf.Body, namespace: str | None, name: str, retry: int, **_: Any) -> None:
+async def tenant_deleted(
+    body: kopf.Body, namespace: str | None, name: str, retry: int, tenant_claims: Any = None, **_: Any
+) -> None:
     """Detach: nothing local-only is lost; the finalizer is released only after the directory is gone."""
     reg = _registry()
     key = (namespace or "", name)
-    ctl = reg.ensure(key, dict(body))
+    claims = _claims(tenant_claims, body)
+    ctl = await reg.ensure(key, dict(body), claims, start=False)
     await ctl.stop()
     if not ctl.owns_tenant:
-        await ctl.close()
-        reg.release(key)
+        await reg.release(key, claims)
         return
     ctl.follow_detach()
     try:
@@ -72,8 +116,7 @@ async def tenant_deleted(body: kopf.Body, namespace: str | None, name: str, retr
         delay = min(5 * 2**retry, 120)
         raise kopf.TemporaryError(f"detach blocked: {e.reason}: {e.message}", delay=delay) from e
     await ctl.event("Normal", "Detached", f"tenant {ctl.tenant.id} detached; remote data kept")
-    await ctl.close()
-    reg.release(key)
+    await reg.release(key, claims)
 
 
 @kopf.on.cleanup()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 import kopf
 import prometheus_client
@@ -14,6 +16,7 @@ from kopf._core.engines import peering  # Identity is not re-exported by kopf
 from pageserver_operator import logs
 from pageserver_operator import settings as settings_mod
 from pageserver_operator.engine import manager
+from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
 from pageserver_operator.k8s import controller, handlers, kube
 from pageserver_operator.remote import url as remote_url
@@ -76,16 +79,36 @@ async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantI
 
 
 async def _report_unmanaged(on_volume: list[ids.TenantId], delay: float = 30.0) -> None:
-    """Tenant directories that no Tenant resource names are left alone and reported."""
-    await asyncio.sleep(delay)
+    """Tenant directories that no Tenant resource names are left alone and reported: the gauge
+    is computed at every scrape (from the directories on the volume now); the warning is logged
+    once, ``delay`` seconds after start."""
     reg = handlers.REGISTRY
     if reg is None:
         return
-    unmanaged = sorted(str(t) for t in on_volume if t not in reg.owners)
-    UNMANAGED.set(len(unmanaged))
+    root = reg.manager.tenants_root
+
+    def count() -> float:
+        return float(len(reg.unmanaged(_tenant_dirs(root))))
+
+    UNMANAGED.set_function(count)
+    await asyncio.sleep(delay)
+    unmanaged = reg.unmanaged(_tenant_dirs(root))
     if unmanaged:
         log.warning("tenant directories on the volume that no Tenant resource names (left alone): %s",
                     ", ".join(unmanaged))
+
+
+def _tenant_dirs(root: Path) -> list[ids.TenantId]:
+    """The tenant directories on the volume (read only; `TenantManager.scan_volume` also cleans)."""
+    out: list[ids.TenantId] = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return out
+    for name in names:
+        with contextlib.suppress(format_errors.FormatError):
+            out.append(ids.TenantId.parse(name))
+    return out
 
 
 UNMANAGED = prometheus_client.Gauge(

@@ -99,6 +99,8 @@ def _lag_message(t: engine_tenant.TimelineSnapshot) -> str:
 
 
 _NULLABLE_PROGRESS = ("startedAt", "etaSeconds", "percent")
+#: entries of ``status.history`` kept (oldest dropped first)
+HISTORY_LIMIT = 10
 
 
 def build_status(
@@ -106,47 +108,85 @@ def build_status(
     conditions: list[dict[str, Any]],
     generation: int | None,
     extra: dict[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The full status document for ``snap`` and the updated conditions."""
+    """The full status document for ``snap`` and the updated conditions.
+
+    The status is written as a merge patch: a key left out keeps its old value, so what is
+    unknown or empty is sent as null (removed): the optional progress fields (else a tenant that
+    went from Active to Loading would show "100 %, ETA 0" until its new totals are known), the
+    whole ``progress`` of a Broken tenant that transferred nothing, and an empty ``timelines``."""
     status = v1alpha1.status_from_snapshot(snap).model_dump(by_alias=True, exclude_none=True)
-    # The status is written as a merge patch: a key left out keeps its old value, so the
-    # optional progress fields are sent as null when unknown (else a tenant that went from
-    # Active to Loading would show "100 %, ETA 0" until its new totals are known).
-    for key in _NULLABLE_PROGRESS:
-        status["progress"].setdefault(key, None)
+    p = snap.progress
+    if snap.state == "Broken" and not (p.layers_done or p.bytes_done):
+        status["progress"] = None
+    else:
+        for key in _NULLABLE_PROGRESS:
+            status["progress"].setdefault(key, None)
+    if not status.get("timelines"):
+        status["timelines"] = None
     conditions = ready_condition(conditions, snap, generation)
     conditions = synced_condition(conditions, snap, generation)
     status["conditions"] = conditions
     status["observedGeneration"] = generation
     status["timelineCount"] = len(snap.timelines)
+    if history is not None:
+        status["history"] = history
     if extra:
         status.update(extra)
     return status, conditions
 
 
+def _shown_key(phase: Any, reason: Any) -> tuple[str | None, str]:
+    """What makes a history entry: a new phase, or a new reason of a Broken tenant (a transient
+    retry that keeps the phase adds nothing)."""
+    return (phase, str(reason or "") if phase == "Broken" else "")
+
+
 class StatusWriter:
-    """Coalescing, throttled writer of one resource's status."""
+    """Coalescing, throttled writer of one resource's status.
+
+    - ``old`` is the status the resource has now: a status equal to it is not written again
+      (an operator restart of an Active tenant writes nothing when nothing changed);
+    - a phase change is written at once, except Loading/Attaching: they are written only if
+      still current ``interval`` seconds after they began (an attach or load that ends sooner
+      costs one write, not two, and a restart shows no Ready flap);
+    - ``status.history`` records the phases the tenant entered (see `_shown_key`: a transient
+      retry adds nothing), also one too short to be written, the last `HISTORY_LIMIT`, kept
+      across restarts;
+    - writes are serialized: a write cancelled by `stop` finishes before the next starts, so two
+      patches never land out of order.
+    """
 
     def __init__(
         self,
         patch: Patcher,
         snapshot: Callable[[], engine_tenant.TenantSnapshot],
         interval: float,
-        conditions: list[dict[str, Any]] | None = None,
-        generation: int | None = None,
+        old: dict[str, Any] | None = None,
     ) -> None:
+        old = old or {}
         self._patch = patch
         self._snapshot = snapshot
         self.interval = interval
-        self.conditions = list(conditions or [])
-        self.generation = generation
+        self.conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
+        gen = old.get("observedGeneration")
+        self.generation: int | None = gen if isinstance(gen, int) else None
         self.extra: dict[str, Any] = {}
-        self._last: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = [
+            dict(h) for h in old.get("history") or [] if isinstance(h, dict) and h.get("time") and h.get("phase")
+        ]
+        self._shown = _shown_key(old.get("phase"), old.get("reason"))
+        self._last: dict[str, Any] | None = _comparable(old) if old else None
         self._last_time = 0.0
-        self._last_state: str | None = None
+        self._last_state: str | None = old.get("phase")
+        self._seen_state: str | None = old.get("phase")
+        self._hold_until = 0.0
         self._dirty = asyncio.Event()
         self._urgent = False
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None
         self.patches = 0
         self.failures = 0
         self._retry_at = 0.0
@@ -155,13 +195,16 @@ class StatusWriter:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
-        """Write what is pending, then stop."""
+    async def stop(self, flush: bool = True) -> None:
+        """Write what is pending (unless not ``flush``), then stop."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await self.flush()
+        if flush:
+            await self.flush()
+        elif self._inflight is not None:
+            await asyncio.gather(self._inflight, return_exceptions=True)
 
     def mark(self, urgent: bool = False) -> None:
         self._urgent = self._urgent or urgent
@@ -169,28 +212,55 @@ class StatusWriter:
 
     def on_tenant_change(self, t: engine_tenant.Tenant) -> None:
         state = t.state.value if t.state else None
-        self.mark(urgent=state != self._last_state)
+        self._record(state, t.reason, t.message)
+        if state == self._seen_state:
+            self.mark()
+            return
+        self._seen_state = state
+        if state in TRANSFERRING:
+            self._hold_until = time.monotonic() + self.interval
+            self.mark()
+        else:
+            self._hold_until = 0.0
+            self.mark(urgent=True)
+
+    def _record(self, phase: str | None, reason: str, message: str) -> None:
+        shown = _shown_key(phase, reason)
+        if phase is None or shown == self._shown:
+            return
+        self._shown = shown
+        self.history.append({"time": now_rfc3339(), "phase": phase, "reason": reason, "message": message})
+        del self.history[:-HISTORY_LIMIT]
 
     async def flush(self) -> None:
-        snap = self._snapshot()
-        status, self.conditions = build_status(snap, self.conditions, self.generation, self.extra)
-        self._last_state = snap.state
-        comparable = _without_volatile(status)
-        if self._last is not None and comparable == self._last:
-            return
-        try:
-            await self._patch({"status": status})
-        except Exception as e:  # a failed status write must never stop the tenant
-            self.failures += 1
-            backoff = min(self.interval * 2**self.failures, 60.0)
-            log.warning("status patch failed (%d in a row; next try in %.0f s): %s", self.failures, backoff, e)
-            self._retry_at = time.monotonic() + backoff
-            self._dirty.set()  # what was not written is still to be written
-            return
-        self.failures = 0
-        self._last = comparable
-        self._last_time = time.monotonic()
-        self.patches += 1
+        async with self._lock:
+            if self._inflight is not None and not self._inflight.done():
+                await asyncio.wait({self._inflight})  # a write whose caller was cancelled
+            snap = self._snapshot()
+            if snap.state is None:
+                return  # nothing started yet: nothing to say (and no Ready=False flap)
+            self._record(snap.state, snap.reason, snap.message)
+            status, self.conditions = build_status(snap, self.conditions, self.generation, self.extra, self.history)
+            self._last_state = snap.state
+            comparable = _comparable(status)
+            if self._last is not None and comparable == self._last:
+                return
+            self._inflight = asyncio.ensure_future(self._patch({"status": status}))
+            try:
+                await asyncio.shield(self._inflight)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a failed status write must never stop the tenant
+                self.failures += 1
+                backoff = min(self.interval * 2**self.failures, 60.0)
+                log.warning("status patch failed (%d in a row; next try in %.0f s): %s", self.failures, backoff, e)
+                self._retry_at = time.monotonic() + backoff
+                self._dirty.set()  # what was not written is still to be written
+                return
+            self.failures = 0
+            self._last = comparable
+            self._last_time = time.monotonic()
+            self.patches += 1
 
     async def _wait_dirty(self) -> None:
         """Until marked dirty; while transferring, at most ``interval`` seconds (then re-sample).
@@ -199,28 +269,45 @@ class StatusWriter:
         if self._last_state not in TRANSFERRING:
             await self._dirty.wait()
             return
+        await self._wait(self.interval)
+
+    async def _wait(self, seconds: float) -> None:
         waiter = asyncio.ensure_future(self._dirty.wait())
         try:
-            await asyncio.wait({waiter}, timeout=self.interval)
+            await asyncio.wait({waiter}, timeout=seconds)
         finally:
             waiter.cancel()
+
+    def _delay(self) -> float:
+        now = time.monotonic()
+        delay = self._retry_at - now  # after failures, back off even when urgent
+        if not self._urgent:
+            delay = max(delay, self._last_time + self.interval - now, self._hold_until - now)
+        return delay
 
     async def _run(self) -> None:
         while True:
             await self._wait_dirty()
-            wait = self._retry_at - time.monotonic()  # after failures, back off even when urgent
-            if not self._urgent:
-                wait = max(wait, self._last_time + self.interval - time.monotonic())
-            if wait > 0:
-                await asyncio.sleep(wait)
+            while (delay := self._delay()) > 0:
+                self._dirty.clear()  # an urgent mark meanwhile ends the wait
+                await self._wait(delay)
             self._dirty.clear()
             self._urgent = False
             await self.flush()
 
 
-def _without_volatile(status: dict[str, Any]) -> dict[str, Any]:
-    """Status minus fields that change without meaning (ETA recomputed on every read)."""
-    out = dict(status)
-    if "progress" in out:
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """Status minus what changes without meaning (ETA recomputed on every read) and minus the
+    nulls (a merge patch removes them: the stored status has none)."""
+
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+
+    out: dict[str, Any] = strip(status)
+    if isinstance(out.get("progress"), dict):
         out["progress"] = {k: v for k, v in out["progress"].items() if k != "etaSeconds"}
     return out

@@ -1,0 +1,207 @@
+"""`k8s.controller.TenantController` in process: a scripted engine tenant (conftest.StandIn) and
+a Kube that keeps the status in memory. Each test names the defect of issue 22 it guards."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pageserver_operator.api import v1alpha1
+from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.formats import ids
+from pageserver_operator.k8s import controller
+
+from .conftest import NS, TID, FakeKube, StandIn, body, settings, until
+
+
+def make(
+    kube: FakeKube, tmp_path: Path, b: dict[str, Any], **overrides: Any
+) -> tuple[controller.TenantController, StandIn]:
+    t = StandIn(ids.TenantId.parse(TID), tmp_path)
+    kube.add(b)
+    ctl = controller.TenantController((NS, b["metadata"]["name"]), b, t, kube, settings(**overrides), True)  # type: ignore[arg-type]
+    return ctl, t
+
+
+def test_spec_change_during_the_attach_is_applied_and_observed_generation_says_what_was(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    """Defect 2: a spec change arriving while the attach runs (outside the controller's sleep)
+    is applied afterwards; until then observedGeneration stays the generation attached with."""
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("a", TID, generation=1, config={"gcPeriod": "1 h"}))
+        release = asyncio.Event()
+
+        async def slow(self: StandIn, config: Any) -> None:
+            await release.wait()
+            await StandIn.become_active(self, config)
+
+        t.on_start = slow
+        t.apply_gate = asyncio.Event()
+        ctl.start()
+        await until(lambda: t.count("start") == 1, "the attach to start")
+        ctl.update(body("a", TID, generation=2, config={"gcPeriod": "2 h"}))
+        release.set()
+        await until(lambda: t.count("apply_config") == 1, "the new spec to be applied")
+        assert ("apply_config", {"gcPeriod": "2 h"}) in t.calls
+        await ctl.writer.flush()
+        assert kube.status("a")["phase"] == "Active"
+        assert kube.status("a")["observedGeneration"] == 1, "observedGeneration claims a spec not yet applied"
+        t.apply_gate.set()
+        await until(lambda: kube.status("a").get("observedGeneration") == 2, "observedGeneration 2")
+        await ctl.close()
+
+    asyncio.run(main())
+
+
+def test_retry_annotation_during_a_failing_attempt_is_not_lost(kube: FakeKube, tmp_path: Path) -> None:
+    """Defect 2: the retry annotation set while an attempt is still running (its failure not yet
+    known) retries at once, not after the backoff (an hour here)."""
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("b", TID))
+        release = asyncio.Event()
+
+        async def fail_first(self: StandIn, config: Any) -> None:
+            if self.count("start") == 1:
+                await release.wait()
+                raise EngineError("InvalidIndexPart", "index is garbage")
+            await StandIn.become_active(self, config)
+
+        t.on_start = fail_first
+        ctl.start()
+        await until(lambda: t.count("start") == 1, "the first attempt")
+        ctl.update(body("b", TID, annotations={v1alpha1.RETRY_ANNOTATION: "1"}))
+        release.set()
+        await until(lambda: t.count("start") == 2, "the retry asked for by the annotation", timeout=3)
+        await until(lambda: kube.status("b").get("phase") == "Active", "Active")
+        await ctl.close()
+
+    asyncio.run(main())
+
+
+def test_backoff_grows_when_only_the_sync_finds_the_failure(kube: FakeKube, tmp_path: Path) -> None:
+    """Defect 4: bring-up succeeds, every sync fails permanently: attempts grow 1, 2, 3 (and the
+    delay doubles) instead of restarting at 1 after each successful load."""
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("c", TID), sync_period=0.01, retry_initial=0.01, retry_max=10.0)
+
+        async def split_brain(self: StandIn, _: Any) -> None:
+            raise EngineError("SplitBrainDetected", "another writer")
+
+        t.on_sync = split_brain
+        ctl.start()
+        await until(lambda: (kube.status("c").get("attempts") or 0) >= 3, "attempts to reach 3", timeout=10)
+        await ctl.close()
+        seen: list[int] = []
+        for p in kube.patches_of("c"):
+            if p.get("attempts") and p["attempts"] not in seen:
+                seen.append(p["attempts"])
+        assert seen[:3] == [1, 2, 3], seen
+
+    asyncio.run(main())
+
+
+def test_attempts_reset_once_a_sync_succeeds(kube: FakeKube, tmp_path: Path) -> None:
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("c2", TID), sync_period=0.01, retry_initial=0.01)
+
+        async def fail_twice(self: StandIn, _: Any) -> None:
+            if self.count("sync") <= 2:
+                raise EngineError("SplitBrainDetected", "another writer")
+
+        t.on_sync = fail_twice
+        ctl.start()
+        await until(lambda: t.count("sync") >= 4, "two successful syncs", timeout=10)
+        await until(lambda: kube.status("c2").get("attempts") == 0, "attempts reset")
+        await ctl.close()
+
+    asyncio.run(main())
+
+
+def test_transient_sync_message_clears_once_the_error_clears(kube: FakeKube, tmp_path: Path) -> None:
+    """Defect 5."""
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("d", TID), sync_period=0.01)
+        seen = asyncio.Event()
+
+        async def flaky(self: StandIn, _: Any) -> None:
+            if self.count("sync") == 1:
+                raise EngineError("RemoteStorageUnavailable", "503 Slow Down", transient=True)
+            await seen.wait()
+
+        t.on_sync = flaky
+        ctl.start()
+        await until(lambda: "503" in (kube.status("d").get("message") or ""), "the transient message")
+        seen.set()
+        await until(lambda: t.count("sync") >= 3, "later syncs")
+        await until(lambda: kube.status("d").get("message") == "1 timeline active", "the message to clear")
+        ready = next(c for c in kube.status("d")["conditions"] if c["type"] == "Ready")
+        assert "503" not in ready["message"]
+        await ctl.close()
+
+    asyncio.run(main())
+
+
+def test_restart_clears_a_stale_retry_time_at_once(kube: FakeKube, tmp_path: Path) -> None:
+    """Defect 6: after a restart, a Broken tenant's old nextRetryTime does not stay while the
+    first bring-up runs (it is running now); attempts keep counting."""
+
+    async def main() -> None:
+        old = {"phase": "Broken", "reason": "InvalidIndexPart", "message": "x", "attempts": 3,
+               "nextRetryTime": "2099-01-01T00:00:00Z"}  # fmt: skip
+        ctl, t = make(kube, tmp_path, body("e", TID, status=old))
+        kube.objects[(NS, "e")]["status"] = dict(old)
+        release = asyncio.Event()
+
+        async def slow(self: StandIn, config: Any) -> None:
+            from pageserver_operator.engine.tenant import TenantState
+
+            self._set_state(TenantState.ATTACHING, "AttachStarted", "attaching")
+            await release.wait()
+            await StandIn.become_active(self, config)
+
+        t.on_start = slow
+        ctl.start()
+        await until(lambda: t.count("start") == 1, "the bring-up")
+        await ctl.writer.flush()
+        assert "nextRetryTime" not in kube.status("e"), kube.status("e")
+        assert kube.status("e")["attempts"] == 3
+        release.set()
+        await until(lambda: kube.status("e").get("phase") == "Active", "Active")
+        await ctl.close()
+
+    asyncio.run(main())
+
+
+def test_transient_retries_add_no_history_entries(
+    kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 6: three transient failures of an attach add one Attaching entry, not two each."""
+    monkeypatch.setattr(controller, "TRANSIENT_DELAY", 0.01)
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("f", TID))
+
+        async def flaky(self: StandIn, config: Any) -> None:
+            from pageserver_operator.engine.tenant import TenantState
+
+            self._set_state(TenantState.ATTACHING, "AttachStarted", "attaching")
+            if self.count("start") <= 3:
+                raise EngineError("RemoteStorageUnavailable", "connection refused", transient=True)
+            self._set_state(TenantState.ACTIVE, "Active", "1 timeline active")
+
+        t.on_start = flaky
+        ctl.start()
+        await until(lambda: kube.status("f").get("phase") == "Active", "Active", timeout=20)
+        await ctl.close()
+        phases = [h["phase"] for h in kube.status("f")["history"]]
+        assert phases == ["Attaching", "Active"], phases
+
+    asyncio.run(main())

@@ -1,0 +1,140 @@
+"""`k8s.status` in process: what the status writer sends, and how often (issue 22: load,
+smaller defects; issue 20: an empty ``Timelines:`` and a stale ``progress`` of a Broken tenant)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pageserver_operator.engine import progress, tenant
+from pageserver_operator.formats import ids
+from pageserver_operator.k8s import controller, status
+
+from .conftest import NS, TID, FakeKube, StandIn, body, settings, until
+
+
+def snap(state: str, done: int = 0, total: int = 0) -> tenant.TenantSnapshot:
+    p = progress.ProgressSnapshot(total, done, total * 10, done * 10, datetime.now(UTC), None)
+    return tenant.TenantSnapshot(TID, state, "InvalidIndexPart" if state == "Broken" else state, "m", p, [])
+
+
+def test_a_broken_tenant_that_transferred_nothing_shows_no_progress_and_no_empty_timelines() -> None:
+    """Issue 20: no ``progress.startedAt`` and zeroed counters, no empty ``Timelines:`` line in
+    ``kubectl describe`` (sent as null: the merge patch removes what an earlier status had)."""
+    st, _ = status.build_status(snap("Broken"), [], 1)
+    assert st["progress"] is None
+    assert st["timelines"] is None
+    partial, _ = status.build_status(snap("Broken", done=1, total=3), [], 1)
+    assert partial["progress"]["layersDone"] == 1  # what a failed attempt did transfer stays visible
+
+
+def test_a_write_cancelled_by_stop_lands_before_the_final_one() -> None:
+    """Defect 6: two status PATCHes never land out of order at close."""
+
+    async def main() -> None:
+        landed: list[str] = []
+        gate = asyncio.Event()
+        phase = ["Attaching"]
+
+        called = asyncio.Event()
+
+        async def patch(p: dict[str, Any]) -> None:
+            called.set()
+            if not landed and not gate.is_set():
+                await gate.wait()  # the first write is slow
+            await asyncio.sleep(0)
+            landed.append(p["status"]["phase"])
+
+        def current() -> tenant.TenantSnapshot:
+            return snap(phase[0])
+
+        w = status.StatusWriter(patch, current, 0.01)
+        w.start()
+        w.mark(urgent=True)
+        await called.wait()
+        phase[0] = "Active"
+        stopping = asyncio.create_task(w.stop())
+        await asyncio.sleep(0.05)
+        gate.set()
+        await stopping
+        assert landed == ["Attaching", "Active"], landed
+
+    asyncio.run(main())
+
+
+def test_an_attach_shorter_than_the_interval_costs_one_write(tmp_path: Path) -> None:
+    """Load: no Attaching patch for an attach that ends within the status interval."""
+
+    async def main() -> None:
+        kube = FakeKube()
+        b = body("quick", TID)
+        kube.add(b)
+        t = StandIn(ids.TenantId.parse(TID), tmp_path)
+        ctl = controller.TenantController((NS, "quick"), b, t, kube, settings(status_interval=0.5), True)  # type: ignore[arg-type]
+        ctl.start()
+        await until(lambda: kube.status("quick").get("phase") == "Active", "Active")
+        await ctl.close()
+        assert [p.get("phase") for p in kube.patches_of("quick")] == ["Active"]
+        assert [h["phase"] for h in kube.status("quick")["history"]] == ["Attaching", "Active"]
+        assert kube.events == [], "Events that repeat the status"
+
+    asyncio.run(main())
+
+
+def test_a_restart_of_an_active_tenant_writes_at_most_once_without_a_ready_flap(tmp_path: Path) -> None:
+    """Load: a restart costs at most one status write per Active tenant, no Event, and Ready
+    stays True (its lastTransitionTime does not move)."""
+
+    async def main() -> None:
+        kube = FakeKube()
+        b = body("steady", TID)
+        kube.add(b)
+        t = StandIn(ids.TenantId.parse(TID), tmp_path)
+        first = controller.TenantController((NS, "steady"), b, t, kube, settings(), True)  # type: ignore[arg-type]
+        first.start()
+        await until(lambda: kube.status("steady").get("phase") == "Active", "Active")
+        await first.close()
+        ready_before = {c["type"]: c for c in kube.status("steady")["conditions"]}["Ready"]
+        kube.patches.clear()
+
+        async def reload(self: StandIn, config: Any) -> None:  # the engine's load after a restart
+            self.progress.start(0, 0)
+            self._set_state(tenant.TenantState.LOADING, "LoadStarted", "loading from the volume")
+            await asyncio.sleep(0)
+            self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+
+        again = StandIn(ids.TenantId.parse(TID), tmp_path)
+        again.on_start = reload
+        stored = {**b, "status": kube.status("steady")}
+        second = controller.TenantController((NS, "steady"), stored, again, kube, settings(), True)  # type: ignore[arg-type]
+        second.start()
+        await until(lambda: again.state is tenant.TenantState.ACTIVE, "Active again")
+        await second.close()
+        patches = kube.patches_of("steady")
+        assert len(patches) <= 1, patches
+        assert all(p.get("phase") == "Active" for p in patches), "Loading was shown: a Ready flap"
+        ready_after = {c["type"]: c for c in kube.status("steady")["conditions"]}["Ready"]
+        assert ready_after["status"] == "True"
+        assert ready_after["lastTransitionTime"] == ready_before["lastTransitionTime"]
+        assert kube.events == []
+
+    asyncio.run(main())
+
+
+def test_history_holds_the_last_ten_phases_shown() -> None:
+    async def main() -> None:
+        phases = ["Attaching", "Broken", "Active", "Loading"] * 4
+        i = [0]
+
+        async def patch(p: dict[str, Any]) -> None:
+            return None
+
+        w = status.StatusWriter(patch, lambda: snap(phases[i[0]]), 0.01)
+        for n in range(len(phases)):
+            i[0] = n
+            await w.flush()
+        assert [h["phase"] for h in w.history] == phases[-10:]
+
+    asyncio.run(main())

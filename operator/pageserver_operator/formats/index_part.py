@@ -290,7 +290,7 @@ def _layer(value: object, cache: dict[str, LayerName], position: int) -> LayerNa
     return parsed
 
 
-def _listed(key: str, cache: dict[str, LayerName], listed: set[LayerName]) -> LayerName | None:
+def _listed(key: str, cache: dict[str, LayerName], listed: dict[LayerName, int | None]) -> LayerName | None:
     """The listed layer a `layer_metadata` key names, or None (the entry is ignored)."""
     parsed = cache.get(key)
     if parsed is None:
@@ -326,7 +326,8 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
     parsed_names: dict[str, LayerName] = {}
     for position, item in enumerate(_string_list(document["timeline_layers"], "timeline_layers")):
         _layer(item, parsed_names, position)
-    listed = set(parsed_names.values())
+    # listed layer -> its size (None until layer_metadata gives one): one map, not a set and a map
+    listed: dict[LayerName, int | None] = dict.fromkeys(parsed_names.values())
 
     missing_layers: list[str] = []
     for position, item in enumerate(_string_list(document.get("missing_layers", []), "missing_layers")):
@@ -334,7 +335,6 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
             _fail(f"missing_layers[{position}] must be a string, got {_json_type(item)} {errors.show(item)}")
         missing_layers.append(item)
 
-    sizes: dict[LayerName, int | None] = {}
     ignored: list[str] = []
     layer_metadata = document.get("layer_metadata", {})
     if not isinstance(layer_metadata, dict):
@@ -355,7 +355,7 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
         if name is None:
             ignored.append(key)
         else:
-            sizes[name] = size  # document order: of two spellings, the later one wins
+            listed[name] = size  # document order: of two spellings, the later one wins
 
     dcl_text = document["disk_consistent_lsn"]
     if not isinstance(dcl_text, str):
@@ -375,7 +375,7 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
             _fail(f"metadata_bytes[{position}] must be an integer 0..255, got {errors.show(byte)}")
 
     return IndexPart(
-        layers={name: LayerFileMetadata(sizes.get(name)) for name in listed},
+        layers={name: LayerFileMetadata(size) for name, size in listed.items()},
         disk_consistent_lsn=disk_consistent_lsn,
         metadata_bytes=bytes(raw),
         version=version,

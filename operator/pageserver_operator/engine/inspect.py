@@ -1,8 +1,10 @@
 """What the volume alone says about a tenant, without running it (``status`` of the CLI).
 
 Read-only: nothing is cleaned or written. A marker means an attach was interrupted (phase
-Attaching, resumable); unreadable metadata means the tenant would be Broken at load; with a
-remote index at hand (optional) the remote consistent LSN and the upload lag are filled in.
+Attaching, resumable); unreadable metadata means the tenant would be Broken at load; a timeline
+directory load would skip (no metadata yet, an ``___uninit`` sibling: the pageserver is creating
+it) is not listed; with a remote index at hand (optional) the remote consistent LSN and the
+upload lag are filled in.
 """
 
 from __future__ import annotations
@@ -37,11 +39,18 @@ def inspect_tenant(
         return tenant.TenantSnapshot(
             str(tenant_id), "Broken", "TimelinesDirMissing", f"{tp.timelines_dir} is missing", empty, []
         )
+    # as load sees them (`Tenant._read_local_timelines`): a timeline the pageserver is creating
+    # (an ``___uninit`` sibling, or no metadata yet) is not a timeline of the tenant yet
+    uninit = {n.removesuffix("." + paths.UNINIT_SUFFIX) for n in names if n.endswith(paths.UNINIT_SUFFIX)}
     try:
         for name in names:
+            if name in uninit:
+                continue
             try:
                 tlid = ids.TimelineId.parse(name)
             except format_errors.FormatError:
+                continue
+            if not os.path.lexists(tp.metadata(tlid)) and tp.timeline_dir(tlid).is_dir():
                 continue
             meta = timeline.read_local_metadata(tp.metadata(tlid), tenant_id, tlid)
             scan = timeline.scan_timeline_dir(tp.timeline_dir(tlid), meta.disk_consistent_lsn)

@@ -223,3 +223,27 @@ def test_a_timeline_without_metadata_nor_remote_index_is_skipped_at_load(env: En
     assert {p.name for p in tp.timeline_dir(new).iterdir()} == {str(layer)}
     assert new not in env.tenants[-1].timelines
     assert not any(k.startswith(paths.remote_timeline_prefix(tid, new)) for k in env.storage.list_objects(""))
+
+
+def test_status_of_the_volume_agrees_with_load_on_timelines_being_created(env: EngineEnv) -> None:
+    """``status`` (`inspect.inspect_tenant`) does not call a tenant Broken for a timeline that
+    load skips: one without metadata yet, or one with an ``___uninit`` sibling."""
+    from pageserver_operator.engine import inspect
+
+    gen = attached(env)
+    tid = gen.tenant_id
+    tp = env.paths(tid)
+    w = Writer(env.workdir, tid)
+    start = read_metadata(tp.metadata(gen.timelines[0])).initdb_lsn
+    bare = ids.TimelineId(bytes(range(3, 19)))
+    tp.timeline_dir(bare).mkdir()
+    w.write_layer(bare, start, lsn.Lsn(start.value + testdata.LSN_STEP))
+    uninit = ids.TimelineId(bytes(range(4, 20)))
+    tp.timeline_dir(uninit).mkdir()
+    (tp.timeline_dir(uninit) / paths.METADATA_FILE).write_bytes(b"half-created")
+    (tp.timelines_dir / f"{uninit}.{paths.UNINIT_SUFFIX}").write_bytes(b"")
+
+    snap = inspect.inspect_tenant(env.workdir, tid)
+    assert snap.state == "Active", (snap.reason, snap.message)
+    assert sorted(t.timeline_id for t in snap.timelines) == sorted(str(t) for t in gen.timelines)
+    reload(env, tid)

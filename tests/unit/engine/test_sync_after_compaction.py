@@ -1,4 +1,4 @@
-"""A sync while the pageserver compacts (issue 14, defect 4; DESIGN §8.1), in process.
+"""A sync while the pageserver compacts (issue 14, defects 4 and 9; DESIGN §8.1), in process.
 
 A `Tenant` over `helpers.fake_storage.FakeStorage` (operations can be held in flight): a layer
 is flushed (file, then metadata), the sync schedules its upload, and before the upload reads
@@ -80,6 +80,44 @@ def test_a_sync_during_compaction_never_uploads_an_index_over_a_gap(tmp_path: Pa
         snap = t.snapshot()
         assert snap.synced, snap
         assert snap.timelines[0].remote_consistent_lsn == str(flushed.lsn_end)
+        t.stop()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        storage.release_all()
+        io.close()
+
+
+def test_a_layer_written_again_after_its_upload_was_abandoned_is_indexed_and_synced(tmp_path: Path) -> None:
+    """Issue 14, defect 9, through a `Tenant`: the layer's file vanishes under its upload, then
+    the pageserver writes a file of that name again; the next sync indexes it: Synced."""
+    storage = FakeStorage()
+    io = remote_io.RemoteIO(storage, workers=4)
+    workdir = tmp_path / "volume"
+    gen = testdata.make_remote_tenant(storage, testdata.TenantShape(timelines=1, layers=2, layer_size=900, seed=9))
+    tid, tl = gen.tenant_id, gen.timelines[0]
+    index_key = paths.remote_index_key(tid, tl)
+
+    async def scenario() -> None:
+        t = tenant.Tenant(workdir, tid, io, backoff=FAST)
+        await t.attach()
+        flushed = testdata.flush_local_layer(workdir, tid, tl, 400, seed=4)
+        path = paths.TenantPaths(workdir, tid).layer(tl, flushed)
+        content = path.read_bytes()
+        gate = storage.hold("upload", str(flushed))
+        sync = asyncio.ensure_future(t.sync(timeout=30))
+        await asyncio.to_thread(gate.wait_started)
+        path.unlink()  # gone under the upload: abandoned
+        gate.release()
+        await sync
+        assert flushed not in index_part.IndexPart.parse(storage.objects[index_key]).layers
+        path.write_bytes(content)  # the same layer written again
+        await t.sync(timeout=30)
+        final = index_part.IndexPart.parse(storage.objects[index_key])
+        assert final.layers.get(flushed) == index_part.LayerFileMetadata(400)
+        assert final.metadata.disk_consistent_lsn == flushed.lsn_end
+        assert t.snapshot().synced, t.snapshot()
         t.stop()
 
     try:

@@ -152,8 +152,10 @@ class StatusWriter:
       still current ``interval`` seconds after they began (an attach or load that ends sooner
       costs one write, not two, and a restart shows no Ready flap);
     - ``status.history`` records the phases the tenant entered (see `_shown_key`: a transient
-      retry adds nothing), also one too short to be written, the last `HISTORY_LIMIT`, kept
-      across restarts;
+      retry adds nothing), the last `HISTORY_LIMIT`, kept across restarts; a Loading/Attaching
+      too short to be written is recorded only if it led somewhere new (an attach that ends
+      Active: yes; a restart's reload of an Active tenant, or a retry that fails as the last
+      one did: no);
     - writes are serialized: a write cancelled by `stop` finishes before the next starts, so two
       patches never land out of order.
     """
@@ -176,7 +178,12 @@ class StatusWriter:
         self.history: list[dict[str, Any]] = [
             dict(h) for h in old.get("history") or [] if isinstance(h, dict) and h.get("time") and h.get("phase")
         ]
-        self._shown = _shown_key(old.get("phase"), old.get("reason"))
+        # the key of the last history entry; an attach or load the previous process did not
+        # finish is not "the same phase" when it starts again (a resumed attach is an entry)
+        old_phase = old.get("phase")
+        self._recorded = _shown_key(None if old_phase in TRANSFERRING else old_phase, old.get("reason"))
+        #: a Loading/Attaching entry, committed once written or once it leads somewhere new
+        self._pending: dict[str, Any] | None = None
         self._last: dict[str, Any] | None = _comparable(old) if old else None
         self._last_time = 0.0
         self._last_state: str | None = old.get("phase")
@@ -225,11 +232,27 @@ class StatusWriter:
             self.mark(urgent=True)
 
     def _record(self, phase: str | None, reason: str, message: str) -> None:
-        shown = _shown_key(phase, reason)
-        if phase is None or shown == self._shown:
+        if phase is None:
             return
-        self._shown = shown
-        self.history.append({"time": now_rfc3339(), "phase": phase, "reason": reason, "message": message})
+        key = _shown_key(phase, reason)
+        if self._pending is not None:
+            if key == _shown_key(self._pending["phase"], self._pending["reason"]):
+                return
+            pending, self._pending = self._pending, None
+            if key == self._recorded:
+                return  # back where it was within the interval (a reload, a retry failing alike)
+            self._append(pending)
+        if key == self._recorded:
+            return
+        entry = {"time": now_rfc3339(), "phase": phase, "reason": reason, "message": message}
+        if phase in TRANSFERRING:
+            self._pending = entry
+        else:
+            self._append(entry)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        self._recorded = _shown_key(entry["phase"], entry["reason"])
+        self.history.append(entry)
         del self.history[:-HISTORY_LIMIT]
 
     async def flush(self) -> None:
@@ -240,6 +263,9 @@ class StatusWriter:
             if snap.state is None:
                 return  # nothing started yet: nothing to say (and no Ready=False flap)
             self._record(snap.state, snap.reason, snap.message)
+            if self._pending is not None and snap.state in TRANSFERRING:
+                self._append(self._pending)  # it is being written: it was shown
+                self._pending = None
             status, self.conditions = build_status(snap, self.conditions, self.generation, self.extra, self.history)
             self._last_state = snap.state
             comparable = _comparable(status)
@@ -297,8 +323,9 @@ class StatusWriter:
 
 
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:
-    """Status minus what changes without meaning (ETA recomputed on every read) and minus the
-    nulls (a merge patch removes them: the stored status has none)."""
+    """Status minus what changes without meaning (ETA recomputed on every read; the startedAt of
+    an Active tenant) and minus the nulls (a merge patch removes them: the stored status has
+    none)."""
 
     def strip(v: Any) -> Any:
         if isinstance(v, dict):
@@ -309,5 +336,8 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = strip(status)
     if isinstance(out.get("progress"), dict):
-        out["progress"] = {k: v for k, v in out["progress"].items() if k != "etaSeconds"}
+        # (an Active tenant's startedAt only dates the last transfer: a reload that found every
+        # layer in place is no reason to write)
+        volatile = ("etaSeconds", "startedAt") if out.get("phase") == "Active" else ("etaSeconds",)
+        out["progress"] = {k: v for k, v in out["progress"].items() if k not in volatile}
     return out

@@ -36,8 +36,28 @@ if ! usable; then
     ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=$HELM_KUBE_MAJOR"
     ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_KUBE_MINOR"
   done
+  # A line every 10 s while Go works (minutes cold, silent otherwise), with an estimate: the last
+  # cold install's duration (recorded below), else 100 s (measured on a loaded 2-core machine).
+  record="$cache_root/helm-install.last"
+  expected=100
+  if [[ -r "$record" ]]; then read -r expected <"$record" || expected=100; fi
   GOBIN="$bin_dir" CGO_ENABLED=0 "$go_bin" install -trimpath -ldflags "$ldflags" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2 &
+  go_pid=$!
+  while ! timeout 10 tail --pid="$go_pid" -f /dev/null; do
+    elapsed=$(($(date +%s) - started))
+    if ((elapsed < expected)); then
+      echo "hack/helm.sh: go install of helm running for ${elapsed} s, about $((expected - elapsed)) s left" >&2
+    else
+      echo "hack/helm.sh: go install of helm running for ${elapsed} s, longer than the ${expected} s expected" >&2
+    fi
+  done
+  if ! wait "$go_pid"; then
+    echo "hack/helm.sh: go install of helm $HELM_VERSION failed" >&2
+    exit 1
+  fi
+  took=$(($(date +%s) - started))
+  if ((took >= 20)); then echo "$took" >"$record"; fi # a warm Go cache says nothing about a cold build
   if ! usable; then
     echo "hack/helm.sh: $helm_bin does not report $HELM_VERSION after go install" >&2
     exit 1

@@ -4,7 +4,9 @@
 #   1. apt packages, only those missing (openssl: ServiceAccount signing keys);
 #   2. the virtualenv .venv with `pip install -e '.[dev,bench]'`;
 #   3. the Go-built binaries (etcd, kube-apiserver, kubectl if none), cached in
-#      ${PAGESERVER_OPERATOR_CACHE:-~/.cache/pageserver-operator} -- a warm run does not rebuild.
+#      ${PAGESERVER_OPERATOR_CACHE:-~/.cache/pageserver-operator} -- a warm run does not rebuild;
+#   4. helm (hack/helm.sh, go install, cached): installed here rather than in the middle of the
+#      chart tests, where a cold build took 104 s of the suite's time.
 # Idempotent: re-running skips what is already there. Prints how long each step took.
 set -euo pipefail
 
@@ -112,3 +114,8 @@ end "virtualenv .venv"
 begin "Go-built binaries"
 PATH="$(dirname "$go_bin"):$PATH" .venv/bin/python -m pageserver_operator.devenv binaries
 end "Go-built binaries"
+
+# --- 5. helm (the chart tests use it) -------------------------------------------------------
+begin "helm"
+PATH="$(dirname "$go_bin"):$PATH" hack/helm.sh
+end "helm"

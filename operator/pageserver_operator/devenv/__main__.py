@@ -73,10 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--no-s3", action="store_true", help="do not start the object store")
     build = commands.add_parser("binaries", help="build or find etcd, kube-apiserver (and kubectl)")
     build.add_argument("--kubectl", choices=("auto", "always", "never"), default="auto")
+    build.add_argument("--check", action="store_true", help="only say what is missing (exit 1); never builds")
     args = parser.parse_args(argv)
     try:
         if args.command == "binaries":
-            return binaries.main(["--kubectl", args.kubectl])
+            return binaries.main(["--kubectl", args.kubectl, *(["--check"] if args.check else [])])
         return _up(args.state_dir, not args.no_s3)
     except (processes.StartError, binaries.BuildError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -605,6 +605,14 @@ def ensure_all(kubectl: str = "auto") -> dict[str, Path]:
     return paths
 
 
+def missing_binaries(components: tuple[Component, ...] | None = None, kubectl: str = "auto") -> list[Component]:
+    """What :func:`ensure_all` (or ``components``) would have to fetch or build; never builds."""
+    wanted = list(components) if components is not None else list(CONTROL_PLANE)
+    if components is None and (kubectl == "always" or (kubectl == "auto" and shutil.which("kubectl") is None)):
+        wanted.append(KUBECTL)
+    return [c for c in wanted if not _is_usable(binary_path(c), c)]
+
+
 def ensure_kind_node() -> dict[str, Path]:
     """Ensure every binary of :data:`KIND_NODE`; return name -> path."""
     paths: dict[str, Path] = {}
@@ -641,7 +649,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="ensure every binary of an offline kind node image instead (kubelet, kubeadm, ...)",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only say whether everything is cached (exit 0) or what is missing (exit 1); never builds",
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        missing = missing_binaries(KIND_NODE if args.kind_node else None, args.kubectl)
+        for component in missing:
+            print(f"missing: {component.name} {component.version} ({binary_path(component)})")
+        return 1 if missing else 0
     try:
         paths = ensure_kind_node() if args.kind_node else ensure_all(args.kubectl)
     except BuildError as error:

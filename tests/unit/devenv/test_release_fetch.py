@@ -268,3 +268,15 @@ def test_the_binaries_command_runs_without_network_when_cached(cache: Path) -> N
         capture_output=True, text=True, check=True,
     ).stdout
     assert binaries.KUBERNETES_RELEASES_ENV in out and binaries.ETCD_RELEASES_ENV in out
+
+
+def test_check_says_what_is_missing_and_never_builds_nor_fetches(
+    cache: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hack/dev.sh's check before hack/install.sh: a silent build there would be minutes without a word."""
+    monkeypatch.setenv(binaries.ETCD_RELEASES_ENV, "http://127.0.0.1:9")  # configured, yet not contacted
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", lambda *a, **k: pytest.fail("contacted a host"))
+    assert binaries.main(["--check", "--kubectl", "never"]) == 1
+    out = capsys.readouterr().out
+    assert "missing: kube-apiserver" in out and "missing: etcd" in out
+    assert builds == [] and not (cache / "bin").exists()

@@ -150,7 +150,8 @@ class StatusWriter:
       (an operator restart of an Active tenant writes nothing when nothing changed);
     - a phase change is written at once, except Loading/Attaching: they are written only if
       still current ``interval`` seconds after they began (an attach or load that ends sooner
-      costs one write, not two, and a restart shows no Ready flap);
+      costs one write, not two), and the reload of a tenant shown Active only once it has
+      something to download (`_quiet_reload`: an operator restart shows no Ready flap);
     - ``status.history`` records the phases the tenant entered (see `_shown_key`: a transient
       retry adds nothing), the last `HISTORY_LIMIT`, kept across restarts; a Loading/Attaching
       too short to be written is recorded only if it led somewhere new (an attach that ends
@@ -263,6 +264,8 @@ class StatusWriter:
             if snap.state is None:
                 return  # nothing started yet: nothing to say (and no Ready=False flap)
             self._record(snap.state, snap.reason, snap.message)
+            if self._quiet_reload(snap):
+                return
             if self._pending is not None and snap.state in TRANSFERRING:
                 self._append(self._pending)  # it is being written: it was shown
                 self._pending = None
@@ -288,11 +291,25 @@ class StatusWriter:
             self._last_time = time.monotonic()
             self.patches += 1
 
+    def _quiet_reload(self, snap: engine_tenant.TenantSnapshot) -> bool:
+        """A reload of a tenant whose status says Active (an operator restart) is not shown
+        while it only checks the volume against remote storage (nothing to download, no error):
+        the pageserver keeps serving, Ready stays True. Once it has layers to fetch, Loading is
+        shown with its progress."""
+        p = snap.progress
+        return (
+            snap.state == "Loading"
+            and snap.reason == "LoadStarted"
+            and self._last_state == "Active"
+            and p.bytes_done >= p.bytes_total
+            and p.layers_done >= p.layers_total
+        )
+
     async def _wait_dirty(self) -> None:
         """Until marked dirty; while transferring, at most ``interval`` seconds (then re-sample).
 
         Not `asyncio.wait_for`: on Python 3.11 it can swallow the cancellation of `stop`."""
-        if self._last_state not in TRANSFERRING:
+        if self._last_state not in TRANSFERRING and self._seen_state not in TRANSFERRING:
             await self._dirty.wait()
             return
         await self._wait(self.interval)

@@ -137,3 +137,53 @@ def test_history_holds_the_last_ten_phases_shown() -> None:
         assert [h["phase"] for h in w.history] == phases[-10:]
 
     asyncio.run(main())
+
+
+def test_a_slow_restart_reload_with_nothing_to_fetch_is_not_shown_one_with_downloads_is(
+    tmp_path: Path,
+) -> None:
+    """Load: with 1,000 tenants a restart's reload takes longer than the status interval; while
+    it has nothing to download it stays shown Active (no write, no flap); a reload that must
+    fetch layers shows Loading and its progress."""
+
+    async def main() -> None:
+        for missing, expect in ((0, []), (2, ["Loading", "Active"])):
+            kube = FakeKube()
+            name = f"slow{missing}"
+            b = body(name, TID)
+            kube.add(b)
+            attached = StandIn(ids.TenantId.parse(TID), tmp_path)
+
+            async def attach(self: StandIn, config: Any) -> None:
+                self.progress.start(4, 40)
+                self._set_state(tenant.TenantState.ATTACHING, "AttachStarted", "attaching")
+                self.progress.start(4, 40, layers_done=4, bytes_done=40)
+                self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+
+            attached.on_start = attach
+            first = controller.TenantController((NS, name), b, attached, kube, settings(), True)  # type: ignore[arg-type]
+
+            first.start()
+            await until(lambda n=name, kb=kube: kb.status(n).get("phase") == "Active", "Active")  # type: ignore[misc]
+            await first.close()
+            kube.patches.clear()
+
+            async def reload(self: StandIn, config: Any, missing: int = missing) -> None:
+                self.progress.start(0, 0)
+                self._set_state(tenant.TenantState.LOADING, "LoadStarted", "loading from the volume")
+                await asyncio.sleep(0.2)  # listing, fetching indexes: 4 status intervals
+                self.progress.start(4, 40, layers_done=4 - missing, bytes_done=40 - 10 * missing)
+                await asyncio.sleep(0.2)
+                self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+
+            again = StandIn(ids.TenantId.parse(TID), tmp_path)
+            again.on_start = reload
+            stored = {**b, "status": kube.status(name)}
+            second = controller.TenantController((NS, name), stored, again, kube, settings(), True)  # type: ignore[arg-type]
+            second.start()
+            await until(lambda a=again: a.state is tenant.TenantState.ACTIVE, "Active again")  # type: ignore[misc]
+            await second.close()
+            phases = [p.get("phase") for p in kube.patches_of(name)]
+            assert sorted(set(phases), key=phases.index) == expect, (missing, phases)
+
+    asyncio.run(main())

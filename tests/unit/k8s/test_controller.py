@@ -205,3 +205,28 @@ def test_transient_retries_add_no_history_entries(
         assert phases == ["Attaching", "Active"], phases
 
     asyncio.run(main())
+
+
+def test_events_only_for_what_needs_attention(kube: FakeKube, tmp_path: Path) -> None:
+    """Load: no Event repeats the status (AttachStarted, Active); three attempts failing the
+    same way post one Warning (plus one RetryScheduled each), not one Warning per attempt."""
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("g", TID), retry_initial=0.01, retry_max=0.02)
+
+        async def fail_thrice(self: StandIn, config: Any) -> None:
+            from pageserver_operator.engine.tenant import TenantState
+
+            self._set_state(TenantState.ATTACHING, "AttachStarted", "attaching")
+            if self.count("start") <= 3:
+                raise EngineError("RemoteLayerMissing", "layer X is missing")
+            self._set_state(TenantState.ACTIVE, "Active", "1 timeline active")
+
+        t.on_start = fail_thrice
+        ctl.start()
+        await until(lambda: kube.status("g").get("phase") == "Active", "Active", timeout=10)
+        await ctl.close()
+        reasons = [e[2] for e in kube.events]
+        assert reasons == ["RemoteLayerMissing"] + ["RetryScheduled"] * 3, reasons
+
+    asyncio.run(main())

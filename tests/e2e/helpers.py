@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -70,6 +71,39 @@ def wait_for(
 
 
 @dataclass(frozen=True)
+class _Api:
+    """Direct GETs against the API server of a kubeconfig written by devenv (server, CA, token)."""
+
+    server: str
+    token: str
+    context: ssl.SSLContext
+
+
+_API_CACHE: dict[tuple[Path, int], _Api | None] = {}
+
+
+def _api_of(kubeconfig: Path) -> _Api | None:
+    """The kubeconfig's server, token and CA if it is the simple kind devenv writes, else None."""
+    try:
+        key = (kubeconfig, kubeconfig.stat().st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _API_CACHE:
+        api: _Api | None = None
+        try:
+            config = json.loads(kubeconfig.read_text())
+            cluster = config["clusters"][0]["cluster"]
+            user = config["users"][0]["user"]
+            if "token" in user and "certificate-authority" in cluster and len(config["clusters"]) == 1:
+                context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+                api = _Api(cluster["server"].rstrip("/"), user["token"], context)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, ssl.SSLError):
+            api = None
+        _API_CACHE[key] = api
+    return _API_CACHE[key]
+
+
+@dataclass(frozen=True)
 class Kubectl:
     """``kubectl`` bound to one kubeconfig and (optionally) one namespace."""
 
@@ -106,18 +140,47 @@ class Kubectl:
     def get_json(self, *args: str) -> Any:
         return json.loads(self.run("get", *args, "-o", "json").stdout)
 
+    def _get_tenants(self, name: str | None) -> tuple[bool, Any]:
+        """GET a Tenant (or the list) straight from the API server: (found, object).
+
+        Why not ``kubectl get``: the tests poll Tenants every 0.2 s, and one kubectl run costs
+        about 140 ms and 50 ms of CPU here against 8 ms and 2 ms for this GET; on 2 cores that
+        CPU is taken from the operator under test. The object is the API server's JSON, the same
+        that ``kubectl get -o json`` prints. Falls back to kubectl for other kubeconfigs.
+        """
+        api = _api_of(self.kubeconfig)
+        if api is None:
+            if name is None:
+                return True, self.get_json(RESOURCE)
+            result = self.run("get", RESOURCE, name, "-o", "json", "--ignore-not-found", check=False)
+            if result.returncode != 0:
+                raise AssertionError(f"kubectl get {name}: {result.stderr}")
+            return bool(result.stdout.strip()), json.loads(result.stdout) if result.stdout.strip() else None
+        path = f"/apis/{API_VERSION}/namespaces/{self.namespace or 'default'}/{v1alpha1.PLURAL}"
+        if name is not None:
+            path += f"/{name}"
+        request = urllib.request.Request(api.server + path, headers={"Authorization": f"Bearer {api.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=api.context) as response:
+                return True, json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and name is not None:
+                return False, None
+            raise AssertionError(f"GET {path}: HTTP {error.code}: {error.read()[:500]!r}") from error
+
     def tenant(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = self.get_json(RESOURCE, name)
-        return obj
+        found, obj = self._get_tenants(name)
+        if not found:
+            raise AssertionError(f"no Tenant {name} in namespace {self.namespace}")
+        return dict(obj)
 
     def tenant_or_none(self, name: str) -> dict[str, Any] | None:
-        result = self.run("get", RESOURCE, name, "-o", "json", "--ignore-not-found", check=False)
-        if result.returncode != 0:
-            raise AssertionError(f"kubectl get {name}: {result.stderr}")
-        return json.loads(result.stdout) if result.stdout.strip() else None
+        found, obj = self._get_tenants(name)
+        return dict(obj) if found else None
 
     def tenants(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.get_json(RESOURCE)["items"]
+        _, obj = self._get_tenants(None)
+        items: list[dict[str, Any]] = obj["items"]
         return items
 
     def events(self, name: str) -> list[dict[str, Any]]:

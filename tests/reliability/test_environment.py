@@ -225,7 +225,8 @@ def test_tenant_deleted_while_attaching(
     tp = paths.TenantPaths(op.workdir, ids.TenantId.parse(tid))
     k.apply(helpers.tenant_manifest("short-lived", tid))
     helpers.wait_for(lambda: layers_on(tp) >= 3, 60, "the attach to be under way")
-    assert helpers.phase(k.tenant("short-lived")) == "Attaching"
+    # (Attaching is written once it lasted the status interval)
+    helpers.wait_phase(k, "short-lived", "Attaching", timeout=10)
     k.run("delete", "tenant", "short-lived", "--wait=false")
     helpers.wait_gone(k, "short-lived", timeout=120)
     assert not tp.tenant_dir.exists()

@@ -115,6 +115,8 @@ def test_second_operator_is_refused_and_the_index_never_goes_backwards(
             )
             assert helpers.phase(k.tenant("first")) == "Active"
             assert helpers.phase(k_b.tenant("second")) == "Broken"
+            # the watcher has looked often enough, however fast the scenario went
+            helpers.wait_for(lambda: watcher.polls > 10 or watcher.error is not None, 30, "10 polls of the index")
         assert watcher.error is None, watcher.error
         assert watcher.polls > 10
 

@@ -402,11 +402,17 @@ class Registry:
                 ctl.start()
             return ctl
 
-    async def release(self, key: Key, claims: Iterable[Claim], gone: bool = False) -> None:
+    async def release(
+        self, key: Key, claims: Iterable[Claim], gone: bool = False, tid: ids.TenantId | None = None
+    ) -> None:
         """``key`` no longer manages anything (detached, a duplicate deleted, or ``gone``: the
-        resource vanished without the delete handler); a waiting duplicate may take over."""
+        resource vanished without the delete handler); a waiting duplicate may take over (also
+        when ``key`` never had a controller: an older claim gone before its finalizer landed)."""
         ctl = self.controllers.get(key)
         if ctl is None:
+            if tid is not None:
+                async with self._lock(tid):
+                    await self._settle(tid, [c for c in claims if c.key != key])
             return
         tid = ctl.tenant.id
         async with self._lock(tid):

@@ -84,7 +84,7 @@ async def tenant_event(
     reg = _registry()
     key = (namespace or "", name)
     if type == "DELETED":
-        await reg.release(key, _claims(tenant_claims, body), gone=True)
+        await reg.release(key, _claims(tenant_claims, body), gone=True, tid=controller.tenant_id_of(body))
         return
     if body.metadata.get("deletionTimestamp"):
         return

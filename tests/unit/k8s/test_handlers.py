@@ -229,3 +229,24 @@ def test_no_diff_base_annotation() -> None:
         body=kopf.Body(body("x", TID)), patch=patch, essence={"spec": {}}
     )  # type: ignore[arg-type]
     assert not patch
+
+
+def test_a_copy_waiting_for_an_owner_that_never_got_its_finalizer_takes_over_when_it_vanishes(
+    reg: controller.Registry, kube: FakeKube
+) -> None:
+    """Defects 1 and 3: the older Tenant is deleted before kopf added its finalizer (it never had a
+    controller); the younger copy, refused meanwhile, owns the id once the older one is gone."""
+
+    async def main() -> None:
+        owner, copy = body("owner", TID, created=OLD, finalizer=False), body("copy", TID, created=NEW)
+        for b in (owner, copy):
+            kube.add(b)
+        claims = index(owner, copy)
+        await event(owner, claims, "ADDED")
+        await event(copy, claims)
+        await until(lambda: kube.status("copy").get("reason") == "TenantIdInUse", "the copy refused")
+        await event(owner, index(copy), "DELETED")
+        await until(lambda: kube.status("copy").get("phase") == "Active", "the copy Active")
+        await handlers.shutdown()
+
+    asyncio.run(main())

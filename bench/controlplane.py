@@ -71,6 +71,7 @@ def run(n: int, state_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     from pageserver_operator import testdata
     from pageserver_operator.devenv import environment, processes
     from pageserver_operator.formats import ids
+    from pageserver_operator.remote import factory as remote_factory
     from pageserver_operator.remote import url as remote_url
 
     if state_dir.exists():
@@ -101,7 +102,7 @@ def run(n: int, state_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         aws = store.env()
         os.environ.update({k: v for k, v in aws.items() if k != "AWS_ENDPOINT_URL"})
         url = f"s3://bench?endpoint={store.endpoint}&region={store.region}"
-        storage = remote_url.open_remote(remote_url.parse_remote_url(url, concurrency=16))
+        storage = remote_factory.open_remote(remote_url.parse_remote_url(url, concurrency=16))
         shape = testdata.TenantShape(timelines=1, layers=SHAPE_LAYERS, layer_size=SHAPE_LAYER_SIZE, seed=7)
         tids = [f"{i:032x}" for i in range(1, n + 1)]
         log(f"control plane: seeding {n} tenants in the bucket")

@@ -30,6 +30,7 @@ from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
 from pageserver_operator.remote import errors as remote_errors
+from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
 
 T = TypeVar("T")
@@ -180,7 +181,7 @@ def _tenant_id(text: str) -> ids.TenantId:
 
 def _manager(s: settings.EngineSettings) -> manager.TenantManager:
     try:
-        storage = remote_url.open_remote(s.remote_config())
+        storage = remote_factory.open_remote(s.remote_config())
     except ValueError as e:
         raise CommandError(str(e), EXIT_USAGE) from e
     return manager.TenantManager(s.workdir, storage)
@@ -283,7 +284,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
     storage = None
     if args.remote:
         try:
-            storage = remote_url.open_remote(remote_url.parse_remote_url(args.remote))
+            storage = remote_factory.open_remote(remote_url.parse_remote_url(args.remote))
         except ValueError as e:
             raise CommandError(str(e), EXIT_USAGE) from e
     try:
@@ -319,7 +320,7 @@ def _cmd_testdata(args: argparse.Namespace) -> None:
     if args.testdata_command == "make-tenant":
         if not args.remote:
             raise CommandError("--remote is required", EXIT_USAGE)
-        storage = remote_url.open_remote(remote_url.parse_remote_url(args.remote))
+        storage = remote_factory.open_remote(remote_url.parse_remote_url(args.remote))
         shape = testdata.TenantShape(
             timelines=args.timelines, layers=args.layers, layer_size=testdata.parse_size(args.layer_size),
             sizes=testdata.parse_sizes(args.sizes) if args.sizes else None,

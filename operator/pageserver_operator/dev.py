@@ -33,6 +33,7 @@ from pageserver_operator.devenv import binaries, environment
 from pageserver_operator.engine import paths
 from pageserver_operator.formats import ids
 from pageserver_operator.remote import errors as remote_errors
+from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
 
 BUCKET = "pageserver-dev"
@@ -88,7 +89,7 @@ def _kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
 
 def _seed(remote: str, tenant_id: ids.TenantId, env: dict[str, str]) -> None:
     os.environ.update(env)
-    storage = remote_url.open_remote(remote_url.parse_remote_url(remote))
+    storage = remote_factory.open_remote(remote_url.parse_remote_url(remote))
     try:
         tl_prefix = paths.remote_timelines_prefix(tenant_id)
         try:

@@ -35,6 +35,7 @@ from pageserver_operator import testdata
 from pageserver_operator.devenv import controlplane, objectstore, processes
 from pageserver_operator.formats import ids
 from pageserver_operator.remote import base
+from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ class Remote:
 
     def open(self) -> base.RemoteStorage:
         """A storage client of the test itself (closed at teardown)."""
-        storage = remote_url.open_remote(remote_url.parse_remote_url(self.url, concurrency=16))
+        storage = remote_factory.open_remote(remote_url.parse_remote_url(self.url, concurrency=16))
         self._opened.append(storage)
         return storage
 

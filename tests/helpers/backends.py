@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import tree
 from pageserver_operator.devenv import objectstore
-from pageserver_operator.remote import base, url
+from pageserver_operator.remote import base, factory, url
 
 S3_PREFIX = "pfx/ps"
 
@@ -25,7 +25,7 @@ class Backend:
 
     def open(self) -> base.RemoteStorage:
         """A storage client for the test itself (closed at teardown)."""
-        storage = url.open_remote(url.parse_remote_url(self.url))
+        storage = factory.open_remote(url.parse_remote_url(self.url))
         self._opened.append(storage)
         return storage
 

@@ -26,7 +26,7 @@ from pageserver_operator import testdata
 from pageserver_operator.devenv import objectstore
 from pageserver_operator.engine import paths
 from pageserver_operator.formats import ids
-from pageserver_operator.remote import url
+from pageserver_operator.remote import factory, url
 from reliability import faultproxy
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def wait_for(pred: object, timeout: float, what: str) -> None:
 
 
 def seeded(env: dict[str, str]) -> tuple[ids.TenantId, tree.RemoteTenant]:
-    storage = url.open_remote(url.parse_remote_url(s3_url(env, env["endpoint"])))
+    storage = factory.open_remote(url.parse_remote_url(s3_url(env, env["endpoint"])))
     try:
         gen = testdata.make_remote_tenant(storage, SHAPE)
         return gen.tenant_id, tree.RemoteTenant.capture(storage, gen.tenant_id)
@@ -139,7 +139,7 @@ def test_attach_gives_up_after_the_retry_timeout(
 
 def test_a_permanent_error_ends_at_once(tmp_path: Path, env: dict[str, str]) -> None:
     tid, _ = seeded(env)
-    storage = url.open_remote(url.parse_remote_url(s3_url(env, env["endpoint"])))
+    storage = factory.open_remote(url.parse_remote_url(s3_url(env, env["endpoint"])))
     try:
         tlid = next(iter(ids.TimelineId.parse(n) for n in storage.list_dirs(paths.remote_timelines_prefix(tid))))
         storage.put_bytes(paths.remote_index_key(tid, tlid), b"{not json")

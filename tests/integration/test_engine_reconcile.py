@@ -48,7 +48,7 @@ from helpers.backends import Backend
 from pageserver_operator import testdata
 from pageserver_operator.engine import manager, paths
 from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
-from pageserver_operator.remote import base, url
+from pageserver_operator.remote import base, factory, url
 
 pytestmark = pytest.mark.integration
 
@@ -366,7 +366,7 @@ def test_detach_order_layer_then_index_then_directory_removal(backend: Backend) 
     tp = paths.TenantPaths(backend.workdir, tid)
     tl = gen.timelines[1]
     name = testdata.flush_local_layer(backend.workdir, tid, tl, 50_000, seed=9)
-    rec = RecordingStorage(url.open_remote(url.parse_remote_url(backend.url)), tp.tenant_dir)
+    rec = RecordingStorage(factory.open_remote(url.parse_remote_url(backend.url)), tp.tenant_dir)
     m = manager.TenantManager(backend.workdir, rec)
 
     async def go() -> None:
@@ -442,7 +442,7 @@ def test_sync_while_active_picks_up_a_branch_of_a_loaded_timeline(backend: Backe
     a timeline and flushes a layer in between. That sync must upload both, not fail because the
     branch's ancestor was loaded earlier (which would make the tenant Broken)."""
     gen = attached(backend)
-    m = manager.TenantManager(backend.workdir, url.open_remote(url.parse_remote_url(backend.url)))
+    m = manager.TenantManager(backend.workdir, factory.open_remote(url.parse_remote_url(backend.url)))
     t = m.get(gen.tenant_id)
     branch = None
 

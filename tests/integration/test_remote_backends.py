@@ -15,7 +15,7 @@ import pytest
 
 import remote_contract
 from pageserver_operator.devenv import objectstore
-from pageserver_operator.remote import base, errors, retry, s3, unreliable, url
+from pageserver_operator.remote import base, errors, factory, retry, s3, unreliable, url
 from remote_contract import Harness
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,10 @@ def _storage(
     server: objectstore.ObjectStore, bucket: str, prefix: str = "", **kwargs: object
 ) -> s3.S3Storage:
     kwargs.setdefault("retrier", retry.Retrier(sleep=lambda _: None))
-    return s3.S3Storage(bucket, prefix, server.endpoint, server.region, concurrency=8, **kwargs)  # type: ignore[arg-type]
+    config = url.RemoteConfig(
+        kind="s3", bucket=bucket, prefix=prefix, endpoint=server.endpoint, region=server.region, concurrency=8
+    )
+    return s3.S3Storage(config, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["no-prefix", "prefixed"])
@@ -77,7 +80,7 @@ def test_url_to_backend_end_to_end(s3_env: objectstore.ObjectStore, s3_bucket: s
     config = url.parse_remote_url(
         f"s3://{s3_bucket}/pfx?endpoint={s3_env.endpoint}&region={s3_env.region}", 4
     )
-    storage = url.open_remote(config)
+    storage = factory.open_remote(config)
     try:
         storage.put_bytes("tenants/t/timelines/tl/index_part.json", b"{}")
         assert storage.list_dirs("tenants/t/timelines/") == ["tl"]
@@ -91,7 +94,7 @@ def test_endpoint_from_the_environment(
     s3_env: objectstore.ObjectStore, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
-    storage = url.open_remote(url.parse_remote_url(f"s3://{s3_bucket}"))
+    storage = factory.open_remote(url.parse_remote_url(f"s3://{s3_bucket}"))
     try:
         storage.put_bytes("k", b"v")
         assert storage.get_bytes("k") == b"v"

@@ -15,7 +15,7 @@ import pytest
 import remote_contract
 from pageserver_operator.devenv import objectstore
 from pageserver_operator.engine import remote_io
-from pageserver_operator.remote import errors, retry, s3, s3_direct
+from pageserver_operator.remote import errors, retry, s3, s3_direct, url
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,14 @@ def storage(
     s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None, monkeypatch: pytest.MonkeyPatch
 ) -> s3.S3Storage:
     st = s3.S3Storage(
-        s3_bucket,
-        "pfx",
-        s3_server.endpoint,
-        s3_server.region,
-        concurrency=4,
+        url.RemoteConfig(
+            kind="s3",
+            bucket=s3_bucket,
+            prefix="pfx",
+            endpoint=s3_server.endpoint,
+            region=s3_server.region,
+            concurrency=4,
+        ),
         retrier=retry.Retrier(sleep=lambda _: None),
     )
     # Force the direct path even if moto (imported by the unit tests of the same session)
@@ -79,7 +82,15 @@ def test_errors_are_botocores(storage: s3.S3Storage, s3_server: objectstore.Obje
     storage.put_bytes("layer", b"abc")
     with pytest.raises(errors.PermanentRemoteError, match="size mismatch"):
         storage.download_to("layer", io.BytesIO(), 4)
-    other = s3.S3Storage("no-such-bucket-direct", "", s3_server.endpoint, s3_server.region, concurrency=1)
+    other = s3.S3Storage(
+        url.RemoteConfig(
+            kind="s3",
+            bucket="no-such-bucket-direct",
+            endpoint=s3_server.endpoint,
+            region=s3_server.region,
+            concurrency=1,
+        )
+    )
     assert other._direct is not None
     with pytest.raises(errors.PermanentRemoteError, match="does not exist"):
         other.download_to("k", io.BytesIO(), None)
@@ -91,7 +102,11 @@ def test_wrong_credentials_fall_back_to_botocores_error(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    st = s3.S3Storage(s3_bucket, "", s3_server.endpoint, s3_server.region, concurrency=1)
+    st = s3.S3Storage(
+        url.RemoteConfig(
+            kind="s3", bucket=s3_bucket, endpoint=s3_server.endpoint, region=s3_server.region, concurrency=1
+        )
+    )
     assert st._direct is not None
     monkeypatch.setattr(st._direct, "usable", lambda operation: True)
     with pytest.raises(errors.PermanentRemoteError) as raised:
@@ -103,7 +118,11 @@ def test_wrong_credentials_fall_back_to_botocores_error(
 def test_hooked_clients_use_botocore(
     s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None
 ) -> None:
-    st = s3.S3Storage(s3_bucket, "", s3_server.endpoint, s3_server.region, concurrency=2)
+    st = s3.S3Storage(
+        url.RemoteConfig(
+            kind="s3", bucket=s3_bucket, endpoint=s3_server.endpoint, region=s3_server.region, concurrency=2
+        )
+    )
     assert st._direct is not None
     faults = remote_contract.BotocoreFaults(st.client)
     st.put_bytes("layer", b"x" * 10)
@@ -118,12 +137,23 @@ def test_direct_is_off_without_endpoint_or_with_a_proxy(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
-    assert s3.S3Storage("bkt", "", None, "us-east-1")._direct is None
-    assert s3.S3Storage("bkt", "", s3_server.endpoint, "us-east-1", direct=False)._direct is None
+    assert s3.S3Storage(url.RemoteConfig(kind="s3", bucket="bkt", region="us-east-1"))._direct is None
+    assert (
+        s3.S3Storage(
+            url.RemoteConfig(kind="s3", bucket="bkt", endpoint=s3_server.endpoint, region="us-east-1"),
+            direct=False,
+        )._direct
+        is None
+    )
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    assert s3.S3Storage("bkt", "", "http://10.9.8.7:8333", "us-east-1")._direct is None
+    assert (
+        s3.S3Storage(
+            url.RemoteConfig(kind="s3", bucket="bkt", endpoint="http://10.9.8.7:8333", region="us-east-1")
+        )._direct
+        is None
+    )
 
 
 def test_a_dropped_connection_is_transient_and_retried(
@@ -168,7 +198,9 @@ def _download_and_compare(storage: s3.S3Storage, path: Path, data: bytes) -> Non
     out, fd = _temp_writer(path)
     progress: list[int] = []
     try:
-        assert storage.download_to("big", typing.cast(typing.BinaryIO, out), len(data), progress.append) == len(data)
+        assert storage.download_to(
+            "big", typing.cast(typing.BinaryIO, out), len(data), progress.append
+        ) == len(data)
     finally:
         os.close(fd)
     assert path.read_bytes() == data
@@ -214,7 +246,9 @@ def test_a_ranged_download_checks_the_object_size_of_every_part(
         # The index says one byte less (or more, or absurdly more) than the object has: refused,
         # not truncated, and nothing sized by the claim (parts are planned as slots free up).
         for expected in (size - 1, size + 1, 2**63):
-            with pytest.raises(errors.PermanentRemoteError, match=f"size mismatch.*expected {expected} bytes, got {size}"):
+            with pytest.raises(
+                errors.PermanentRemoteError, match=f"size mismatch.*expected {expected} bytes, got {size}"
+            ):
                 storage.download_to("big", typing.cast(typing.BinaryIO, out), expected)
         with pytest.raises(errors.NotFound):
             storage.download_to("missing", typing.cast(typing.BinaryIO, out), size)

@@ -13,18 +13,19 @@ from pageserver_operator import testdata
 from pageserver_operator.engine import manager, paths
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import index_part
+from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
 
 
 def test_second_writer_is_refused_and_the_index_never_goes_backwards(tmp_path: Path) -> None:
     remote = f"file://{tmp_path / 'remote'}"
-    storage = remote_url.open_remote(remote_url.parse_remote_url(remote))
+    storage = remote_factory.open_remote(remote_url.parse_remote_url(remote))
     gen = testdata.make_remote_tenant(storage, testdata.TenantShape(timelines=1, layers=3))
     tid, tlid = gen.tenant_id, gen.timelines[0]
 
     async def scenario() -> EngineError:
-        a = manager.TenantManager(tmp_path / "a", remote_url.open_remote(remote_url.parse_remote_url(remote)))
-        b = manager.TenantManager(tmp_path / "b", remote_url.open_remote(remote_url.parse_remote_url(remote)))
+        a = manager.TenantManager(tmp_path / "a", remote_factory.open_remote(remote_url.parse_remote_url(remote)))
+        b = manager.TenantManager(tmp_path / "b", remote_factory.open_remote(remote_url.parse_remote_url(remote)))
         try:
             await a.get(tid).attach()
             await b.get(tid).attach()

@@ -22,7 +22,7 @@ from pageserver_operator.devenv import objectstore
 from pageserver_operator.engine import metrics, remote_io, tenant
 from pageserver_operator.engine.upload_queue import Backoff
 from pageserver_operator.k8s import status
-from pageserver_operator.remote import url
+from pageserver_operator.remote import factory, url
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def s3_url(s3_server: objectstore.ObjectStore, s3_bucket: str, monkeypatch: pyte
 def test_an_upload_refused_by_the_server_is_shown_counted_and_retried(
     s3_url: str, s3_server: objectstore.ObjectStore, s3_bucket: str, tmp_path: Path
 ) -> None:
-    storage = url.open_remote(url.parse_remote_url(s3_url))
+    storage = factory.open_remote(url.parse_remote_url(s3_url))
     io = remote_io.RemoteIO(storage, workers=4)
     gen = testdata.make_remote_tenant(storage, testdata.TenantShape(timelines=1, layers=2, layer_size=2000, seed=11))
     tid, tl = gen.tenant_id, gen.timelines[0]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from e2e.conftest import Remote
-from pageserver_operator.remote import errors, retry, s3
+from pageserver_operator.remote import errors, retry, s3, url
 from reliability import faultproxy
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def client(remote: Remote, proxy: faultproxy.FaultProxy) -> s3.S3Storage:
     """One attempt per call (no retries), short timeouts: every fault shows."""
     return s3.S3Storage(
-        remote.bucket, endpoint=proxy.endpoint, region=remote.server.region,
+        url.RemoteConfig(kind="s3", bucket=remote.bucket, endpoint=proxy.endpoint, region=remote.server.region),
         retrier=retry.Retrier(retry.RetryPolicy(max_attempts=1)), read_timeout=5, connect_timeout=2,
     )  # fmt: skip
 

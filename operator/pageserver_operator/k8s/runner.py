@@ -19,7 +19,7 @@ from pageserver_operator.engine import manager
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
 from pageserver_operator.k8s import controller, handlers, kube
-from pageserver_operator.remote import url as remote_url
+from pageserver_operator.remote import factory as remote_factory
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def run(s: settings_mod.OperatorSettings) -> None:
         sys.exit(1)
     if s.kubeconfig:
         os.environ["KUBECONFIG"] = str(s.kubeconfig)
-    storage = remote_url.open_remote(s.remote_config())
+    storage = remote_factory.open_remote(s.remote_config())
     m = manager.TenantManager(s.workdir, storage)
     scan = m.scan_volume()
     if scan.unknown:

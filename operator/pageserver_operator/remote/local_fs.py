@@ -6,7 +6,7 @@ behaves like S3 wherever the engine could notice a difference:
 - Writes are atomic for readers: the content goes to ``<name>.<random>.___temp`` in the target
   directory, is fsynced, then ``os.replace``d over the name, and the directory is fsynced. A
   reader sees the old or the new file, never a partial one. A crash leaves at most a temp file,
-  which listings never show (the suffix is reserved by `url.validate_key`, so no key can clash).
+  which listings never show (the suffix is reserved by `keys.validate_key`, so no key can clash).
 - ``delete`` of a missing object succeeds, and empty directories left behind are pruned (up to,
   never including, the root), so a "prefix" exists only while an object lives below it, as on
   S3. ``list_dirs`` ignores directories that hold no object.
@@ -38,7 +38,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from pageserver_operator.remote import base, errors, metrics, retry, url
+from pageserver_operator.remote import base, errors, keys, metrics, retry
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class LocalFsStorage:
     # -- listing ---------------------------------------------------------------------------------
 
     def list_dirs(self, prefix: str) -> list[str]:
-        url.validate_prefix(prefix, directory=True)
+        keys.validate_prefix(prefix, directory=True)
         base_dir = self._root.joinpath(*prefix.split("/")[:-1])
 
         def attempt() -> list[str]:
@@ -97,7 +97,7 @@ class LocalFsStorage:
         return self._retrier.run("list", prefix, attempt)
 
     def list_objects(self, prefix: str) -> dict[str, int]:
-        url.validate_prefix(prefix, directory=False)
+        keys.validate_prefix(prefix, directory=False)
         dir_part = prefix.rpartition("/")[0]
         base_dir = self._root.joinpath(*dir_part.split("/")) if dir_part else self._root
 
@@ -107,7 +107,7 @@ class LocalFsStorage:
                 for dirpath, _dirs, files in os.walk(base_dir, onerror=_raise_unless_missing):
                     rel_dir = os.path.relpath(dirpath, self._root)
                     for name in files:
-                        if name.endswith(url.TEMP_SUFFIX):
+                        if name.endswith(keys.TEMP_SUFFIX):
                             continue
                         key = name if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{name}"
                         if not key.startswith(prefix):
@@ -259,7 +259,7 @@ class LocalFsStorage:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
-        return self._root.joinpath(*url.validate_key(key).split("/"))
+        return self._root.joinpath(*keys.validate_key(key).split("/"))
 
     def _check_inside(self, directory: Path, key: str) -> None:
         """Refuse to touch ``directory`` if it resolves (through symlinks) outside the root."""
@@ -325,7 +325,7 @@ class _AtomicWriter:
         self._storage = storage
         self._key = key
         self._path = path
-        self._tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}{url.TEMP_SUFFIX}")
+        self._tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}{keys.TEMP_SUFFIX}")
         self._fd = -1
         for _ in range(5):
             try:
@@ -391,7 +391,7 @@ class _AtomicWriter:
 def _holds_object(directory: str) -> bool:
     """True if a non-temp regular file lives somewhere below ``directory``."""
     for _dirpath, _dirs, files in os.walk(directory):
-        if any(not name.endswith(url.TEMP_SUFFIX) for name in files):
+        if any(not name.endswith(keys.TEMP_SUFFIX) for name in files):
             return True
     return False
 

@@ -65,7 +65,7 @@ import botocore.utils
 import urllib3.exceptions
 from botocore.config import Config as BotoConfig
 
-from pageserver_operator.remote import base, errors, metrics, retry, s3_direct, url
+from pageserver_operator.remote import base, errors, keys, metrics, retry, s3_direct, url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -133,11 +133,7 @@ class S3Storage:
 
     def __init__(
         self,
-        bucket: str,
-        prefix: str = "",
-        endpoint: str | None = None,
-        region: str = url.DEFAULT_REGION,
-        concurrency: int = url.DEFAULT_CONCURRENCY,
+        config: url.RemoteConfig,
         *,
         retrier: retry.Retrier | None = None,
         connect_timeout: float = 10.0,
@@ -145,24 +141,24 @@ class S3Storage:
         list_page_size: int = 1000,
         direct: bool = True,
     ) -> None:
-        """Create the client; nothing is sent until the first operation.
+        """Create the client for ``config`` (an ``s3`` one); nothing is sent until the first operation.
 
         ``retrier`` replaces the default retry policy (tests pass one that does not sleep);
         ``connect_timeout``/``read_timeout`` bound each request's socket waits, in seconds;
         ``list_page_size`` is ListObjectsV2's ``MaxKeys`` (S3 caps it at 1000);
         ``direct=False`` sends every request through botocore (see `s3_direct`).
         """
-        # Same validation as a parsed URL (bucket name, prefix without slashes, endpoint form).
-        self._config = url.RemoteConfig(
-            kind="s3",
-            bucket=bucket,
-            prefix=prefix.strip("/"),
-            endpoint=endpoint,
-            region=region,
-            concurrency=concurrency,
+        if config.kind != "s3" or config.bucket is None:
+            raise ValueError(f"S3Storage serves s3:// configs, not {config.describe()}")
+        self._config = config
+        bucket, endpoint, region, concurrency = (
+            config.bucket,
+            config.endpoint,
+            config.region,
+            config.concurrency,
         )
         self._bucket = bucket
-        self._prefix = self._config.prefix
+        self._prefix = config.prefix
         self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._retrier = retrier or retry.Retrier()
@@ -222,7 +218,7 @@ class S3Storage:
     # -- listing ---------------------------------------------------------------------------------
 
     def list_dirs(self, prefix: str) -> list[str]:
-        url.validate_prefix(prefix, directory=True)
+        keys.validate_prefix(prefix, directory=True)
         full = self._full(prefix)
         names: list[str] = []
         with metrics.observe("list"):
@@ -234,7 +230,7 @@ class S3Storage:
         return sorted(names)
 
     def list_objects(self, prefix: str) -> dict[str, int]:
-        url.validate_prefix(prefix, directory=False)
+        keys.validate_prefix(prefix, directory=False)
         strip = len(self._prefix) + 1 if self._prefix else 0
         found: dict[str, int] = {}
         with metrics.observe("list"):
@@ -269,7 +265,7 @@ class S3Storage:
     # -- reading ---------------------------------------------------------------------------------
 
     def get_bytes(self, key: str) -> bytes:
-        full = self._full(url.validate_key(key))
+        full = self._full(keys.validate_key(key))
 
         def attempt() -> bytes:
             with self._slots:
@@ -293,7 +289,7 @@ class S3Storage:
         expected_size: int | None,
         progress: base.ProgressCallback | None = None,
     ) -> int:
-        full = self._full(url.validate_key(key))
+        full = self._full(keys.validate_key(key))
         pwrite = getattr(out, "pwrite", None)
         if (
             expected_size is not None
@@ -402,7 +398,9 @@ class S3Storage:
         of a 206, or of a 416 for a range past its end) is a size mismatch."""
         assert self._direct is not None
         try:
-            stream: _Stream = _DirectStream(self._direct.client.get_range(full, start, length), full, self._map_error)
+            stream: _Stream = _DirectStream(
+                self._direct.client.get_range(full, start, length), full, self._map_error
+            )
         except s3_direct.Fallback as answer:
             if answer.total is not None and answer.total != size:
                 raise self._size_mismatch(full, size, answer.total) from None
@@ -449,7 +447,7 @@ class S3Storage:
     # -- writing ---------------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        full = self._full(url.validate_key(key))
+        full = self._full(keys.validate_key(key))
 
         def attempt() -> None:
             self._request(
@@ -471,7 +469,7 @@ class S3Storage:
         botocore may read the body more than once (payload hash, checksum), so per-chunk progress
         would over-count; the whole size is reported when the object exists.
         """
-        full = self._full(url.validate_key(key))
+        full = self._full(keys.validate_key(key))
 
         def attempt() -> None:
             with open(path, "rb") as src:  # the caller's file: its errors propagate as they are
@@ -510,7 +508,7 @@ class S3Storage:
         return True
 
     def delete(self, key: str) -> None:
-        full = self._full(url.validate_key(key))
+        full = self._full(keys.validate_key(key))
         # S3 DeleteObject already succeeds for a missing key.
         self._retrier.run(
             "delete",
@@ -757,7 +755,8 @@ def _make_client(
         # botocore's client, not boto3's: boto3 adds only resources and s3transfer helpers,
         # none of which is used here, and importing it costs a CLI run ~0.1 s of start-up.
         client = typing.cast(
-            "S3Client", botocore_session.create_client("s3", endpoint_url=endpoint, config=BotoConfig(**options))
+            "S3Client",
+            botocore_session.create_client("s3", endpoint_url=endpoint, config=BotoConfig(**options)),
         )
     ca_bundle = botocore_session.get_config_variable("ca_bundle")
     return client, botocore_session.get_credentials(), ca_bundle

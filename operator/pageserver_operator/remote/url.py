@@ -1,4 +1,4 @@
-"""Where the remote storage is: the ``--remote`` URL, its parsed form, and the key syntax.
+"""Where the remote storage is: the ``--remote`` URL and its parsed form, `RemoteConfig`.
 
 Two URL forms are accepted (DESIGN.md §3, §7):
 
@@ -15,9 +15,8 @@ Invariants:
   instead; the error never repeats anything that could be a secret (userinfo, query values).
 - `RemoteConfig` validates itself, so a config built in code is held to the same rules as one
   parsed from a URL. ``describe()`` and ``repr()`` never contain credentials.
-- One key syntax for every backend (`validate_key`): relative, '/'-separated, no empty, ``.`` or
-  ``..`` segments, no NUL, no temp-file suffix, S3's length limits. A key that is valid on one
-  backend is valid on all of them, so tests against the local backend mean something for S3.
+- An S3 prefix follows the key syntax of `keys` (the only module of the package imported here:
+  the backends import this one, and `factory.open_remote` turns a config into a backend).
 """
 
 from __future__ import annotations
@@ -26,11 +25,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-if TYPE_CHECKING:
-    from pageserver_operator.remote import base
+from pageserver_operator.remote import keys
 
 RemoteKind = Literal["local", "s3"]
 
@@ -38,17 +36,11 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 1024
 
-#: Suffix of the local backend's in-progress writes. Reserved on every backend so that no key can
-#: be mistaken for (or hidden as) a temp file.
-TEMP_SUFFIX = ".___temp"
-
 _USAGE = "use file:///absolute/path or s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=REGION"
 _S3_PARAMS = ("endpoint", "region")
 # AWS rules for new buckets: 3-63 of lowercase letters, digits, '.', '-'; starts/ends alnum.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_MAX_KEY_BYTES = 1024  # S3's limit on a full key (prefix included)
-_MAX_SEGMENT_BYTES = 255  # a file name on every Linux file system
 
 
 @dataclass(frozen=True)
@@ -170,66 +162,6 @@ def parse_remote_url(url: str, concurrency: int = DEFAULT_CONCURRENCY) -> Remote
     raise ValueError(f"unsupported remote storage scheme {parts.scheme!r} in {shown}; {_USAGE}")
 
 
-def open_remote(config: RemoteConfig) -> base.RemoteStorage:
-    """Create the backend for ``config`` (boto3 is imported only for S3)."""
-    if config.kind == "local":
-        from pageserver_operator.remote import local_fs
-
-        assert config.local_path is not None  # checked by RemoteConfig
-        return local_fs.LocalFsStorage(config.local_path, config.concurrency)
-    from pageserver_operator.remote import s3
-
-    assert config.bucket is not None  # checked by RemoteConfig
-    return s3.S3Storage(
-        bucket=config.bucket,
-        prefix=config.prefix,
-        endpoint=config.endpoint,
-        region=config.region,
-        concurrency=config.concurrency,
-    )
-
-
-def validate_key(key: str) -> str:
-    """Return ``key`` if it is a valid object key, else raise `ValueError` naming the problem."""
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"invalid remote key {key!r}: empty")
-    if "\x00" in key:
-        raise ValueError(f"invalid remote key {key!r}: contains NUL")
-    if key.startswith("/"):
-        raise ValueError(f"invalid remote key {key!r}: must be relative (no leading '/')")
-    segments = key.split("/")
-    for segment in segments:
-        if segment in ("", ".", ".."):
-            raise ValueError(f"invalid remote key {key!r}: empty, '.' or '..' path segment")
-        if len(segment.encode()) > _MAX_SEGMENT_BYTES:
-            raise ValueError(
-                f"invalid remote key {key!r}: a segment is longer than {_MAX_SEGMENT_BYTES} bytes"
-            )
-    if segments[-1].endswith(TEMP_SUFFIX):
-        raise ValueError(f"invalid remote key {key!r}: the suffix {TEMP_SUFFIX!r} is reserved for temp files")
-    if len(key.encode()) > _MAX_KEY_BYTES:
-        raise ValueError(f"invalid remote key {key[:64]!r}...: longer than {_MAX_KEY_BYTES} bytes")
-    return key
-
-
-def validate_prefix(prefix: str, *, directory: bool) -> str:
-    """Return a listing prefix if valid: ``""``, or key-like text (ending in '/' when ``directory``).
-
-    A non-directory prefix matches keys by plain string prefix, as S3 does (``tenants/ab`` matches
-    ``tenants/abc/x``).
-    """
-    if prefix == "":
-        return prefix
-    if directory and not prefix.endswith("/"):
-        raise ValueError(f"invalid remote directory prefix {prefix!r}: must end with '/'")
-    body = prefix[:-1] if prefix.endswith("/") else prefix
-    try:
-        validate_key(body)
-    except ValueError as exc:
-        raise ValueError(f"invalid remote prefix {prefix!r}: {exc}") from None
-    return prefix
-
-
 def _check_bucket(bucket: str | None) -> None:
     if not bucket:
         raise ValueError("S3 remote storage has no bucket; write s3://BUCKET[/PREFIX]")
@@ -244,7 +176,7 @@ def _check_prefix(prefix: str) -> None:
     if prefix != prefix.strip("/"):
         raise ValueError(f"S3 prefix {prefix!r} must not start or end with '/'")
     try:
-        validate_key(prefix)
+        keys.validate_key(prefix)
     except ValueError as exc:
         raise ValueError(f"invalid S3 prefix {prefix!r}: {exc}") from None
 

@@ -15,6 +15,7 @@ from pageserver_operator import testdata
 from pageserver_operator.engine import crashsafe, manager, paths
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
+from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
 
 TID = ids.TenantId.parse("0123456789abcdef0123456789abcdef")
@@ -23,7 +24,7 @@ TID = ids.TenantId.parse("0123456789abcdef0123456789abcdef")
 def _attach(workdir: Path, remote: Path, tid: ids.TenantId) -> tuple[list[str], EngineError | None]:
     """Attach with a fresh manager (as a restarted process would): the AttachStarted messages and
     the error it ended with, if any."""
-    m = manager.TenantManager(workdir, remote_url.open_remote(remote_url.parse_remote_url(f"file://{remote}")))
+    m = manager.TenantManager(workdir, remote_factory.open_remote(remote_url.parse_remote_url(f"file://{remote}")))
     error: EngineError | None = None
     try:
         t = m.get(tid)
@@ -54,7 +55,7 @@ def test_an_interrupted_attach_is_resumed_and_says_so(tmp_path: Path) -> None:
     remote, workdir = tmp_path / "remote", tmp_path / "workdir"
     remote.mkdir()
     workdir.mkdir()
-    storage = remote_url.open_remote(remote_url.parse_remote_url(f"file://{remote}"))
+    storage = remote_factory.open_remote(remote_url.parse_remote_url(f"file://{remote}"))
     gen = testdata.make_remote_tenant(storage, testdata.TenantShape(timelines=2, layers=2, layer_size=1000, seed=7))
     started, error = _attach(workdir, remote, gen.tenant_id)
     assert error is None and all("resuming" not in s for s in started), (started, error)

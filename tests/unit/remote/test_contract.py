@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import remote_contract
-from pageserver_operator.remote import local_fs, retry, s3
+from pageserver_operator.remote import local_fs, retry, s3, url
 from remote_contract import Harness
 
 from .conftest import FAKE_SECRET_KEY, REGION
@@ -34,7 +34,9 @@ def _local(tmp_path: Path, prefix: str) -> Harness:
 
 
 def _moto(bucket: str, prefix: str) -> Harness:
-    storage = s3.S3Storage(bucket, prefix, None, REGION, concurrency=4)
+    storage = s3.S3Storage(
+        url.RemoteConfig(kind="s3", bucket=bucket, prefix=prefix, region=REGION, concurrency=4)
+    )
 
     def raw_keys() -> set[str]:
         pages = storage.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)

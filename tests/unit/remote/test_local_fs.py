@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pageserver_operator.remote import errors, local_fs, retry, url
+from pageserver_operator.remote import errors, keys, local_fs, retry
 
 from .conftest import RecordingSleep
 
@@ -43,9 +43,9 @@ def test_the_root_is_created_on_first_write_not_before(storage: local_fs.LocalFs
 
 def test_stale_temp_files_never_show_in_listings(storage: local_fs.LocalFsStorage, root: Path) -> None:
     storage.put_bytes(KEY, b"{}")
-    (root / "tenants/t/timelines/tl" / f"layer.1234{url.TEMP_SUFFIX}").write_bytes(b"partial")
+    (root / "tenants/t/timelines/tl" / f"layer.1234{keys.TEMP_SUFFIX}").write_bytes(b"partial")
     (root / "tenants/t/timelines/only-temp").mkdir()
-    (root / "tenants/t/timelines/only-temp" / f"x{url.TEMP_SUFFIX}").write_bytes(b"partial")
+    (root / "tenants/t/timelines/only-temp" / f"x{keys.TEMP_SUFFIX}").write_bytes(b"partial")
     (root / "tenants/t/timelines/empty-dir").mkdir()
 
     assert storage.list_objects("") == {KEY: 2}

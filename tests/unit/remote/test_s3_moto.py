@@ -15,7 +15,7 @@ import urllib3.exceptions
 from prometheus_client import REGISTRY
 
 import remote_contract
-from pageserver_operator.remote import errors, retry, s3
+from pageserver_operator.remote import errors, retry, s3, url
 
 from .conftest import FAKE_SECRET_KEY, REGION, RecordingSleep
 
@@ -24,7 +24,10 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def storage(moto_bucket: str, fast_retrier: retry.Retrier) -> s3.S3Storage:
-    return s3.S3Storage(moto_bucket, "pfx", None, REGION, concurrency=3, retrier=fast_retrier)
+    return s3.S3Storage(
+        url.RemoteConfig(kind="s3", bucket=moto_bucket, prefix="pfx", region=REGION, concurrency=3),
+        retrier=fast_retrier,
+    )
 
 
 @pytest.fixture
@@ -37,7 +40,9 @@ def _sample(name: str, **labels: str) -> float:
 
 
 def test_client_configuration(aws_env: None) -> None:
-    storage = s3.S3Storage("bucket", "/p/", "http://127.0.0.1:1", "eu-west-1", concurrency=12)
+    storage = s3.S3Storage(
+        url.parse_remote_url("s3://bucket/p/?endpoint=http://127.0.0.1:1&region=eu-west-1", concurrency=12)
+    )
     config: Any = storage.client.meta.config
     assert config.max_pool_connections >= 12
     assert config.retries is not None and config.retries["total_max_attempts"] == 1
@@ -89,7 +94,9 @@ def test_requests_never_exceed_the_concurrency(
 
 def test_listings_follow_continuation_tokens(moto_bucket: str, fast_retrier: retry.Retrier) -> None:
     storage = s3.S3Storage(
-        moto_bucket, "", None, REGION, concurrency=2, retrier=fast_retrier, list_page_size=3
+        url.RemoteConfig(kind="s3", bucket=moto_bucket, region=REGION, concurrency=2),
+        retrier=fast_retrier,
+        list_page_size=3,
     )
     faults = remote_contract.BotocoreFaults(storage.client)
     keys = {f"t/{d}/f{i}" for d in "abcdefg" for i in range(2)}
@@ -166,7 +173,7 @@ def test_rejections_are_permanent_and_name_bucket_key_and_code(
 
 
 def test_missing_bucket_is_permanent(aws_env: None, moto_bucket: str) -> None:
-    storage = s3.S3Storage("no-such-bucket", "", None, REGION, concurrency=1)
+    storage = s3.S3Storage(url.RemoteConfig(kind="s3", bucket="no-such-bucket", region=REGION, concurrency=1))
     for call in (
         lambda: storage.get_bytes("k"),
         lambda: storage.list_dirs(""),
@@ -213,7 +220,11 @@ def test_missing_credentials_are_permanent_and_say_what_to_set(
 ) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    storage = s3.S3Storage("bucket", "", "http://127.0.0.1:9", REGION, concurrency=1)
+    storage = s3.S3Storage(
+        url.RemoteConfig(
+            kind="s3", bucket="bucket", endpoint="http://127.0.0.1:9", region=REGION, concurrency=1
+        )
+    )
     with pytest.raises(errors.PermanentRemoteError, match="AWS_ACCESS_KEY_ID"):
         storage.get_bytes("k")
 

@@ -1,5 +1,5 @@
-"""Tests of `remote.url`: the ``--remote`` URL forms, their defaults, the errors a person gets for a
-malformed one (one line, actionable, no secrets), `open_remote`, and the shared key syntax."""
+"""Tests of `remote.url`: the ``--remote`` URL forms, their defaults, and the errors a person gets for
+a malformed one (one line, actionable, no secrets)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pageserver_operator.remote import local_fs, s3, url
+from pageserver_operator.remote import url
 
 
 @pytest.fixture(autouse=True)
@@ -155,69 +155,3 @@ def test_config_validates_itself_when_built_in_code() -> None:
         url.RemoteConfig(kind="local", local_path=Path("/x"), bucket="bucket")
     with pytest.raises(ValueError, match="unknown remote storage kind"):
         url.RemoteConfig(kind="gcs")  # type: ignore[arg-type]
-
-
-def test_open_remote_builds_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    local = url.open_remote(url.parse_remote_url(f"file://{tmp_path}/store", concurrency=5))
-    assert isinstance(local, local_fs.LocalFsStorage)
-    assert (local.root, local.concurrency) == (tmp_path / "store", 5)
-    assert not (tmp_path / "store").exists(), "opening must not create anything"
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOPENREMOTE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "open-remote-secret")
-    remote = url.open_remote(url.parse_remote_url("s3://bucket/pfx?endpoint=http://127.0.0.1:1&region=r1", 3))
-    try:
-        assert isinstance(remote, s3.S3Storage)
-        assert (remote.bucket, remote.prefix, remote.concurrency) == ("bucket", "pfx", 3)
-        assert "open-remote-secret" not in remote.describe()
-        assert "AKIAOPENREMOTE" not in remote.describe()
-    finally:
-        remote.close()
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        "index_part.json",
-        "tenants/t/timelines/tl/index_part.json",
-        "a/b.c/d-e_f",
-        ".hidden/x",
-        "a/..b",
-        "a/b...",
-    ],
-)
-def test_valid_keys(key: str) -> None:
-    assert url.validate_key(key) == key
-
-
-@pytest.mark.parametrize(
-    ("key", "problem"),
-    [
-        ("", "empty"),
-        ("/abs", "relative"),
-        ("a//b", "segment"),
-        ("a/", "segment"),
-        (".", "segment"),
-        ("a/./b", "segment"),
-        ("..", "segment"),
-        ("a/../../etc/passwd", "segment"),
-        ("a\x00b", "NUL"),
-        ("x" * 256, "longer than 255"),
-        ("/".join(["x" * 200] * 6), "longer than 1024"),
-        ("dir/name.___temp", "reserved"),
-    ],
-)
-def test_invalid_keys(key: str, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        url.validate_key(key)
-
-
-def test_prefixes() -> None:
-    assert url.validate_prefix("", directory=True) == ""
-    assert url.validate_prefix("tenants/", directory=True) == "tenants/"
-    assert url.validate_prefix("tenants/ab", directory=False) == "tenants/ab"
-    with pytest.raises(ValueError, match="must end with '/'"):
-        url.validate_prefix("tenants", directory=True)
-    for bad in ("/", "/tenants/", "a//", "../"):
-        with pytest.raises(ValueError):
-            url.validate_prefix(bad, directory=False)

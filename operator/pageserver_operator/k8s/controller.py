@@ -112,6 +112,8 @@ class TenantController:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._warned: tuple[str, str] | None = None  # (reason, message) of the last Warning Event
+        #: (reason, message) of the failing upload last posted as a Warning while Active
+        self._upload_warned: tuple[str, str] | None = None
         self._last_event: asyncio.Future[None] | None = None
         self._sync_note: str | None = None
         self._note_base = ""
@@ -248,6 +250,12 @@ class TenantController:
         elif state == "Broken" and self._warned != (t.reason, t.message):
             self._warned = (t.reason, t.message)
             self._post_event("Warning", t.reason or "Broken", t.message)
+        # uploads that keep failing while Active (AccessDenied, NoSuchBucket, ...): one Warning
+        # per distinct failure; the Synced condition carries the same reason and message
+        upload_error = t.upload_error if state == "Active" else None
+        if upload_error is not None and upload_error != self._upload_warned:
+            self._post_event("Warning", upload_error[0], upload_error[1])
+        self._upload_warned = upload_error
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, or return early (True) when woken by a spec change or the retry annotation,

@@ -78,6 +78,12 @@ class StandIn(tenant.Tenant):
         self.on_detach: Script = StandIn.nothing
         #: when set, `apply_config` waits for it (after recording the call)
         self.apply_gate: asyncio.Event | None = None
+        #: what `upload_error` answers (the engine's: a timeline whose uploads keep failing)
+        self.scripted_upload_error: tuple[str, str] | None = None
+
+    @property
+    def upload_error(self) -> tuple[str, str] | None:
+        return self.scripted_upload_error
 
     async def become_active(self, config: Any) -> None:
         self.progress.start(0, 0)

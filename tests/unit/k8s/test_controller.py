@@ -230,3 +230,30 @@ def test_events_only_for_what_needs_attention(kube: FakeKube, tmp_path: Path) ->
         assert reasons == ["RemoteLayerMissing"] + ["RetryScheduled"] * 3, reasons
 
     asyncio.run(main())
+
+
+def test_an_upload_failing_while_active_posts_one_warning_per_distinct_failure(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    """Issue 14 defect 11: uploads that keep failing while Active (the bucket gone, access
+    denied) are an Event, not only the Synced condition: one Warning per distinct failure,
+    none again while it persists, a new one when it comes back after clearing."""
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("u", TID), sync_period=3600)
+        ctl.start()
+        await until(lambda: kube.status("u").get("phase") == "Active", "Active")
+        denied = ("RemoteStorageRejected", "timeline x: upload of layer y: access denied (attempt 3)")
+        t.scripted_upload_error = denied
+        t._notify()
+        t._notify()  # the same failure again: no second Event
+        await until(lambda: len(kube.events) >= 1, "the Warning")
+        t.scripted_upload_error = None
+        t._notify()
+        t.scripted_upload_error = denied
+        t._notify()
+        await until(lambda: len(kube.events) >= 2, "the Warning after the failure came back")
+        await ctl.close()
+        assert [(e[1], e[2]) for e in kube.events] == [("Warning", "RemoteStorageRejected")] * 2, kube.events
+
+    asyncio.run(main())

@@ -6,7 +6,8 @@ invalid usage or settings. Every flag has an environment variable; a flag wins o
 
 ``attach``, ``load``, ``sync`` and ``detach`` ride out transient failures (remote storage
 unreachable, timeouts) for ``--retry-timeout`` seconds (`manager.retry_transient`, the engine's
-backoff), printing "retrying in ..." on stderr each time; a permanent error ends them at once.
+backoff), printing "retrying in ..." on stderr each time; a permanent error ends them at once,
+also one that only the upload queue sees (uploads refused: `manager.unless_uploads_refused`).
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ async def _retrying(args: argparse.Namespace, m: manager.TenantManager, op: Call
 
 async def _drain(m: manager.TenantManager, tid: ids.TenantId, timeout: float = 600.0) -> None:
     t = m.get(tid)
-    await asyncio.wait_for(asyncio.gather(*(tl.queue.wait_completion() for tl in t.timelines.values())), timeout)
+    drained = asyncio.gather(*(tl.queue.wait_completion() for tl in t.timelines.values()))
+    await asyncio.wait_for(manager.unless_uploads_refused(t, drained), timeout)
 
 
 def _report(m: manager.TenantManager, tid: ids.TenantId) -> None:
@@ -259,7 +261,7 @@ async def _cmd_sync(args: argparse.Namespace) -> None:
         if t.local_state() != "present":
             raise CommandError(f"tenant {tid} is not attached in {m.tenants_root} (run attach first)")
         await _retrying(args, m, t.load)
-        await _retrying(args, m, lambda: t.sync(timeout=args.timeout))
+        await _retrying(args, m, lambda: manager.unless_uploads_refused(t, t.sync(timeout=args.timeout)))
         _report(m, tid)
     finally:
         m.close()
@@ -269,7 +271,10 @@ async def _cmd_detach(args: argparse.Namespace) -> None:
     m = _manager(_engine_settings(args))
     tid = _tenant_id(args.tenant_id)
     try:
-        await _retrying(args, m, lambda: m.get(tid).detach(timeout=args.timeout, keep_local=args.keep_local))
+        t = m.get(tid)
+        await _retrying(
+            args, m, lambda: manager.unless_uploads_refused(t, t.detach(timeout=args.timeout, keep_local=args.keep_local))
+        )
         print(f"tenant {tid}: detached")
     finally:
         m.close()

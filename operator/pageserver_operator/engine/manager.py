@@ -121,3 +121,44 @@ async def retry_transient(
                 raise
             on_retry(e, delay)
             await asyncio.sleep(delay)
+
+
+async def unless_uploads_refused(t: tenant.Tenant, op: Awaitable[T]) -> T:
+    """``op`` (a sync, or a wait for the upload queues to drain), ended early by a permanent
+    upload failure (AccessDenied, NoSuchBucket): the CLI says so and exits at once instead of
+    waiting for its timeout while the queue retries on its capped schedule. (The operator does
+    not use this: an Active tenant keeps retrying and shows the reason in its status.) The
+    tenant's queues are stopped when it ends early; nothing is lost, a later run redoes it."""
+
+    def refused() -> upload_queue.UploadError | None:
+        for _, tl in sorted(t.timelines.items()):
+            error = tl.queue.upload_error
+            if error is not None and error.permanent:
+                return error
+        return None
+
+    seen = asyncio.Event()
+
+    def check(_: tenant.Tenant) -> None:
+        if refused() is not None:
+            seen.set()
+
+    t.listeners.append(check)
+    task = asyncio.ensure_future(op)
+    waiter = asyncio.ensure_future(seen.wait())
+    try:
+        check(t)
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        error = refused()
+        assert error is not None
+        t.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise EngineError(error.reason, f"uploads refused by remote storage: {error.message}")
+    finally:
+        t.listeners.remove(check)
+        waiter.cancel()
+        if not task.done():
+            task.cancel()

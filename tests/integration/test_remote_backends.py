@@ -15,7 +15,8 @@ import pytest
 
 import remote_contract
 from pageserver_operator.devenv import objectstore
-from pageserver_operator.remote import base, errors, factory, retry, s3, unreliable, url
+from pageserver_operator.remote import base, errors, factory, retry, unreliable, url
+from pageserver_operator.remote.s3 import storage as s3_storage
 from remote_contract import Harness
 
 pytestmark = pytest.mark.integration
@@ -45,12 +46,12 @@ def s3_env(s3_server: objectstore.ObjectStore, monkeypatch: pytest.MonkeyPatch) 
 
 def _storage(
     server: objectstore.ObjectStore, bucket: str, prefix: str = "", **kwargs: object
-) -> s3.S3Storage:
+) -> s3_storage.S3Storage:
     kwargs.setdefault("retrier", retry.Retrier(sleep=lambda _: None))
     config = url.RemoteConfig(
         kind="s3", bucket=bucket, prefix=prefix, endpoint=server.endpoint, region=server.region, concurrency=8
     )
-    return s3.S3Storage(config, **kwargs)  # type: ignore[arg-type]
+    return s3_storage.S3Storage(config, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["no-prefix", "prefixed"])

@@ -1,4 +1,4 @@
-"""The S3 backend's direct transfer path (`remote.s3_direct`) against the real S3 server: it is
+"""The S3 backend's direct transfer path (`remote.s3.direct`) against the real S3 server: it is
 used when nothing intercepts the client's requests, moves the same bytes as botocore, keeps the
 same errors (answers other than 200 are redone through botocore), and gives way to botocore as
 soon as something hooks into the client (moto, stubbers, the fault injection of these tests)."""
@@ -15,7 +15,9 @@ import pytest
 import remote_contract
 from pageserver_operator.devenv import objectstore
 from pageserver_operator.engine import remote_io
-from pageserver_operator.remote import errors, retry, s3, s3_direct, url
+from pageserver_operator.remote import errors, retry, url
+from pageserver_operator.remote.s3 import direct as s3_direct
+from pageserver_operator.remote.s3 import storage as s3_storage
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +37,8 @@ def s3_creds(s3_server: objectstore.ObjectStore, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def storage(
     s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None, monkeypatch: pytest.MonkeyPatch
-) -> s3.S3Storage:
-    st = s3.S3Storage(
+) -> s3_storage.S3Storage:
+    st = s3_storage.S3Storage(
         url.RemoteConfig(
             kind="s3",
             bucket=s3_bucket,
@@ -55,7 +57,7 @@ def storage(
 
 
 def test_download_and_upload_go_direct_and_move_the_same_bytes(
-    storage: s3.S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage: s3_storage.S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
     assert storage._direct is not None
@@ -76,13 +78,13 @@ def test_download_and_upload_go_direct_and_move_the_same_bytes(
     assert calls == ["put", "get"] * 4
 
 
-def test_errors_are_botocores(storage: s3.S3Storage, s3_server: objectstore.ObjectStore) -> None:
+def test_errors_are_botocores(storage: s3_storage.S3Storage, s3_server: objectstore.ObjectStore) -> None:
     with pytest.raises(errors.NotFound):
         storage.download_to("missing", io.BytesIO(), None)
     storage.put_bytes("layer", b"abc")
     with pytest.raises(errors.PermanentRemoteError, match="size mismatch"):
         storage.download_to("layer", io.BytesIO(), 4)
-    other = s3.S3Storage(
+    other = s3_storage.S3Storage(
         url.RemoteConfig(
             kind="s3",
             bucket="no-such-bucket-direct",
@@ -102,7 +104,7 @@ def test_wrong_credentials_fall_back_to_botocores_error(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    st = s3.S3Storage(
+    st = s3_storage.S3Storage(
         url.RemoteConfig(
             kind="s3", bucket=s3_bucket, endpoint=s3_server.endpoint, region=s3_server.region, concurrency=1
         )
@@ -118,7 +120,7 @@ def test_wrong_credentials_fall_back_to_botocores_error(
 def test_hooked_clients_use_botocore(
     s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None
 ) -> None:
-    st = s3.S3Storage(
+    st = s3_storage.S3Storage(
         url.RemoteConfig(
             kind="s3", bucket=s3_bucket, endpoint=s3_server.endpoint, region=s3_server.region, concurrency=2
         )
@@ -137,9 +139,9 @@ def test_direct_is_off_without_endpoint_or_with_a_proxy(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
-    assert s3.S3Storage(url.RemoteConfig(kind="s3", bucket="bkt", region="us-east-1"))._direct is None
+    assert s3_storage.S3Storage(url.RemoteConfig(kind="s3", bucket="bkt", region="us-east-1"))._direct is None
     assert (
-        s3.S3Storage(
+        s3_storage.S3Storage(
             url.RemoteConfig(kind="s3", bucket="bkt", endpoint=s3_server.endpoint, region="us-east-1"),
             direct=False,
         )._direct
@@ -149,7 +151,7 @@ def test_direct_is_off_without_endpoint_or_with_a_proxy(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     assert (
-        s3.S3Storage(
+        s3_storage.S3Storage(
             url.RemoteConfig(kind="s3", bucket="bkt", endpoint="http://10.9.8.7:8333", region="us-east-1")
         )._direct
         is None
@@ -157,7 +159,7 @@ def test_direct_is_off_without_endpoint_or_with_a_proxy(
 
 
 def test_a_dropped_connection_is_transient_and_retried(
-    storage: s3.S3Storage, monkeypatch: pytest.MonkeyPatch
+    storage: s3_storage.S3Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage.put_bytes("layer", b"y" * 1000)
     assert storage._direct is not None
@@ -183,8 +185,8 @@ PART = 256 * 1024
 @pytest.fixture
 def ranged(monkeypatch: pytest.MonkeyPatch) -> None:
     """Large objects are anything from 1 MiB here, parts of 256 KiB (same code, small data)."""
-    monkeypatch.setattr(s3, "RANGED_MIN", MiB)
-    monkeypatch.setattr(s3, "RANGE_PART", PART)
+    monkeypatch.setattr(s3_storage, "RANGED_MIN", MiB)
+    monkeypatch.setattr(s3_storage, "RANGE_PART", PART)
 
 
 def _temp_writer(path: Path) -> tuple[remote_io._FdWriter, int]:
@@ -192,7 +194,7 @@ def _temp_writer(path: Path) -> tuple[remote_io._FdWriter, int]:
     return remote_io._FdWriter(fd), fd
 
 
-def _download_and_compare(storage: s3.S3Storage, path: Path, data: bytes) -> None:
+def _download_and_compare(storage: s3_storage.S3Storage, path: Path, data: bytes) -> None:
     """Download ``big`` into ``path`` through the engine's writer: the same bytes, and the
     progress reported sums to the size (a retried part takes its bytes back)."""
     out, fd = _temp_writer(path)
@@ -207,7 +209,7 @@ def _download_and_compare(storage: s3.S3Storage, path: Path, data: bytes) -> Non
     assert sum(progress) == len(data)
 
 
-def _counting_range_gets(storage: s3.S3Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+def _counting_range_gets(storage: s3_storage.S3Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     assert storage._direct is not None
     direct = storage._direct.client
     real = direct.get_range
@@ -222,7 +224,7 @@ def _counting_range_gets(storage: s3.S3Storage, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_large_objects_are_fetched_as_parallel_ranges_written_at_their_offsets(
-    storage: s3.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage: s3_storage.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     size = 4 * PART + 12345  # a short last part
     data = os.urandom(size)
@@ -237,7 +239,7 @@ def test_large_objects_are_fetched_as_parallel_ranges_written_at_their_offsets(
 
 
 def test_a_ranged_download_checks_the_object_size_of_every_part(
-    storage: s3.S3Storage, ranged: None, tmp_path: Path
+    storage: s3_storage.S3Storage, ranged: None, tmp_path: Path
 ) -> None:
     size = 3 * PART
     storage.put_bytes("big", os.urandom(size))
@@ -257,7 +259,7 @@ def test_a_ranged_download_checks_the_object_size_of_every_part(
 
 
 def test_a_failed_part_is_retried_alone(
-    storage: s3.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage: s3_storage.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     size = 4 * PART
     data = os.urandom(size)
@@ -281,7 +283,7 @@ def test_a_failed_part_is_retried_alone(
 
 
 def test_a_part_that_keeps_failing_fails_the_download_and_stops_the_others(
-    storage: s3.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage: s3_storage.S3Storage, ranged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     size = 8 * PART
     storage.put_bytes("big", os.urandom(size))

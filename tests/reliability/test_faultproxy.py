@@ -11,15 +11,16 @@ import time
 import pytest
 
 from e2e.conftest import Remote
-from pageserver_operator.remote import errors, retry, s3, url
+from pageserver_operator.remote import errors, retry, url
+from pageserver_operator.remote.s3 import storage as s3_storage
 from reliability import faultproxy
 
 pytestmark = pytest.mark.integration
 
 
-def client(remote: Remote, proxy: faultproxy.FaultProxy) -> s3.S3Storage:
+def client(remote: Remote, proxy: faultproxy.FaultProxy) -> s3_storage.S3Storage:
     """One attempt per call (no retries), short timeouts: every fault shows."""
-    return s3.S3Storage(
+    return s3_storage.S3Storage(
         url.RemoteConfig(kind="s3", bucket=remote.bucket, endpoint=proxy.endpoint, region=remote.server.region),
         retrier=retry.Retrier(retry.RetryPolicy(max_attempts=1)), read_timeout=5, connect_timeout=2,
     )  # fmt: skip

@@ -22,6 +22,6 @@ def open_remote(config: url.RemoteConfig) -> base.RemoteStorage:
 
         assert config.local_path is not None  # checked by RemoteConfig
         return local_fs.LocalFsStorage(config.local_path, config.concurrency)
-    from pageserver_operator.remote import s3
+    from pageserver_operator.remote.s3 import storage as s3_storage
 
-    return s3.S3Storage(config)
+    return s3_storage.S3Storage(config)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import remote_contract
-from pageserver_operator.remote import local_fs, retry, s3, url
+from pageserver_operator.remote import local_fs, retry, url
+from pageserver_operator.remote.s3 import storage as s3_storage
 from remote_contract import Harness
 
 from .conftest import FAKE_SECRET_KEY, REGION
@@ -34,7 +35,7 @@ def _local(tmp_path: Path, prefix: str) -> Harness:
 
 
 def _moto(bucket: str, prefix: str) -> Harness:
-    storage = s3.S3Storage(
+    storage = s3_storage.S3Storage(
         url.RemoteConfig(kind="s3", bucket=bucket, prefix=prefix, region=REGION, concurrency=4)
     )
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pageserver_operator.remote import factory, local_fs, s3, url
+from pageserver_operator.remote import factory, local_fs, url
+from pageserver_operator.remote.s3 import storage as s3_storage
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +29,7 @@ def test_open_remote_builds_the_backend(tmp_path: Path, monkeypatch: pytest.Monk
         url.parse_remote_url("s3://bucket/pfx?endpoint=http://127.0.0.1:1&region=r1", 3)
     )
     try:
-        assert isinstance(remote, s3.S3Storage)
+        assert isinstance(remote, s3_storage.S3Storage)
         assert (remote.bucket, remote.prefix, remote.concurrency) == ("bucket", "pfx", 3)
         assert "open-remote-secret" not in remote.describe()
         assert "AKIAOPENREMOTE" not in remote.describe()

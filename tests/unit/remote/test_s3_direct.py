@@ -1,4 +1,4 @@
-"""Tests of `remote.s3_direct` (the direct HTTP transfer path of the S3 backend) without a real
+"""Tests of `remote.s3.direct` (the direct HTTP transfer path of the S3 backend) without a real
 S3 server: the SigV4 signature equals botocore's for the same request, and the HTTP handling
 against a scripted local server -- keep-alive reuse, a connection closed while idle, answers
 other than 200 (fallback to botocore), chunked bodies, short bodies, timeouts, uploads."""
@@ -16,7 +16,7 @@ import botocore.awsrequest
 import botocore.credentials
 import pytest
 
-from pageserver_operator.remote import s3_direct
+from pageserver_operator.remote.s3 import direct as s3_direct
 
 NOW = datetime.datetime(2026, 11, 24, 12, 30, 45)
 

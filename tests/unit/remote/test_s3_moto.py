@@ -1,4 +1,4 @@
-"""Tests of `remote.s3` against moto (unit level): the client configuration (pool, no botocore
+"""Tests of `remote.s3` (storage, errors, client) against moto (unit level): the client configuration (pool, no botocore
 retries, path style), one GET and no HEAD per download, the concurrency limit, pagination,
 retries of injected connection errors, 5xx and mid-stream resets, and the error mapping."""
 
@@ -15,7 +15,9 @@ import urllib3.exceptions
 from prometheus_client import REGISTRY
 
 import remote_contract
-from pageserver_operator.remote import errors, retry, s3, url
+from pageserver_operator.remote import errors, retry, url
+from pageserver_operator.remote.s3 import errors as s3_errors
+from pageserver_operator.remote.s3 import storage as s3_storage
 
 from .conftest import FAKE_SECRET_KEY, REGION, RecordingSleep
 
@@ -23,15 +25,15 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def storage(moto_bucket: str, fast_retrier: retry.Retrier) -> s3.S3Storage:
-    return s3.S3Storage(
+def storage(moto_bucket: str, fast_retrier: retry.Retrier) -> s3_storage.S3Storage:
+    return s3_storage.S3Storage(
         url.RemoteConfig(kind="s3", bucket=moto_bucket, prefix="pfx", region=REGION, concurrency=3),
         retrier=fast_retrier,
     )
 
 
 @pytest.fixture
-def faults(storage: s3.S3Storage) -> remote_contract.BotocoreFaults:
+def faults(storage: s3_storage.S3Storage) -> remote_contract.BotocoreFaults:
     return remote_contract.BotocoreFaults(storage.client)
 
 
@@ -40,7 +42,7 @@ def _sample(name: str, **labels: str) -> float:
 
 
 def test_client_configuration(aws_env: None) -> None:
-    storage = s3.S3Storage(
+    storage = s3_storage.S3Storage(
         url.parse_remote_url("s3://bucket/p/?endpoint=http://127.0.0.1:1&region=eu-west-1", concurrency=12)
     )
     config: Any = storage.client.meta.config
@@ -56,7 +58,7 @@ def test_client_configuration(aws_env: None) -> None:
 
 
 def test_download_is_one_get_and_never_a_head(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults
 ) -> None:
     storage.put_bytes("layer", b"x" * 100)
     faults.sent.clear()
@@ -66,7 +68,7 @@ def test_download_is_one_get_and_never_a_head(
 
 
 def test_content_length_mismatch_fails_before_reading_the_body(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults
 ) -> None:
     storage.put_bytes("layer", b"x" * 100)
     out = io.BytesIO()
@@ -79,7 +81,7 @@ def test_content_length_mismatch_fails_before_reading_the_body(
 
 
 def test_requests_never_exceed_the_concurrency(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults
 ) -> None:
     for i in range(12):
         storage.put_bytes(f"obj{i}", b"o")
@@ -93,7 +95,7 @@ def test_requests_never_exceed_the_concurrency(
 
 
 def test_listings_follow_continuation_tokens(moto_bucket: str, fast_retrier: retry.Retrier) -> None:
-    storage = s3.S3Storage(
+    storage = s3_storage.S3Storage(
         url.RemoteConfig(kind="s3", bucket=moto_bucket, region=REGION, concurrency=2),
         retrier=fast_retrier,
         list_page_size=3,
@@ -111,7 +113,7 @@ def test_listings_follow_continuation_tokens(moto_bucket: str, fast_retrier: ret
 
 
 def test_connection_errors_are_retried(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults, sleeps: RecordingSleep
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults, sleeps: RecordingSleep
 ) -> None:
     storage.put_bytes("k", b"v")
     faults.fail_with_connection_error("GetObject", 3)
@@ -122,7 +124,7 @@ def test_connection_errors_are_retried(
 
 
 def test_retries_run_out_into_a_transient_error(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults, sleeps: RecordingSleep
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults, sleeps: RecordingSleep
 ) -> None:
     faults.fail_with_connection_error("PutObject", 100)
     with pytest.raises(errors.TransientRemoteError, match="8 attempts") as raised:
@@ -143,7 +145,7 @@ def test_retries_run_out_into_a_transient_error(
     ],
 )
 def test_server_side_transient_errors_are_retried(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults, status: int, code: str
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults, status: int, code: str
 ) -> None:
     storage.put_bytes("k", b"v")
     faults.fail_with_status("GetObject", 2, status, code)
@@ -162,7 +164,7 @@ def test_server_side_transient_errors_are_retried(
     ],
 )
 def test_rejections_are_permanent_and_name_bucket_key_and_code(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults, status: int, code: str
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults, status: int, code: str
 ) -> None:
     faults.fail_with_status("GetObject", 1, status, code)
     with pytest.raises(errors.PermanentRemoteError) as raised:
@@ -173,7 +175,7 @@ def test_rejections_are_permanent_and_name_bucket_key_and_code(
 
 
 def test_missing_bucket_is_permanent(aws_env: None, moto_bucket: str) -> None:
-    storage = s3.S3Storage(url.RemoteConfig(kind="s3", bucket="no-such-bucket", region=REGION, concurrency=1))
+    storage = s3_storage.S3Storage(url.RemoteConfig(kind="s3", bucket="no-such-bucket", region=REGION, concurrency=1))
     for call in (
         lambda: storage.get_bytes("k"),
         lambda: storage.list_dirs(""),
@@ -184,7 +186,7 @@ def test_missing_bucket_is_permanent(aws_env: None, moto_bucket: str) -> None:
 
 
 def test_a_reset_mid_stream_restarts_the_download_cleanly(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults
 ) -> None:
     data = bytes(range(256)) * (10 * 1024)  # 2.5 MiB
     storage.put_bytes("layer", data)
@@ -201,7 +203,7 @@ def test_a_reset_mid_stream_restarts_the_download_cleanly(
 
 
 def test_errors_of_the_callers_out_file_are_not_remote_errors(
-    storage: s3.S3Storage, sleeps: RecordingSleep
+    storage: s3_storage.S3Storage, sleeps: RecordingSleep
 ) -> None:
     storage.put_bytes("layer", b"x" * 10)
 
@@ -220,7 +222,7 @@ def test_missing_credentials_are_permanent_and_say_what_to_set(
 ) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    storage = s3.S3Storage(
+    storage = s3_storage.S3Storage(
         url.RemoteConfig(
             kind="s3", bucket="bucket", endpoint="http://127.0.0.1:9", region=REGION, concurrency=1
         )
@@ -230,7 +232,7 @@ def test_missing_credentials_are_permanent_and_say_what_to_set(
 
 
 def test_upload_file_sends_exact_content_length(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults, tmp_path: Path
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults, tmp_path: Path
 ) -> None:
     source = tmp_path / "layer"
     source.write_bytes(b"y" * 5000)
@@ -241,7 +243,7 @@ def test_upload_file_sends_exact_content_length(
 
 
 def test_secrets_are_not_in_describe_or_messages(
-    storage: s3.S3Storage, faults: remote_contract.BotocoreFaults
+    storage: s3_storage.S3Storage, faults: remote_contract.BotocoreFaults
 ) -> None:
     faults.fail_with_status("GetObject", 1, 403, "SignatureDoesNotMatch")
     with pytest.raises(errors.PermanentRemoteError) as raised:
@@ -268,7 +270,7 @@ def test_secrets_are_not_in_describe_or_messages(
     ],
 )
 def test_map_error_of_client_side_failures(exc: BaseException, kind: type[errors.RemoteError]) -> None:
-    mapped = s3.map_error(exc, op="get", bucket="b", full_key="p/k")
+    mapped = s3_errors.map_error(exc, op="get", bucket="b", full_key="p/k")
     assert type(mapped) is kind
     assert "s3://b/p/k" in str(mapped)
 
@@ -292,4 +294,4 @@ def test_map_error_of_client_side_failures(exc: BaseException, kind: type[errors
 def test_map_error_of_s3_responses(code: str, status: int, kind: type[errors.RemoteError]) -> None:
     response: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
     exc = botocore.exceptions.ClientError(response, "GetObject")
-    assert type(s3.map_error(exc, op="get", bucket="b", full_key="k")) is kind
+    assert type(s3_errors.map_error(exc, op="get", bucket="b", full_key="k")) is kind

@@ -18,7 +18,7 @@ How requests are arranged (see reference/s3-download-performance.md §0-1):
   the whole GET after truncating ``out``, and ``progress`` is called with the negative count
   of the abandoned bytes so the caller's totals stay right.
 - With an ``endpoint``, layer downloads (``download_to``) and uploads (``upload_file``) take the
-  direct path of `s3_direct` (SigV4 signed here, a plain keep-alive HTTP/1.1 connection,
+  direct path of `s3.direct` (SigV4 signed here, a plain keep-alive HTTP/1.1 connection,
   ``recv_into`` a reused buffer, ``sendfile`` for uploads): about a tenth of botocore's CPU per
   request. It is skipped whenever something hooks into the client's ``before-send`` event
   (moto, stubbers, fault injection), when a proxy applies, or with ``direct=False``; any answer
@@ -36,36 +36,27 @@ How requests are arranged (see reference/s3-download-performance.md §0-1):
 - ``list_dirs`` returns the common prefixes as the server reports them: SeaweedFS keeps a
   "directory" whose objects were all deleted, so a listed name may hold no object.
 
-Error mapping: ``NoSuchKey``/404 is `NotFound`; ``NoSuchBucket``, ``AccessDenied``,
-``InvalidAccessKeyId``, ``SignatureDoesNotMatch`` and other 4xx are `PermanentRemoteError`
-naming the bucket, the key and the S3 error code; 5xx, 429, ``SlowDown``, ``RequestTimeout``,
-throttling and connection-level failures (refused, reset, timed out, truncated body) are
-transient. Credentials come only from the standard AWS chain (environment, config files, IRSA,
-instance profile) and are never logged or put into messages.
+Errors are classified by `s3.errors`; the client is built by `s3.client`; response bodies are
+read through `s3.streams`. Credentials come only from the standard AWS chain (environment,
+config files, IRSA, instance profile) and are never logged or put into messages.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import http.client
 import logging
 import os
 import threading
-import typing
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-import botocore.exceptions
-import botocore.httpsession
-import botocore.loaders
-import botocore.session
-import botocore.utils
-import urllib3.exceptions
-from botocore.config import Config as BotoConfig
-
-from pageserver_operator.remote import base, errors, keys, metrics, retry, s3_direct, url
+from pageserver_operator.remote import base, errors, keys, metrics, retry, url
+from pageserver_operator.remote.s3 import client as s3_client
+from pageserver_operator.remote.s3 import direct as s3_direct
+from pageserver_operator.remote.s3 import errors as s3_errors
+from pageserver_operator.remote.s3 import streams
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -75,57 +66,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CHUNK_SIZE = 1 << 20
-#: Connections beyond the concurrency limit, so a request never waits for the pool.
-POOL_HEADROOM = 4
 #: Objects at least this large are downloaded as parallel ranged GETs (see the module doc).
 RANGED_MIN = 128 << 20
 #: The size of one ranged GET.
 RANGE_PART = 32 << 20
-
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "ProvisionedThroughputExceededException",
-        "InternalError",
-        "ServiceUnavailable",
-        "PriorRequestNotComplete",
-        "IncompleteBody",
-        "BadDigest",
-        "XAmzContentSHA256Mismatch",
-    }
-)
-#: Errors of the connection or of the response stream: worth another attempt.
-_TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.HTTPClientError,  # ReadTimeout, ConnectionClosed, ResponseStreaming
-    botocore.exceptions.ConnectionError,  # EndpointConnection, ConnectTimeout, Proxy, SSL
-    botocore.exceptions.IncompleteReadError,
-    botocore.exceptions.ChecksumError,
-    botocore.exceptions.FlexibleChecksumError,
-    botocore.exceptions.CredentialRetrievalError,
-    botocore.exceptions.MetadataRetrievalError,
-    urllib3.exceptions.HTTPError,  # ProtocolError and friends, when not wrapped by botocore
-    http.client.HTTPException,  # IncompleteRead
-    ConnectionError,
-    TimeoutError,
-)
-#: Everything a request or a body read can raise that `_map_error` classifies.
-_REMOTE_EXCEPTIONS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.ClientError,
-    botocore.exceptions.BotoCoreError,
-    *_TRANSIENT_EXCEPTIONS,
-)
 
 
 class S3Storage:
@@ -163,18 +107,18 @@ class S3Storage:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._retrier = retrier or retry.Retrier()
         self._page_size = list_page_size
-        self._client, credentials, ca_bundle = _make_client(
+        self._client, credentials, ca_bundle = s3_client.create(
             endpoint=endpoint,
             region=region,
-            pool_size=concurrency + POOL_HEADROOM,
+            pool_size=concurrency + s3_client.POOL_HEADROOM,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
         self._parts: ThreadPoolExecutor | None = None  # ranged GETs, created when first needed
         self._parts_lock = threading.Lock()
-        self._direct: _Direct | None = None
+        self._direct: s3_client.Direct | None = None
         if direct and endpoint is not None:
-            self._direct = _make_direct(
+            self._direct = s3_client.make_direct(
                 self._client,
                 credentials,
                 ca_bundle,
@@ -183,7 +127,7 @@ class S3Storage:
                 region,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                pool_size=concurrency + POOL_HEADROOM,
+                pool_size=concurrency + s3_client.POOL_HEADROOM,
             )
 
     @property
@@ -275,7 +219,7 @@ class S3Storage:
                         data = body.read()
                     finally:
                         body.close()
-                except _REMOTE_EXCEPTIONS as exc:
+                except s3_errors.REMOTE_EXCEPTIONS as exc:
                     raise self._map_error(exc, "get", full) from exc
             metrics.count_bytes("download", len(data))
             return data
@@ -300,7 +244,7 @@ class S3Storage:
             and self._direct.usable("GetObject")
         ):
             return self._download_ranged(key, full, out, pwrite, expected_size, progress)
-        reported = _Reported(progress)
+        reported = streams.Reported(progress)
 
         def attempt() -> int:
             reported.restart()
@@ -312,7 +256,7 @@ class S3Storage:
                     length = stream.length
                     if expected_size is not None and length is not None and length != expected_size:
                         raise self._size_mismatch(full, expected_size, length)
-                    copied = _copy_body(stream, lambda chunk, _pos: out.write(chunk), 0, reported)
+                    copied = streams.copy_body(stream, lambda chunk, _pos: out.write(chunk), 0, reported)
                 finally:
                     stream.close()
             if expected_size is not None and copied != expected_size:
@@ -337,16 +281,16 @@ class S3Storage:
         stop = threading.Event()
 
         def part(start: int, length: int) -> None:
-            reported = _Reported(progress)
+            reported = streams.Reported(progress)
 
             def attempt() -> None:
                 reported.restart()
                 with self._slots:
                     if stop.is_set():
-                        raise _PartStopped()
+                        raise streams.PartStopped()
                     stream = self._open_range(full, start, length, size)
                     try:
-                        end = _copy_body(stream, pwrite, start, reported, stop)
+                        end = streams.copy_body(stream, pwrite, start, reported, stop)
                     finally:
                         stream.close()
                 if end != start + length:
@@ -371,7 +315,7 @@ class S3Storage:
                     failed[start] = errors.TransientRemoteError(
                         f"download of {self._where(full)} stopped: the storage is closing"
                     )
-                elif (exc := f.exception()) is not None and not isinstance(exc, _PartStopped):
+                elif (exc := f.exception()) is not None and not isinstance(exc, streams.PartStopped):
                     failed[start] = exc
 
         for start in range(0, size, RANGE_PART):
@@ -392,13 +336,13 @@ class S3Storage:
             raise failed[min(failed)]
         return size
 
-    def _open_range(self, full: str, start: int, length: int, size: int) -> _Stream:
+    def _open_range(self, full: str, start: int, length: int, size: int) -> streams.Stream:
         """One ranged GET of an object of ``size`` bytes: directly, else (any answer but the asked
         206) through botocore. An answer giving another size for the object (``Content-Range``
         of a 206, or of a 416 for a range past its end) is a size mismatch."""
         assert self._direct is not None
         try:
-            stream: _Stream = _DirectStream(
+            stream: streams.Stream = streams.DirectStream(
                 self._direct.client.get_range(full, start, length), full, self._map_error
             )
         except s3_direct.Fallback as answer:
@@ -415,9 +359,9 @@ class S3Storage:
             response = self._client.get_object(
                 Bucket=self._bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
             )
-        except _REMOTE_EXCEPTIONS as exc:
+        except s3_errors.REMOTE_EXCEPTIONS as exc:
             raise self._map_error(exc, "download", full) from exc
-        boto_stream = _BotoStream(response, full, self._map_error)
+        boto_stream = streams.BotoStream(response, full, self._map_error)
         try:
             boto_stream.total = int((response.get("ContentRange") or "").rpartition("/")[2])
         except ValueError:
@@ -427,22 +371,22 @@ class S3Storage:
             raise self._size_mismatch(full, size, -1 if boto_stream.total is None else boto_stream.total)
         return boto_stream
 
-    def _open_stream(self, full: str) -> _Stream:
+    def _open_stream(self, full: str) -> streams.Stream:
         """One GET of ``full``: directly (`s3_direct`) when nothing intercepts this client's
         requests, else -- and for every answer other than 200 -- through botocore."""
         direct = self._direct
         if direct is not None and direct.usable("GetObject"):
             try:
-                return _DirectStream(direct.client.get(full), full, self._map_error)
+                return streams.DirectStream(direct.client.get(full), full, self._map_error)
             except s3_direct.Fallback:
                 pass
             except s3_direct.DirectError as exc:
                 raise self._map_error(exc, "download", full) from exc
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=full)
-        except _REMOTE_EXCEPTIONS as exc:
+        except s3_errors.REMOTE_EXCEPTIONS as exc:
             raise self._map_error(exc, "download", full) from exc
-        return _BotoStream(response, full, self._map_error)
+        return streams.BotoStream(response, full, self._map_error)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -531,7 +475,7 @@ class S3Storage:
         with self._slots:
             try:
                 return call()
-            except _REMOTE_EXCEPTIONS as exc:
+            except s3_errors.REMOTE_EXCEPTIONS as exc:
                 raise self._map_error(exc, op, full_key) from exc
 
     def _size_mismatch(self, full_key: str, expected: int, got: int) -> errors.PermanentRemoteError:
@@ -540,272 +484,5 @@ class S3Storage:
         )
 
     def _map_error(self, exc: BaseException, op: str, full_key: str) -> errors.RemoteError:
-        return map_error(exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint)
+        return s3_errors.map_error(exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint)
 
-
-class _Stream(Protocol):
-    """The body of one GET: its announced length, its chunks, then `finished` and `close`."""
-
-    length: int | None
-    total: int | None  # the object's size, for a ranged GET
-
-    def chunks(self) -> Iterator[bytes | memoryview]:
-        """The body in chunks of at most `CHUNK_SIZE`; a chunk is valid until the next one."""
-        ...
-
-    def finished(self) -> None:
-        """The whole body was read (the connection may be reused)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-_ErrorMapper = Callable[[BaseException, str, str], errors.RemoteError]
-
-
-class _BotoStream:
-    """A botocore GetObject response."""
-
-    def __init__(self, response: Any, full_key: str, map_err: _ErrorMapper) -> None:
-        self.length: int | None = response.get("ContentLength")
-        self.total: int | None = self.length
-        self._body = response["Body"]
-        self._key = full_key
-        self._map_err = map_err
-
-    def chunks(self) -> Iterator[bytes | memoryview]:
-        while True:
-            try:
-                chunk = self._body.read(CHUNK_SIZE)
-            except _REMOTE_EXCEPTIONS as exc:
-                raise self._map_err(exc, "download", self._key) from exc
-            if not chunk:
-                return
-            yield chunk
-
-    def finished(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self._body.close()
-
-
-class _DirectStream:
-    """A `s3_direct.GetStream` with its failures classified like botocore's."""
-
-    def __init__(self, stream: s3_direct.GetStream, full_key: str, map_err: _ErrorMapper) -> None:
-        self.length = stream.length
-        self.total = stream.total if stream.total is not None else stream.length
-        self._stream = stream
-        self._key = full_key
-        self._map_err = map_err
-
-    def chunks(self) -> Iterator[bytes | memoryview]:
-        try:
-            yield from self._stream.chunks()
-        except s3_direct.DirectError as exc:
-            raise self._map_err(exc, "download", self._key) from exc
-
-    def finished(self) -> None:
-        self._stream.finished()
-
-    def close(self) -> None:
-        self._stream.close()
-
-
-class _Reported:
-    """The bytes one download attempt reported to its ``progress`` callback, taken back when the
-    attempt is abandoned for a retry (so the sum of all calls is the bytes kept)."""
-
-    def __init__(self, progress: base.ProgressCallback | None) -> None:
-        self._progress = progress
-        self._bytes = 0
-
-    def add(self, n: int) -> None:
-        if self._progress is not None:
-            self._progress(n)
-            self._bytes += n
-
-    def restart(self) -> None:
-        if self._progress is not None and self._bytes:
-            self._progress(-self._bytes)
-            self._bytes = 0
-
-
-def _copy_body(
-    stream: _Stream,
-    write: Callable[[bytes | memoryview, int], object],
-    pos: int,
-    reported: _Reported,
-    stop: threading.Event | None = None,
-) -> int:
-    """Copy the body of ``stream`` through ``write(chunk, offset)`` from offset ``pos``, counting
-    and reporting the bytes; return the offset after the last byte. The caller's file errors are
-    not remote errors: they propagate as they are."""
-    for chunk in stream.chunks():
-        if stop is not None and stop.is_set():
-            raise _PartStopped()
-        write(chunk, pos)
-        n = len(chunk)
-        pos += n
-        metrics.count_bytes("download", n)
-        reported.add(n)
-    stream.finished()
-    return pos
-
-
-class _PartStopped(Exception):
-    """A ranged part gave up because another part of the same object failed."""
-
-
-class _Direct:
-    """When to use `s3_direct.DirectS3` for an operation of this client.
-
-    Only when nothing is registered on the client's ``before-send`` event for that operation:
-    moto, botocore stubbers and the test suite's fault injection hook in there, and must keep
-    seeing every request. (The check costs a few microseconds per request.)
-    """
-
-    def __init__(self, client: S3Client, direct: s3_direct.DirectS3) -> None:
-        self.client = direct
-        self._events: Any = client.meta.events
-
-    def usable(self, operation: str) -> bool:
-        try:
-            handlers = self._events._emitter._handlers.prefix_search(f"before-send.s3.{operation}")
-        except AttributeError:  # another botocore: do not guess
-            return False
-        return not handlers
-
-
-def map_error(
-    exc: BaseException, *, op: str, bucket: str, full_key: str, endpoint: str | None = None
-) -> errors.RemoteError:
-    """Classify a boto3/botocore/urllib3 failure as `NotFound`, transient or permanent."""
-    where = f"s3://{bucket}/{full_key}"
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        text = str(error.get("Message") or "").strip()
-        detail = f"{code or 'error'} (HTTP {status})" + (f": {text}" if text else "")
-        if code == "NoSuchBucket":
-            return errors.PermanentRemoteError(
-                f"{op} of {where} failed: bucket {bucket!r} does not exist ({detail})"
-            )
-        if code in _NOT_FOUND_CODES or status == 404:
-            return errors.NotFound(f"no object {where} ({code or 'HTTP 404'})")
-        if code in _TRANSIENT_CODES or status == 429 or status >= 500:
-            return errors.TransientRemoteError(f"{op} of {where} failed: {detail}")
-        return errors.PermanentRemoteError(f"{op} of {where} rejected: {detail}")
-    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
-        return errors.PermanentRemoteError(
-            f"{op} of {where}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or use IRSA / an instance profile)"
-        )
-    if isinstance(exc, _TRANSIENT_EXCEPTIONS):
-        server = f" at {endpoint}" if endpoint else ""
-        return errors.TransientRemoteError(f"{op} of {where}{server} failed: {type(exc).__name__}: {exc}")
-    return errors.PermanentRemoteError(f"{op} of {where} failed: {type(exc).__name__}: {exc}")
-
-
-def make_client(
-    *,
-    endpoint: str | None,
-    region: str,
-    pool_size: int,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-) -> S3Client:
-    """A botocore S3 client with our pool, timeouts, and botocore's retries off (we retry ourselves)."""
-    return _make_client(
-        endpoint=endpoint,
-        region=region,
-        pool_size=pool_size,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )[0]
-
-
-def _make_client(
-    *,
-    endpoint: str | None,
-    region: str,
-    pool_size: int,
-    connect_timeout: float,
-    read_timeout: float,
-) -> tuple[S3Client, Any, str | None]:
-    """`make_client`, plus the session's credentials (botocore's provider chain, refreshed
-    there; None when there are none) and its ``ca_bundle`` setting (``AWS_CA_BUNDLE``)."""
-    options: dict[str, Any] = {
-        "region_name": region,
-        "max_pool_connections": pool_size,
-        "retries": {"total_max_attempts": 1, "mode": "standard"},
-        "connect_timeout": connect_timeout,
-        "read_timeout": read_timeout,
-        "tcp_keepalive": True,
-    }
-    if endpoint is not None:
-        options["s3"] = {"addressing_style": "path"}
-        options["request_checksum_calculation"] = "when_required"
-        options["response_checksum_validation"] = "when_required"
-    with _LOADER_LOCK:
-        botocore_session = botocore.session.Session()
-        botocore_session.register_component("data_loader", _shared_loader())
-        # botocore's client, not boto3's: boto3 adds only resources and s3transfer helpers,
-        # none of which is used here, and importing it costs a CLI run ~0.1 s of start-up.
-        client = typing.cast(
-            "S3Client",
-            botocore_session.create_client("s3", endpoint_url=endpoint, config=BotoConfig(**options)),
-        )
-    ca_bundle = botocore_session.get_config_variable("ca_bundle")
-    return client, botocore_session.get_credentials(), ca_bundle
-
-
-def _make_direct(
-    client: S3Client,
-    credentials: Any,
-    ca_bundle: str | None,
-    endpoint: str,
-    bucket: str,
-    region: str,
-    *,
-    connect_timeout: float,
-    read_timeout: float,
-    pool_size: int,
-) -> _Direct | None:
-    """The direct transfer path for this endpoint, or None where it would change behaviour:
-    no credentials (botocore raises the error that says what to set), a proxy applies."""
-    if credentials is None or botocore.utils.get_environ_proxies(endpoint):
-        return None
-    verify: bool | str = True
-    if endpoint.startswith("https:"):
-        # botocore's own trust store: AWS_CA_BUNDLE, else certifi's bundle
-        verify = str(ca_bundle) if ca_bundle else str(botocore.httpsession.get_cert_path(True))
-    try:
-        direct = s3_direct.DirectS3(
-            endpoint,
-            bucket,
-            region,
-            credentials,
-            verify=verify,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            pool_size=pool_size,
-        )
-    except ValueError:
-        return None
-    return _Direct(client, direct)
-
-
-_LOADER_LOCK = threading.Lock()
-_LOADER: botocore.loaders.Loader | None = None
-
-
-def _shared_loader() -> botocore.loaders.Loader:
-    """One botocore data loader per process: the S3 service model is parsed once, not per client
-    (a client is then created in ~15 ms instead of ~70 ms). Credentials stay per session."""
-    global _LOADER
-    if _LOADER is None:
-        _LOADER = botocore.loaders.create_loader()
-    return _LOADER

@@ -1,4 +1,4 @@
-"""Direct HTTP/1.1 transfers to an S3-compatible endpoint: the fast path of `remote.s3`.
+"""Direct HTTP/1.1 transfers to an S3-compatible endpoint: the fast path of `remote.s3.storage`.
 
 Why: botocore spends about 1.5 ms of CPU per GetObject (event hooks, parameter validation, header
 parsing with dateutil, urllib3, http.client's email parser). On a 2-core machine that CPU, held
@@ -17,7 +17,7 @@ Scope -- deliberately narrow, so that nothing but the transfer changes:
   redoes that attempt through botocore, which produces the exact error (NoSuchKey, AccessDenied,
   SlowDown, ...) with its message, as before.
 - Failures of the connection or of the response raise `DirectError` (an
-  ``http.client.HTTPException``, which `remote.s3` classifies as transient). A kept-alive
+  ``http.client.HTTPException``, which `remote.s3.errors` classifies as transient). A kept-alive
   connection the server closed while idle is retried once on a new connection. Sockets are
   blocking with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO`` = the read timeout): a stalled
   server ends in ``EAGAIN``, i.e. a `DirectError`.

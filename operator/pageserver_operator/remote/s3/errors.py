@@ -1,0 +1,96 @@
+"""How a failure of a boto3/botocore/urllib3 request (or of the direct path) becomes a
+`remote.errors` error: `NotFound`, transient (retried) or permanent.
+
+Error mapping: ``NoSuchKey``/404 is `NotFound`; ``NoSuchBucket``, ``AccessDenied``,
+``InvalidAccessKeyId``, ``SignatureDoesNotMatch`` and other 4xx are `PermanentRemoteError`
+naming the bucket, the key and the S3 error code; 5xx, 429, ``SlowDown``, ``RequestTimeout``,
+throttling and connection-level failures (refused, reset, timed out, truncated body) are
+transient.
+Credentials are never put into messages.
+
+Pure classification: no I/O, no state.
+"""
+
+from __future__ import annotations
+
+import http.client
+
+import botocore.exceptions
+import urllib3.exceptions
+
+from pageserver_operator.remote import errors
+
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "InternalError",
+        "ServiceUnavailable",
+        "PriorRequestNotComplete",
+        "IncompleteBody",
+        "BadDigest",
+        "XAmzContentSHA256Mismatch",
+    }
+)
+#: Errors of the connection or of the response stream: worth another attempt.
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.HTTPClientError,  # ReadTimeout, ConnectionClosed, ResponseStreaming
+    botocore.exceptions.ConnectionError,  # EndpointConnection, ConnectTimeout, Proxy, SSL
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ChecksumError,
+    botocore.exceptions.FlexibleChecksumError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.MetadataRetrievalError,
+    urllib3.exceptions.HTTPError,  # ProtocolError and friends, when not wrapped by botocore
+    http.client.HTTPException,  # IncompleteRead
+    ConnectionError,
+    TimeoutError,
+)
+#: Everything a request or a body read can raise that `_map_error` classifies.
+REMOTE_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ClientError,
+    botocore.exceptions.BotoCoreError,
+    *TRANSIENT_EXCEPTIONS,
+)
+
+
+def map_error(
+    exc: BaseException, *, op: str, bucket: str, full_key: str, endpoint: str | None = None
+) -> errors.RemoteError:
+    """Classify a boto3/botocore/urllib3 failure as `NotFound`, transient or permanent."""
+    where = f"s3://{bucket}/{full_key}"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        text = str(error.get("Message") or "").strip()
+        detail = f"{code or 'error'} (HTTP {status})" + (f": {text}" if text else "")
+        if code == "NoSuchBucket":
+            return errors.PermanentRemoteError(
+                f"{op} of {where} failed: bucket {bucket!r} does not exist ({detail})"
+            )
+        if code in NOT_FOUND_CODES or status == 404:
+            return errors.NotFound(f"no object {where} ({code or 'HTTP 404'})")
+        if code in TRANSIENT_CODES or status == 429 or status >= 500:
+            return errors.TransientRemoteError(f"{op} of {where} failed: {detail}")
+        return errors.PermanentRemoteError(f"{op} of {where} rejected: {detail}")
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return errors.PermanentRemoteError(
+            f"{op} of {where}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or use IRSA / an instance profile)"
+        )
+    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+        server = f" at {endpoint}" if endpoint else ""
+        return errors.TransientRemoteError(f"{op} of {where}{server} failed: {type(exc).__name__}: {exc}")
+    return errors.PermanentRemoteError(f"{op} of {where} failed: {type(exc).__name__}: {exc}")

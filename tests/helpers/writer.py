@@ -12,8 +12,9 @@ for as long as it likes):
   directory, then one or two layers (temp + rename each), then ``metadata`` (created, written in
   one write, fsynced) last.
 - **compact**: write an L1 delta (the whole key space, or split in two at a random key) over a run
-  of 2-4 contiguous L0 deltas (temp + rename each), rewrite ``metadata`` in place (same LSN), then
-  remove the L0s one at a time.
+  of 2-4 contiguous L0 deltas (mostly the newest, as a pageserver compacts the L0s flushed since
+  its last compaction; temp + rename each), rewrite ``metadata`` in place (same LSN), then remove
+  the L0s one at a time.
 - **ephemeral files**: ``ephemeral-<n>`` spill files, created, appended to and removed at random;
   **scratch temp files** ``<name>.<hex>___temp`` kept for a while, then removed.
 
@@ -234,12 +235,15 @@ class Writer:
 
     # ---- driving -----------------------------------------------------------------------------
 
-    def step(self) -> str:
-        """Advance one action (an in-flight one, or a new one). Returns what was done."""
-        if self.tasks and (self.rng.random() < 0.6 or len(self.tasks) >= 3):
+    def step(self, prefer: str | None = None) -> str:
+        """Advance one action (an in-flight one, or a new one; ``prefer``: start an action of
+        that kind if one can start). Returns what was done."""
+        if self.tasks and (self.rng.random() < 0.6 or len(self.tasks) >= 3) and prefer is None:
             key = self.rng.choice(sorted(self.tasks))
             return self._advance(key)
-        key, task = self._new_task()
+        key, task = self._new_task(prefer)
+        if task is None and self.tasks:
+            return self._advance(self.rng.choice(sorted(self.tasks)))
         if task is None:
             return "idle"
         self.tasks[key] = task
@@ -275,7 +279,7 @@ class Writer:
             self.findings.append(Finding(key, f"writer action failed: {type(e).__name__}: {e}"))
             return f"{key}: FAILED {e}"
 
-    def _new_task(self) -> tuple[str, Iterator[str] | None]:
+    def _new_task(self, prefer: str | None = None) -> tuple[str, Iterator[str] | None]:
         if self.gone or not self.timelines:
             return "", None
         idle = [t for tlid, t in sorted(self.timelines.items()) if t.meta is not None and str(tlid) not in self.tasks]
@@ -288,7 +292,8 @@ class Writer:
                 choices.append((1.2, "branch"))
         if not choices:
             return "", None
-        kind = self.rng.choices([c for _, c in choices], [w for w, _ in choices])[0]
+        kinds = [c for _, c in choices]
+        kind = prefer if prefer in kinds else self.rng.choices(kinds, [w for w, _ in choices])[0]
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if kind == "branch":
             parent = self.rng.choice(idle)
@@ -466,9 +471,16 @@ class Writer:
         return runs
 
     def _compact(self, t: WriterTimeline) -> Iterator[str]:
-        run = self.rng.choice(self._l0_runs(t))
-        start = self.rng.randrange(0, len(run) - 1)
-        chosen = run[start : start + self.rng.randint(2, min(4, len(run) - start))]
+        runs = self._l0_runs(t)
+        if self.rng.random() < 0.8:
+            # as a pageserver does: the newest L0s (flushed since the last compaction), which
+            # are also the ones most likely still on their way to remote storage
+            run = runs[-1]
+            chosen = run[-self.rng.randint(2, min(4, len(run))) :]
+        else:
+            run = self.rng.choice(runs)
+            start = self.rng.randrange(0, len(run) - 1)
+            chosen = run[start : start + self.rng.randint(2, min(4, len(run) - start))]
         lo, hi = chosen[0].lsn_start, chosen[-1].lsn_end
         if self.rng.random() < 0.5:
             split = layer_name.Key(self.rng.randrange(1, KEY_MAX.value))
@@ -480,7 +492,7 @@ class Writer:
         assert t.meta is not None
         self._write_metadata(t, t.meta)
         yield f"metadata rewritten (compaction of {len(chosen)} L0s)"
-        for name in chosen:
+        for name in self.rng.sample(chosen, len(chosen)):  # in any order, the newest may go first
             t.layers.pop(name, None)
             self._remove(t.directory / str(name))
             yield f"removed L0 {name}"

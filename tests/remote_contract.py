@@ -6,8 +6,10 @@ One set of checks, run against every backend: the local directory and moto in th
 view of what it stored, to verify the key mapping) and a scratch directory. Add a check here,
 and every backend is held to it.
 
-Also here: request-level fault injection for boto3 clients (`BotocoreFaults`), shared by the
-moto unit tests and the SeaweedFS integration tests, to exercise the S3 backend's retry loop.
+Also here: request-level fault injection for the S3 backend's botocore client (`BotocoreFaults`),
+shared by the moto unit tests and the SeaweedFS integration tests, to exercise the S3 backend's
+retry loop, and `botocore_client`, the one place a test reaches the backend's client (production
+code has no accessor for it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.awsrequest
 import botocore.exceptions
@@ -28,6 +30,11 @@ import urllib3.exceptions
 from botocore.compat import HTTPHeaders
 
 from pageserver_operator.remote import base, errors, unreliable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from pageserver_operator.remote.s3 import storage as s3_storage
 
 MiB = 1024 * 1024
 
@@ -383,6 +390,11 @@ class _BrokenStream:
         self._inner.close()
 
 
+def botocore_client(storage: s3_storage.S3Storage) -> S3Client:
+    """The botocore client of an S3 backend (requests made with it bypass the backend's limit)."""
+    return storage._client
+
+
 class BotocoreFaults:
     """Injects failures into the requests of one boto3 client through botocore's event hooks.
 
@@ -390,7 +402,12 @@ class BotocoreFaults:
     to fail in a specific way. Requests, failed or not, are recorded in `sent`.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, storage: s3_storage.S3Storage) -> None:
+        """Hook into ``storage``'s client. Requests of the direct path (`remote.s3.direct`) do not go
+        through botocore's events: build a storage with an endpoint with ``direct=False``."""
+        if storage._direct is not None:
+            raise AssertionError("BotocoreFaults would not see the direct path: build the storage with direct=False")
+        client = botocore_client(storage)
         self._lock = threading.Lock()
         self._armed: dict[str, list[Callable[[], Any]]] = {}
         self._broken_bodies: dict[str, int] = {}

@@ -107,8 +107,8 @@ def test_wrong_secret_is_permanent_and_not_retried(
     s3_env: objectstore.ObjectStore, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    storage = _storage(s3_env, s3_bucket)
-    faults = remote_contract.BotocoreFaults(storage.client)
+    storage = _storage(s3_env, s3_bucket, direct=False)
+    faults = remote_contract.BotocoreFaults(storage)
     with pytest.raises(errors.PermanentRemoteError) as raised:
         storage.get_bytes("k")
     message = str(raised.value)
@@ -124,8 +124,8 @@ def test_missing_bucket_is_permanent(s3_env: objectstore.ObjectStore) -> None:
 
 
 def test_injected_faults_are_retried_by_the_backend(s3_env: objectstore.ObjectStore, s3_bucket: str) -> None:
-    storage = _storage(s3_env, s3_bucket, "faults")
-    faults = remote_contract.BotocoreFaults(storage.client)
+    storage = _storage(s3_env, s3_bucket, "faults", direct=False)
+    faults = remote_contract.BotocoreFaults(storage)
     data = os.urandom(3 * MiB + 1)
     faults.fail_with_connection_error("PutObject", 2)
     storage.put_bytes("layer", data)
@@ -151,8 +151,8 @@ def test_paginated_listings(s3_env: objectstore.ObjectStore, s3_bucket: str) -> 
 def test_parallel_downloads_stay_within_the_limit(
     s3_env: objectstore.ObjectStore, s3_bucket: str, tmp_path: Path
 ) -> None:
-    storage = _storage(s3_env, s3_bucket)
-    faults = remote_contract.BotocoreFaults(storage.client)
+    storage = _storage(s3_env, s3_bucket, direct=False)
+    faults = remote_contract.BotocoreFaults(storage)
     blobs = {f"layer-{i:02d}": os.urandom(256 * 1024 + i) for i in range(24)}
     for key, data in blobs.items():
         storage.put_bytes(key, data)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import remote_contract
 from pageserver_operator.devenv import objectstore
 from pageserver_operator.engine import remote_io
 from pageserver_operator.remote import errors, retry, url
@@ -49,10 +48,7 @@ def storage(
         ),
         retrier=retry.Retrier(sleep=lambda _: None),
     )
-    # Force the direct path even if moto (imported by the unit tests of the same session)
-    # hooks every client; the fault-injection test below checks the real decision.
     assert st._direct is not None
-    monkeypatch.setattr(st._direct, "usable", lambda operation: True)
     return st
 
 
@@ -61,7 +57,7 @@ def test_download_and_upload_go_direct_and_move_the_same_bytes(
 ) -> None:
     calls: list[str] = []
     assert storage._direct is not None
-    direct = storage._direct.client
+    direct = storage._direct
     real_get, real_put = direct.get, direct.put_file
     monkeypatch.setattr(direct, "get", lambda key: (calls.append("get"), real_get(key))[1])
     monkeypatch.setattr(direct, "put_file", lambda *a: (calls.append("put"), real_put(*a))[1])
@@ -110,27 +106,9 @@ def test_wrong_credentials_fall_back_to_botocores_error(
         )
     )
     assert st._direct is not None
-    monkeypatch.setattr(st._direct, "usable", lambda operation: True)
     with pytest.raises(errors.PermanentRemoteError) as raised:
         st.download_to("k", io.BytesIO(), None)
     assert "not-the-secret" not in str(raised.value)
-    st.close()
-
-
-def test_hooked_clients_use_botocore(
-    s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None
-) -> None:
-    st = s3_storage.S3Storage(
-        url.RemoteConfig(
-            kind="s3", bucket=s3_bucket, endpoint=s3_server.endpoint, region=s3_server.region, concurrency=2
-        )
-    )
-    assert st._direct is not None
-    faults = remote_contract.BotocoreFaults(st.client)
-    st.put_bytes("layer", b"x" * 10)
-    faults.sent.clear()
-    assert st.download_to("layer", io.BytesIO(), 10) == 10
-    assert faults.sent == ["GetObject"]  # the hook saw the request: it went through botocore
     st.close()
 
 
@@ -163,7 +141,7 @@ def test_a_dropped_connection_is_transient_and_retried(
 ) -> None:
     storage.put_bytes("layer", b"y" * 1000)
     assert storage._direct is not None
-    direct = storage._direct.client
+    direct = storage._direct
     real_get = direct.get
     failures = [1]
 
@@ -211,7 +189,7 @@ def _download_and_compare(storage: s3_storage.S3Storage, path: Path, data: bytes
 
 def _counting_range_gets(storage: s3_storage.S3Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     assert storage._direct is not None
-    direct = storage._direct.client
+    direct = storage._direct
     real = direct.get_range
     calls: list[tuple[int, int]] = []
 
@@ -265,7 +243,7 @@ def test_a_failed_part_is_retried_alone(
     data = os.urandom(size)
     storage.put_bytes("big", data)
     assert storage._direct is not None
-    direct = storage._direct.client
+    direct = storage._direct
     real = direct.get_range
     calls: list[int] = []
     failures = [1]
@@ -288,7 +266,7 @@ def test_a_part_that_keeps_failing_fails_the_download_and_stops_the_others(
     size = 8 * PART
     storage.put_bytes("big", os.urandom(size))
     assert storage._direct is not None
-    direct = storage._direct.client
+    direct = storage._direct
 
     def broken(key: str, start: int, length: int) -> s3_direct.GetStream:
         raise s3_direct.DirectError("injected")

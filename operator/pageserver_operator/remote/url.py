@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pageserver_operator.remote import keys
 
@@ -98,14 +98,6 @@ class RemoteConfig:
         where = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         endpoint = f"endpoint {self.endpoint}, " if self.endpoint else ""
         return f"{where} ({endpoint}region {self.region})"
-
-    def to_url(self) -> str:
-        """The URL that `parse_remote_url` turns back into this config (concurrency aside)."""
-        if self.kind == "local":
-            return "file://" + quote(str(self.local_path))
-        url = f"s3://{self.bucket}" + (f"/{quote(self.prefix)}" if self.prefix else "")
-        params = ([f"endpoint={self.endpoint}"] if self.endpoint else []) + [f"region={self.region}"]
-        return url + "?" + "&".join(params)
 
 
 def parse_remote_url(url: str, concurrency: int = DEFAULT_CONCURRENCY) -> RemoteConfig:

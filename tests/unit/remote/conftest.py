@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import boto3
 import pytest
 from moto import mock_aws
 
 from pageserver_operator.remote import retry
-from pageserver_operator.remote.s3 import client as s3_client
 
 FAKE_ACCESS_KEY = "AKIAUNITTESTKEY00000"
 FAKE_SECRET_KEY = "unit-test-secret-never-printed"
@@ -41,7 +41,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def moto_bucket(aws_env: None) -> Iterator[str]:
     """A moto-mocked S3 with one empty bucket, `BUCKET`."""
     with mock_aws():
-        s3_client.make_client(endpoint=None, region=REGION, pool_size=1).create_bucket(Bucket=BUCKET)
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
         yield BUCKET
 
 

@@ -40,7 +40,7 @@ def _moto(bucket: str, prefix: str) -> Harness:
     )
 
     def raw_keys() -> set[str]:
-        pages = storage.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        pages = remote_contract.botocore_client(storage).get_paginator("list_objects_v2").paginate(Bucket=bucket)
         return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
 
     return Harness(

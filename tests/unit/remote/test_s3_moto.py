@@ -34,7 +34,7 @@ def storage(moto_bucket: str, fast_retrier: retry.Retrier) -> s3_storage.S3Stora
 
 @pytest.fixture
 def faults(storage: s3_storage.S3Storage) -> remote_contract.BotocoreFaults:
-    return remote_contract.BotocoreFaults(storage.client)
+    return remote_contract.BotocoreFaults(storage)
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -45,13 +45,13 @@ def test_client_configuration(aws_env: None) -> None:
     storage = s3_storage.S3Storage(
         url.parse_remote_url("s3://bucket/p/?endpoint=http://127.0.0.1:1&region=eu-west-1", concurrency=12)
     )
-    config: Any = storage.client.meta.config
+    config: Any = remote_contract.botocore_client(storage).meta.config
     assert config.max_pool_connections >= 12
     assert config.retries is not None and config.retries["total_max_attempts"] == 1
     assert config.s3 is not None and config.s3["addressing_style"] == "path"
     assert config.tcp_keepalive is True
     assert config.connect_timeout and config.read_timeout
-    assert storage.client.meta.region_name == "eu-west-1"
+    assert remote_contract.botocore_client(storage).meta.region_name == "eu-west-1"
     assert storage.prefix == "p"
     assert storage.describe() == "s3://bucket/p (endpoint http://127.0.0.1:1, region eu-west-1)"
     storage.close()
@@ -100,7 +100,7 @@ def test_listings_follow_continuation_tokens(moto_bucket: str, fast_retrier: ret
         retrier=fast_retrier,
         list_page_size=3,
     )
-    faults = remote_contract.BotocoreFaults(storage.client)
+    faults = remote_contract.BotocoreFaults(storage)
     keys = {f"t/{d}/f{i}" for d in "abcdefg" for i in range(2)}
     for key in keys:
         storage.put_bytes(key, b"k")

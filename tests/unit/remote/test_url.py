@@ -74,15 +74,18 @@ def test_s3_url_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.parametrize(
-    "config",
+    ("text", "config"),
     [
-        url.RemoteConfig(kind="local", local_path=Path("/srv/remote store")),
-        url.RemoteConfig(kind="s3", bucket="b-1.x", prefix="a/b", endpoint="http://h:1", region="r-1"),
-        url.RemoteConfig(kind="s3", bucket="bucket"),
+        ("file:///srv/remote%20store", url.RemoteConfig(kind="local", local_path=Path("/srv/remote store"))),
+        (
+            "s3://b-1.x/a/b?endpoint=http://h:1&region=r-1",
+            url.RemoteConfig(kind="s3", bucket="b-1.x", prefix="a/b", endpoint="http://h:1", region="r-1"),
+        ),
+        ("s3://bucket?region=us-east-1", url.RemoteConfig(kind="s3", bucket="bucket")),
     ],
 )
-def test_to_url_round_trips(config: url.RemoteConfig) -> None:
-    assert url.parse_remote_url(config.to_url()) == config
+def test_every_field_can_be_written_in_a_url(text: str, config: url.RemoteConfig) -> None:
+    assert url.parse_remote_url(text) == config
 
 
 @pytest.mark.parametrize(

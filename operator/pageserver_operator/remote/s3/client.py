@@ -33,44 +33,6 @@ if TYPE_CHECKING:
 POOL_HEADROOM = 4
 
 
-class Direct:
-    """When to use `s3_direct.DirectS3` for an operation of this client.
-
-    Only when nothing is registered on the client's ``before-send`` event for that operation:
-    moto, botocore stubbers and the test suite's fault injection hook in there, and must keep
-    seeing every request. (The check costs a few microseconds per request.)
-    """
-
-    def __init__(self, client: S3Client, direct: s3_direct.DirectS3) -> None:
-        self.client = direct
-        self._events: Any = client.meta.events
-
-    def usable(self, operation: str) -> bool:
-        try:
-            handlers = self._events._emitter._handlers.prefix_search(f"before-send.s3.{operation}")
-        except AttributeError:  # another botocore: do not guess
-            return False
-        return not handlers
-
-
-def make_client(
-    *,
-    endpoint: str | None,
-    region: str,
-    pool_size: int,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-) -> S3Client:
-    """A botocore S3 client with our pool, timeouts, and botocore's retries off (we retry ourselves)."""
-    return create(
-        endpoint=endpoint,
-        region=region,
-        pool_size=pool_size,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )[0]
-
-
 def create(
     *,
     endpoint: str | None,
@@ -79,7 +41,8 @@ def create(
     connect_timeout: float,
     read_timeout: float,
 ) -> tuple[S3Client, Any, str | None]:
-    """`make_client`, plus the session's credentials (botocore's provider chain, refreshed
+    """A botocore S3 client with our pool, timeouts, and botocore's retries off (we retry
+    ourselves), plus the session's credentials (botocore's provider chain, refreshed
     there; None when there are none) and its ``ca_bundle`` setting (``AWS_CA_BUNDLE``)."""
     options: dict[str, Any] = {
         "region_name": region,
@@ -107,7 +70,6 @@ def create(
 
 
 def make_direct(
-    client: S3Client,
     credentials: Any,
     ca_bundle: str | None,
     endpoint: str,
@@ -117,7 +79,7 @@ def make_direct(
     connect_timeout: float,
     read_timeout: float,
     pool_size: int,
-) -> Direct | None:
+) -> s3_direct.DirectS3 | None:
     """The direct transfer path for this endpoint, or None where it would change behaviour:
     no credentials (botocore raises the error that says what to set), a proxy applies."""
     if credentials is None or botocore.utils.get_environ_proxies(endpoint):
@@ -127,7 +89,7 @@ def make_direct(
         # botocore's own trust store: AWS_CA_BUNDLE, else certifi's bundle
         verify = str(ca_bundle) if ca_bundle else str(botocore.httpsession.get_cert_path(True))
     try:
-        direct = s3_direct.DirectS3(
+        return s3_direct.DirectS3(
             endpoint,
             bucket,
             region,
@@ -139,7 +101,6 @@ def make_direct(
         )
     except ValueError:
         return None
-    return Direct(client, direct)
 
 
 _LOADER_LOCK = threading.Lock()

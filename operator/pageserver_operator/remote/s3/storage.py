@@ -20,8 +20,8 @@ How requests are arranged (see reference/s3-download-performance.md §0-1):
 - With an ``endpoint``, layer downloads (``download_to``) and uploads (``upload_file``) take the
   direct path of `s3.direct` (SigV4 signed here, a plain keep-alive HTTP/1.1 connection,
   ``recv_into`` a reused buffer, ``sendfile`` for uploads): about a tenth of botocore's CPU per
-  request. It is skipped whenever something hooks into the client's ``before-send`` event
-  (moto, stubbers, fault injection), when a proxy applies, or with ``direct=False``; any answer
+  request. It is skipped without credentials, when a proxy applies, or with ``direct=False``
+  (what tests that hook into botocore's events pass, so they see every request); any answer
   but 200 is redone through botocore, so errors and their messages are botocore's.
 - Objects of at least `RANGED_MIN` bytes, when the direct path applies and ``out`` can write at
   an offset (``out.pwrite``), are fetched as parallel ranged GETs of `RANGE_PART` bytes, each
@@ -59,7 +59,6 @@ from pageserver_operator.remote.s3 import errors as s3_errors
 from pageserver_operator.remote.s3 import streams
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class S3Storage:
         ``retrier`` replaces the default retry policy (tests pass one that does not sleep);
         ``connect_timeout``/``read_timeout`` bound each request's socket waits, in seconds;
         ``list_page_size`` is ListObjectsV2's ``MaxKeys`` (S3 caps it at 1000);
-        ``direct=False`` sends every request through botocore (see `s3_direct`).
+        ``direct=False`` sends every request through botocore (see `s3.direct`).
         """
         if config.kind != "s3" or config.bucket is None:
             raise ValueError(f"S3Storage serves s3:// configs, not {config.describe()}")
@@ -116,10 +115,9 @@ class S3Storage:
         )
         self._parts: ThreadPoolExecutor | None = None  # ranged GETs, created when first needed
         self._parts_lock = threading.Lock()
-        self._direct: s3_client.Direct | None = None
+        self._direct: s3_direct.DirectS3 | None = None
         if direct and endpoint is not None:
             self._direct = s3_client.make_direct(
-                self._client,
                 credentials,
                 ca_bundle,
                 endpoint,
@@ -129,11 +127,6 @@ class S3Storage:
                 read_timeout=read_timeout,
                 pool_size=concurrency + s3_client.POOL_HEADROOM,
             )
-
-    @property
-    def client(self) -> S3Client:
-        """The underlying boto3 client (for tests and tools; requests made here bypass the limit)."""
-        return self._client
 
     @property
     def bucket(self) -> str:
@@ -156,7 +149,7 @@ class S3Storage:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         if self._direct is not None:
-            self._direct.client.close()
+            self._direct.close()
         self._client.close()
 
     # -- listing ---------------------------------------------------------------------------------
@@ -241,7 +234,6 @@ class S3Storage:
             and pwrite is not None
             and self._concurrency > 1
             and self._direct is not None
-            and self._direct.usable("GetObject")
         ):
             return self._download_ranged(key, full, out, pwrite, expected_size, progress)
         reported = streams.Reported(progress)
@@ -343,7 +335,7 @@ class S3Storage:
         assert self._direct is not None
         try:
             stream: streams.Stream = streams.DirectStream(
-                self._direct.client.get_range(full, start, length), full, self._map_error
+                self._direct.get_range(full, start, length), full, self._map_error
             )
         except s3_direct.Fallback as answer:
             if answer.total is not None and answer.total != size:
@@ -372,12 +364,12 @@ class S3Storage:
         return boto_stream
 
     def _open_stream(self, full: str) -> streams.Stream:
-        """One GET of ``full``: directly (`s3_direct`) when nothing intercepts this client's
-        requests, else -- and for every answer other than 200 -- through botocore."""
+        """One GET of ``full``: directly (`s3.direct`) when this backend has the direct path, else
+        -- and for every answer other than 200 -- through botocore."""
         direct = self._direct
-        if direct is not None and direct.usable("GetObject"):
+        if direct is not None:
             try:
-                return streams.DirectStream(direct.client.get(full), full, self._map_error)
+                return streams.DirectStream(direct.get(full), full, self._map_error)
             except s3_direct.Fallback:
                 pass
             except s3_direct.DirectError as exc:
@@ -438,13 +430,13 @@ class S3Storage:
             progress(size)
 
     def _put_direct(self, full: str, src: BinaryIO, size: int) -> bool:
-        """PUT ``src`` directly (`s3_direct`); False when botocore must do this attempt."""
+        """PUT ``src`` directly (`s3.direct`); False when botocore must do this attempt."""
         direct = self._direct
-        if direct is None or not direct.usable("PutObject"):
+        if direct is None:
             return False
         with self._slots:
             try:
-                direct.client.put_file(full, src, size)
+                direct.put_file(full, src, size)
             except s3_direct.Fallback:
                 return False
             except s3_direct.DirectError as exc:

@@ -1,5 +1,5 @@
 """The fault proxy does what it claims: each fault kind reaches the S3 backend as the failure it
-imitates (classified transient by `remote.s3`), a request that is not faulted is relayed
+imitates (classified transient by `remote.s3.errors`), a request that is not faulted is relayed
 unchanged (keep-alive, big bodies, HEAD-less GETs, 404s), `down`/`up` refuse and accept
 connections on the same port, and the counters count."""
 

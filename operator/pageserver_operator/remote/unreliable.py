@@ -10,7 +10,7 @@ Where it sits: *outside* the backend's own retry loop (`retry.Retrier`). A
 the backend already tried ``max_attempts`` times and gave up. It tests the engine's reaction to
 an exhausted retry budget (upload queue retries, attach retries, Broken with a reason), not the
 backend's inner retry loop; that loop is tested per backend by injecting faults at the request
-level (botocore events for S3, see tests/unit/remote/test_s3_moto.py). With ``error`` set to
+level (botocore events for S3, see tests/unit/remote/s3/test_storage.py). With ``error`` set to
 `PermanentRemoteError` or `NotFound` it tests the non-retryable paths.
 
 Invariants: the wrapper never alters data, never injects after delegating (a failed call has no

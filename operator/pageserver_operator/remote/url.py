@@ -4,7 +4,7 @@ Two URL forms are accepted (DESIGN.md §3, §7):
 
 - ``file:///absolute/path``: a local directory (`local_fs.LocalFsStorage`), the embedded default.
 - ``s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=REGION``: a bucket, optionally under a
-  prefix, on AWS or an S3-compatible server (`s3.S3Storage`). ``endpoint`` defaults to
+  prefix, on AWS or an S3-compatible server (`s3.storage.S3Storage`). ``endpoint`` defaults to
   ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``; ``region`` to ``AWS_REGION`` /
   ``AWS_DEFAULT_REGION``, else ``us-east-1``. Credentials never come from the URL: only from the
   standard AWS environment variables or the default credential chain (IRSA, instance profile).

@@ -139,7 +139,7 @@ class _Response:
 
 
 class GetStream:
-    """The body of a direct GET (the `remote.s3` stream protocol)."""
+    """The body of a direct GET (read through `remote.s3.streams.DirectStream`)."""
 
     def __init__(self, client: DirectS3, conn: _Connection, response: _Response, buffer: bytearray) -> None:
         self.length: int | None = response.length

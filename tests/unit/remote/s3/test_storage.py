@@ -1,6 +1,7 @@
-"""Tests of `remote.s3` (storage, errors, client) against moto (unit level): the client configuration (pool, no botocore
-retries, path style), one GET and no HEAD per download, the concurrency limit, pagination,
-retries of injected connection errors, 5xx and mid-stream resets, and the error mapping."""
+"""Tests of `remote.s3.storage` (and the client `remote.s3.client` builds) against moto, at unit
+level: the client configuration (pool, no botocore retries, path style), one GET and no HEAD per
+download, the concurrency limit, pagination, retries of injected connection errors, 5xx and
+mid-stream resets, and how failures reach the caller."""
 
 from __future__ import annotations
 
@@ -9,17 +10,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import botocore.exceptions
 import pytest
-import urllib3.exceptions
 from prometheus_client import REGISTRY
 
 import remote_contract
 from pageserver_operator.remote import errors, retry, url
-from pageserver_operator.remote.s3 import errors as s3_errors
 from pageserver_operator.remote.s3 import storage as s3_storage
 
-from .conftest import FAKE_SECRET_KEY, REGION, RecordingSleep
+from ..conftest import FAKE_SECRET_KEY, REGION, RecordingSleep
 
 MiB = 1024 * 1024
 
@@ -250,48 +248,3 @@ def test_secrets_are_not_in_describe_or_messages(
         storage.get_bytes("k")
     assert FAKE_SECRET_KEY not in str(raised.value)
     assert FAKE_SECRET_KEY not in storage.describe()
-
-
-@pytest.mark.parametrize(
-    ("exc", "kind"),
-    [
-        (botocore.exceptions.ReadTimeoutError(endpoint_url="http://h"), errors.TransientRemoteError),
-        (botocore.exceptions.ConnectionClosedError(endpoint_url="http://h"), errors.TransientRemoteError),
-        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://h"), errors.TransientRemoteError),
-        (botocore.exceptions.ConnectTimeoutError(endpoint_url="http://h"), errors.TransientRemoteError),
-        (
-            botocore.exceptions.IncompleteReadError(actual_bytes=1, expected_bytes=2),
-            errors.TransientRemoteError,
-        ),
-        (urllib3.exceptions.ProtocolError("Connection broken"), errors.TransientRemoteError),
-        (ConnectionResetError(104, "reset"), errors.TransientRemoteError),
-        (botocore.exceptions.NoCredentialsError(), errors.PermanentRemoteError),
-        (botocore.exceptions.ParamValidationError(report="bad"), errors.PermanentRemoteError),
-    ],
-)
-def test_map_error_of_client_side_failures(exc: BaseException, kind: type[errors.RemoteError]) -> None:
-    mapped = s3_errors.map_error(exc, op="get", bucket="b", full_key="p/k")
-    assert type(mapped) is kind
-    assert "s3://b/p/k" in str(mapped)
-
-
-@pytest.mark.parametrize(
-    ("code", "status", "kind"),
-    [
-        ("NoSuchKey", 404, errors.NotFound),
-        ("404", 404, errors.NotFound),
-        ("", 404, errors.NotFound),
-        ("NoSuchBucket", 404, errors.PermanentRemoteError),
-        ("AccessDenied", 403, errors.PermanentRemoteError),
-        ("", 403, errors.PermanentRemoteError),
-        ("InvalidRequest", 400, errors.PermanentRemoteError),
-        ("SlowDown", 503, errors.TransientRemoteError),
-        ("", 502, errors.TransientRemoteError),
-        ("Throttling", 400, errors.TransientRemoteError),
-        ("RequestTimeout", 400, errors.TransientRemoteError),
-    ],
-)
-def test_map_error_of_s3_responses(code: str, status: int, kind: type[errors.RemoteError]) -> None:
-    response: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
-    exc = botocore.exceptions.ClientError(response, "GetObject")
-    assert type(s3_errors.map_error(exc, op="get", bucket="b", full_key="k")) is kind

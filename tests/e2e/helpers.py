@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -184,11 +185,22 @@ class Kubectl:
         return items
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        """Events whose involved object is the Tenant ``name`` of this namespace."""
-        items: list[dict[str, Any]] = self.get_json(
-            "events", f"--field-selector=involvedObject.name={name},involvedObject.kind={v1alpha1.KIND}"
-        )["items"]
-        return items
+        """Events whose involved object is the Tenant ``name`` of this namespace (polled by
+        `wait_event`: a direct GET like `tenant`, kubectl for other kubeconfigs)."""
+        selector = f"involvedObject.name={name},involvedObject.kind={v1alpha1.KIND}"
+        api = _api_of(self.kubeconfig)
+        if api is None:
+            items: list[dict[str, Any]] = self.get_json("events", f"--field-selector={selector}")["items"]
+            return items
+        query = urllib.parse.urlencode({"fieldSelector": selector})
+        path = f"/api/v1/namespaces/{self.namespace or 'default'}/events?{query}"
+        request = urllib.request.Request(api.server + path, headers={"Authorization": f"Bearer {api.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=api.context) as response:
+                listed: list[dict[str, Any]] = json.load(response)["items"]
+                return listed
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"GET {path}: HTTP {error.code}: {error.read()[:500]!r}") from error
 
 
 def tenant_manifest(name: str, tenant_id: str, config: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from pageserver_operator.engine import tenant as engine_tenant
+from pageserver_operator.engine import snapshot as engine_snapshot
 
 GROUP = "pageserver.dev"
 VERSION = "v1alpha1"
@@ -136,7 +136,7 @@ def _lsn_gap(disk: str, remote: str | None) -> str | None:
     return str(max(value(disk) - value(remote), 0))
 
 
-def status_from_snapshot(snap: engine_tenant.TenantSnapshot) -> TenantStatus:
+def status_from_snapshot(snap: engine_snapshot.TenantSnapshot) -> TenantStatus:
     """The engine's view of a tenant, in the resource's status vocabulary."""
     p = snap.progress
     percent = None

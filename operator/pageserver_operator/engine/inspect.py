@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pageserver_operator.engine import paths, progress, tenant, timeline
+from pageserver_operator.engine import paths, progress, snapshot, timeline
 from pageserver_operator.engine.errors import EngineError, TenantNotFound
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids, index_part
@@ -22,21 +22,21 @@ from pageserver_operator.remote import errors as remote_errors
 
 def inspect_tenant(
     workdir: Path, tenant_id: ids.TenantId, storage: base.RemoteStorage | None = None
-) -> tenant.TenantSnapshot:
+) -> snapshot.TenantSnapshot:
     tp = paths.TenantPaths(workdir, tenant_id)
     if not tp.tenant_dir.is_dir():
         raise TenantNotFound(f"tenant {tenant_id} not found in {tp.tenants_root}")
     empty = progress.Progress().snapshot()
     if tp.marker.exists():
-        return tenant.TenantSnapshot(
+        return snapshot.TenantSnapshot(
             str(tenant_id), "Attaching", "AttachIncomplete",
             "an attach was interrupted; run attach again to resume it", empty, [],
         )
-    timelines: list[tenant.TimelineSnapshot] = []
+    timelines: list[snapshot.TimelineSnapshot] = []
     try:
         names = sorted(os.listdir(tp.timelines_dir))
     except FileNotFoundError:
-        return tenant.TenantSnapshot(
+        return snapshot.TenantSnapshot(
             str(tenant_id), "Broken", "TimelinesDirMissing", f"{tp.timelines_dir} is missing", empty, []
         )
     # as load sees them (`Tenant._read_local_timelines`): a timeline the pageserver is creating
@@ -65,7 +65,7 @@ def inspect_tenant(
                     pass
             lag = sum(s for n, s in scan.layers.items() if n not in remote_names) if storage else 0
             timelines.append(
-                tenant.TimelineSnapshot(
+                snapshot.TimelineSnapshot(
                     timeline_id=str(tlid),
                     ancestor_timeline_id=str(meta.ancestor_timeline) if meta.ancestor_timeline else None,
                     ancestor_lsn=str(meta.ancestor_lsn),
@@ -82,8 +82,8 @@ def inspect_tenant(
                 )
             )
     except EngineError as e:
-        return tenant.TenantSnapshot(str(tenant_id), "Broken", e.reason, e.message, empty, timelines)
+        return snapshot.TenantSnapshot(str(tenant_id), "Broken", e.reason, e.message, empty, timelines)
     n = len(timelines)
-    return tenant.TenantSnapshot(
+    return snapshot.TenantSnapshot(
         str(tenant_id), "Active", "Active", f"{n} timeline{'s' if n != 1 else ''} on the volume", empty, timelines
     )

@@ -30,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import enum
-import errno
 import logging
 import os
 import threading
@@ -44,14 +42,17 @@ from typing import Any, Literal, TypeVar
 from pageserver_operator.engine import (
     ancestry,
     crashsafe,
+    errors,
     metrics,
     paths,
     progress,
     remote_io,
+    snapshot,
     timeline,
     upload_queue,
 )
 from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.engine.snapshot import TenantSnapshot, TenantState, Transition
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids, index_part, layer_name, tenant_config
 from pageserver_operator.remote import errors as remote_errors
@@ -61,68 +62,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class TenantState(enum.StrEnum):
-    LOADING = "Loading"
-    ATTACHING = "Attaching"
-    ACTIVE = "Active"
-    BROKEN = "Broken"
-    STOPPING = "Stopping"
-
-
-@dataclass(frozen=True)
-class Transition:
-    time: datetime
-    phase: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class TimelineSnapshot:
-    timeline_id: str
-    ancestor_timeline_id: str | None
-    ancestor_lsn: str
-    disk_consistent_lsn: str
-    remote_consistent_lsn: str | None
-    latest_gc_cutoff_lsn: str
-    pg_version: int
-    layers: int
-    resident_bytes: int
-    upload_lag_bytes: int
-    awaits_download: bool
-    state: str
-    upload_queue_unfinished: int
-    #: names of the local layers the last completed remote index does not name (sorted)
-    lagging_layers: tuple[str, ...] = ()
-    #: why an upload of this timeline keeps failing (upload_queue.UploadError), None if none does
-    upload_error_reason: str | None = None
-    upload_error_message: str | None = None
-    upload_error_permanent: bool = False
-
-
-@dataclass(frozen=True)
-class TenantSnapshot:
-    tenant_id: str
-    state: str | None
-    reason: str
-    message: str
-    progress: progress.ProgressSnapshot
-    timelines: list[TimelineSnapshot]
-    history: list[Transition] = field(default_factory=list)
-
-    @property
-    def synced(self) -> bool:
-        return all(t.upload_lag_bytes == 0 and t.upload_queue_unfinished == 0 for t in self.timelines)
-
-    @property
-    def upload_error(self) -> tuple[str, str] | None:
-        """(reason, message) of the first timeline whose uploads keep failing, or None."""
-        return next(
-            ((t.upload_error_reason, t.upload_error_message or "") for t in self.timelines if t.upload_error_reason),
-            None,
-        )
-
-
 Listener = Callable[["Tenant"], None]
 
 
@@ -130,7 +69,6 @@ class DownloadCancelled(BaseException):
     """Raised inside a download thread to stop it at the next chunk (a BaseException so that no
     retry loop mistakes it for a failure worth retrying)."""
 
-HISTORY_LIMIT = 10
 #: Extra scans of one sync after uploads were abandoned during its pass (compaction meanwhile).
 SYNC_RESCANS = 3
 #: A worker thread takes downloads of one tenant for at most this long before it returns to
@@ -202,7 +140,7 @@ class Tenant:
             metrics.TENANTS.labels(old.value).dec()
         metrics.TENANTS.labels(state.value).inc()
         self.history.append(Transition(datetime.now(UTC), state.value, reason, message))
-        del self.history[:-HISTORY_LIMIT]
+        del self.history[:-snapshot.HISTORY_LIMIT]
         level = logging.ERROR if state is TenantState.BROKEN else logging.INFO
         self._log.log(level, "%s: %s %s", state.value, reason, message)
         self._notify()
@@ -234,31 +172,8 @@ class Tenant:
             reason=self.reason,
             message=self.message,
             progress=self.progress.snapshot(),
-            timelines=[self._timeline_snapshot(t) for _, t in sorted(self.timelines.items())],
+            timelines=[snapshot.of_timeline(t) for _, t in sorted(self.timelines.items())],
             history=list(self.history),
-        )
-
-    def _timeline_snapshot(self, t: timeline.Timeline) -> TimelineSnapshot:
-        m = t.metadata
-        rcl = t.queue.remote_consistent_lsn
-        return TimelineSnapshot(
-            timeline_id=str(t.timeline_id),
-            ancestor_timeline_id=str(m.ancestor_timeline) if m.ancestor_timeline else None,
-            ancestor_lsn=str(m.ancestor_lsn),
-            disk_consistent_lsn=str(m.disk_consistent_lsn),
-            remote_consistent_lsn=str(rcl) if rcl is not None else None,
-            latest_gc_cutoff_lsn=str(m.latest_gc_cutoff_lsn),
-            pg_version=m.pg_version,
-            layers=len(t.layers),
-            resident_bytes=t.resident_bytes,
-            upload_lag_bytes=t.upload_lag_bytes,
-            awaits_download=t.awaits_download,
-            state=t.state.value,
-            upload_queue_unfinished=t.queue.unfinished,
-            lagging_layers=tuple(sorted(str(n) for n in t.layers if n not in t.queue.remote_files)),
-            upload_error_reason=error.reason if (error := t.queue.upload_error) else None,
-            upload_error_message=error.message if error else None,
-            upload_error_permanent=error.permanent if error else False,
         )
 
     # ---- entry points -------------------------------------------------------------------------
@@ -305,7 +220,7 @@ class Tenant:
             try:
                 await self._sync_once(timeout)
             except Exception as e:
-                raise self._classify(e) from e
+                raise errors.classify(e, self.where) from e
 
     async def detach(self, timeout: float | None = None, keep_local: bool = False) -> None:
         """Drain uploads (nothing local-only is lost), then remove the local tenant directory.
@@ -318,7 +233,7 @@ class Tenant:
             try:
                 await self._detach(timeout, keep_local)
             except Exception as e:
-                err = self._classify(e)
+                err = errors.classify(e, self.where)
                 self.note(f"detach blocked: {err.message}")
                 raise err from e
 
@@ -332,7 +247,7 @@ class Tenant:
         try:
             await self._write_config(config)
         except Exception as e:
-            raise self._classify(e) from e
+            raise errors.classify(e, self.where) from e
 
     def stop(self) -> None:
         """Stop the upload queues (shutdown); queued work is redone by reconcile at next start."""
@@ -351,7 +266,7 @@ class Tenant:
             raise
         except Exception as e:
             await self._stop_downloads()
-            err = self._classify(e)
+            err = errors.classify(e, self.where)
             if err.transient:
                 self._set_state(self.state or initial, err.reason, f"retrying after error: {err.message}")
             else:
@@ -451,27 +366,6 @@ class Tenant:
         if pending:
             self._log.info("waiting for %d worker thread(s) of an earlier operation", len(pending))
             await asyncio.wait([asyncio.wrap_future(f) for f in pending])
-
-    def _classify(self, e: BaseException) -> EngineError:
-        if isinstance(e, EngineError):
-            return e
-        if isinstance(e, format_errors.FormatError):
-            return EngineError(e.reason, f"{self.where}: {e}")
-        if isinstance(e, remote_errors.TransientRemoteError):
-            return EngineError(e.reason, f"{self.where}: remote storage unavailable: {e}", transient=True)
-        if isinstance(e, remote_errors.RemoteError):
-            return EngineError(e.reason, f"{self.where}: remote storage: {e}")
-        # TimeoutError and ConnectionError are OSErrors: transient, so tested before the
-        # catch-all for local I/O (defect 10 of issue 14)
-        if isinstance(e, TimeoutError):
-            return EngineError("Timeout", f"{self.where}: timed out: {e or 'no answer in time'}", transient=True)
-        if isinstance(e, ConnectionError):
-            return EngineError("ConnectionError", f"{self.where}: connection failed: {e}", transient=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            return EngineError("DiskFull", f"{self.where}: no space left on the volume: {e}")
-        if isinstance(e, OSError):
-            return EngineError("LocalIOError", f"{self.where}: local I/O failed: {e}")
-        return EngineError("InternalError", f"{self.where}: unexpected {type(e).__name__}: {e}")
 
     # ---- attach / load ------------------------------------------------------------------------
 
@@ -957,7 +851,7 @@ class Tenant:
             try:
                 await self._load(None, detaching=True)
             except Exception as e:
-                err = self._classify(e)
+                err = errors.classify(e, self.where)
                 raise EngineError(
                     err.reason,
                     f"{err.message}; the local directory {self.paths.tenant_dir} is kept because its "

@@ -43,6 +43,7 @@ from typing import Any
 from pageserver_operator import settings as settings_mod
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine import manager, progress, tenant
+from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
 from pageserver_operator.k8s import kube, status
@@ -191,10 +192,10 @@ class TenantController:
     async def _patch(self, patch: dict[str, Any]) -> None:
         await self.kube.patch_status(self.key[0], self.key[1], patch)
 
-    def _snapshot(self) -> tenant.TenantSnapshot:
+    def _snapshot(self) -> engine_snapshot.TenantSnapshot:
         if self.owns_tenant:
             return self.tenant.snapshot()
-        return tenant.TenantSnapshot(
+        return engine_snapshot.TenantSnapshot(
             tenant_id=str(self.tenant.id),
             state="Broken",
             reason="TenantIdInUse",

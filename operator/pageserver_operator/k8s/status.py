@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pageserver_operator.api import v1alpha1
+from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine import tenant as engine_tenant
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,14 @@ def set_condition(
 
 
 def ready_condition(
-    conditions: list[dict[str, Any]], snap: engine_tenant.TenantSnapshot, generation: int | None
+    conditions: list[dict[str, Any]], snap: engine_snapshot.TenantSnapshot, generation: int | None
 ) -> list[dict[str, Any]]:
     active = snap.state == "Active"
     return set_condition(conditions, "Ready", active, snap.reason or "", snap.message, generation)
 
 
 def synced_condition(
-    conditions: list[dict[str, Any]], snap: engine_tenant.TenantSnapshot, generation: int | None
+    conditions: list[dict[str, Any]], snap: engine_snapshot.TenantSnapshot, generation: int | None
 ) -> list[dict[str, Any]]:
     if snap.state != "Active":
         return set_condition(conditions, "Synced", False, "NotActive", f"tenant is {snap.state}", generation)
@@ -85,7 +86,7 @@ def synced_condition(
 LAGGING_NAMES_SHOWN = 3
 
 
-def _lag_message(t: engine_tenant.TimelineSnapshot) -> str:
+def _lag_message(t: engine_snapshot.TimelineSnapshot) -> str:
     """``timeline T: 1 layer (3145728 bytes) not in the remote index: NAME; 2 uploads pending``."""
     parts = []
     names = t.lagging_layers
@@ -104,7 +105,7 @@ HISTORY_LIMIT = 10
 
 
 def build_status(
-    snap: engine_tenant.TenantSnapshot,
+    snap: engine_snapshot.TenantSnapshot,
     conditions: list[dict[str, Any]],
     generation: int | None,
     extra: dict[str, Any] | None = None,
@@ -164,7 +165,7 @@ class StatusWriter:
     def __init__(
         self,
         patch: Patcher,
-        snapshot: Callable[[], engine_tenant.TenantSnapshot],
+        snapshot: Callable[[], engine_snapshot.TenantSnapshot],
         interval: float,
         old: dict[str, Any] | None = None,
     ) -> None:
@@ -291,7 +292,7 @@ class StatusWriter:
             self._last_time = time.monotonic()
             self.patches += 1
 
-    def _quiet_reload(self, snap: engine_tenant.TenantSnapshot) -> bool:
+    def _quiet_reload(self, snap: engine_snapshot.TenantSnapshot) -> bool:
         """A reload of a tenant whose status says Active (an operator restart) is not shown
         while it only checks the volume against remote storage (nothing to download, no error):
         the pageserver keeps serving, Ready stays True. Once it has layers to fetch, Loading is

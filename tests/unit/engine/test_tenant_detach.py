@@ -23,7 +23,8 @@ import pytest
 from helpers.engine_env import EngineEnv, Writer, make_tenant, run, until
 from helpers.fake_storage import FakeStorage
 from pageserver_operator.api import v1alpha1
-from pageserver_operator.engine import remote_io, tenant, timeline
+from pageserver_operator.engine import remote_io, timeline
+from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.remote.local_fs import LocalFsStorage
 
@@ -131,7 +132,7 @@ def test_a_blocked_detach_of_a_broken_tenant_is_stopping(local: EngineEnv) -> No
     t2 = local.tenant(tid)
     with pytest.raises(EngineError):
         run(t2.load)
-    assert t2.state is tenant.TenantState.BROKEN
+    assert t2.state is engine_snapshot.TenantState.BROKEN
 
     with pytest.raises(EngineError) as e:
         run(lambda: t2.detach(timeout=10))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pageserver_operator import settings as settings_mod
+from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine import tenant
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
@@ -87,9 +88,9 @@ class StandIn(tenant.Tenant):
 
     async def become_active(self, config: Any) -> None:
         self.progress.start(0, 0)
-        self._set_state(tenant.TenantState.ATTACHING, "AttachStarted", "attaching")
+        self._set_state(engine_snapshot.TenantState.ATTACHING, "AttachStarted", "attaching")
         await asyncio.sleep(0)
-        self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+        self._set_state(engine_snapshot.TenantState.ACTIVE, "Active", "1 timeline active")
 
     async def nothing(self, config: Any) -> None:
         await asyncio.sleep(0)
@@ -101,10 +102,10 @@ class StandIn(tenant.Tenant):
         except EngineError as e:
             if e.transient:
                 self._set_state(
-                    self.state or tenant.TenantState.ATTACHING, e.reason, f"retrying after error: {e.message}"
+                    self.state or engine_snapshot.TenantState.ATTACHING, e.reason, f"retrying after error: {e.message}"
                 )
             else:
-                self._set_state(tenant.TenantState.BROKEN, e.reason, e.message)
+                self._set_state(engine_snapshot.TenantState.BROKEN, e.reason, e.message)
             raise
 
     async def sync(self, timeout: float | None = None) -> None:
@@ -118,7 +119,7 @@ class StandIn(tenant.Tenant):
 
     async def detach(self, timeout: float | None = None, keep_local: bool = False) -> None:
         self.calls.append(("detach", None))
-        self._set_state(tenant.TenantState.STOPPING, "DetachStarted", "uploading local-only layers")
+        self._set_state(engine_snapshot.TenantState.STOPPING, "DetachStarted", "uploading local-only layers")
         await self.on_detach(self, None)
 
     def stop(self) -> None:

@@ -161,7 +161,7 @@ def test_restart_clears_a_stale_retry_time_at_once(kube: FakeKube, tmp_path: Pat
         release = asyncio.Event()
 
         async def slow(self: StandIn, config: Any) -> None:
-            from pageserver_operator.engine.tenant import TenantState
+            from pageserver_operator.engine.snapshot import TenantState
 
             self._set_state(TenantState.ATTACHING, "AttachStarted", "attaching")
             await release.wait()
@@ -190,7 +190,7 @@ def test_transient_retries_add_no_history_entries(
         ctl, t = make(kube, tmp_path, body("f", TID))
 
         async def flaky(self: StandIn, config: Any) -> None:
-            from pageserver_operator.engine.tenant import TenantState
+            from pageserver_operator.engine.snapshot import TenantState
 
             self._set_state(TenantState.ATTACHING, "AttachStarted", "attaching")
             if self.count("start") <= 3:
@@ -215,7 +215,7 @@ def test_events_only_for_what_needs_attention(kube: FakeKube, tmp_path: Path) ->
         ctl, t = make(kube, tmp_path, body("g", TID), retry_initial=0.01, retry_max=0.02)
 
         async def fail_thrice(self: StandIn, config: Any) -> None:
-            from pageserver_operator.engine.tenant import TenantState
+            from pageserver_operator.engine.snapshot import TenantState
 
             self._set_state(TenantState.ATTACHING, "AttachStarted", "attaching")
             if self.count("start") <= 3:

@@ -8,16 +8,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pageserver_operator.engine import progress, tenant
+from pageserver_operator.engine import progress
+from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.formats import ids
 from pageserver_operator.k8s import controller, status
 
 from .conftest import NS, TID, FakeKube, StandIn, body, settings, until
 
 
-def snap(state: str, done: int = 0, total: int = 0) -> tenant.TenantSnapshot:
+def snap(state: str, done: int = 0, total: int = 0) -> engine_snapshot.TenantSnapshot:
     p = progress.ProgressSnapshot(total, done, total * 10, done * 10, datetime.now(UTC), None)
-    return tenant.TenantSnapshot(TID, state, "InvalidIndexPart" if state == "Broken" else state, "m", p, [])
+    return engine_snapshot.TenantSnapshot(TID, state, "InvalidIndexPart" if state == "Broken" else state, "m", p, [])
 
 
 def test_a_broken_tenant_that_transferred_nothing_shows_no_progress_and_no_empty_timelines() -> None:
@@ -47,7 +48,7 @@ def test_a_write_cancelled_by_stop_lands_before_the_final_one() -> None:
             await asyncio.sleep(0)
             landed.append(p["status"]["phase"])
 
-        def current() -> tenant.TenantSnapshot:
+        def current() -> engine_snapshot.TenantSnapshot:
             return snap(phase[0])
 
         w = status.StatusWriter(patch, current, 0.01)
@@ -101,16 +102,16 @@ def test_a_restart_of_an_active_tenant_writes_nothing(tmp_path: Path) -> None:
 
         async def reload(self: StandIn, config: Any) -> None:  # the engine's load after a restart
             self.progress.start(0, 0)
-            self._set_state(tenant.TenantState.LOADING, "LoadStarted", "loading from the volume")
+            self._set_state(engine_snapshot.TenantState.LOADING, "LoadStarted", "loading from the volume")
             await asyncio.sleep(0)
-            self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+            self._set_state(engine_snapshot.TenantState.ACTIVE, "Active", "1 timeline active")
 
         again = StandIn(ids.TenantId.parse(TID), tmp_path)
         again.on_start = reload
         stored = {**b, "status": kube.status("steady")}
         second = controller.TenantController((NS, "steady"), stored, again, kube, settings(), True)  # type: ignore[arg-type]
         second.start()
-        await until(lambda: again.state is tenant.TenantState.ACTIVE, "Active again")
+        await until(lambda: again.state is engine_snapshot.TenantState.ACTIVE, "Active again")
         await second.close()
         patches = kube.patches_of("steady")
         assert patches == [], patches  # nothing changed for anyone reading the status
@@ -156,9 +157,9 @@ def test_a_slow_restart_reload_with_nothing_to_fetch_is_not_shown_one_with_downl
 
             async def attach(self: StandIn, config: Any) -> None:
                 self.progress.start(4, 40)
-                self._set_state(tenant.TenantState.ATTACHING, "AttachStarted", "attaching")
+                self._set_state(engine_snapshot.TenantState.ATTACHING, "AttachStarted", "attaching")
                 self.progress.start(4, 40, layers_done=4, bytes_done=40)
-                self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+                self._set_state(engine_snapshot.TenantState.ACTIVE, "Active", "1 timeline active")
 
             attached.on_start = attach
             first = controller.TenantController((NS, name), b, attached, kube, settings(), True)  # type: ignore[arg-type]
@@ -170,18 +171,18 @@ def test_a_slow_restart_reload_with_nothing_to_fetch_is_not_shown_one_with_downl
 
             async def reload(self: StandIn, config: Any, missing: int = missing) -> None:
                 self.progress.start(0, 0)
-                self._set_state(tenant.TenantState.LOADING, "LoadStarted", "loading from the volume")
+                self._set_state(engine_snapshot.TenantState.LOADING, "LoadStarted", "loading from the volume")
                 await asyncio.sleep(0.2)  # listing, fetching indexes: 4 status intervals
                 self.progress.start(4, 40, layers_done=4 - missing, bytes_done=40 - 10 * missing)
                 await asyncio.sleep(0.2)
-                self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+                self._set_state(engine_snapshot.TenantState.ACTIVE, "Active", "1 timeline active")
 
             again = StandIn(ids.TenantId.parse(TID), tmp_path)
             again.on_start = reload
             stored = {**b, "status": kube.status(name)}
             second = controller.TenantController((NS, name), stored, again, kube, settings(), True)  # type: ignore[arg-type]
             second.start()
-            await until(lambda a=again: a.state is tenant.TenantState.ACTIVE, "Active again")  # type: ignore[misc]
+            await until(lambda a=again: a.state is engine_snapshot.TenantState.ACTIVE, "Active again")  # type: ignore[misc]
             await second.close()
             phases = [p.get("phase") for p in kube.patches_of(name)]
             assert sorted(set(phases), key=phases.index) == expect, (missing, phases)

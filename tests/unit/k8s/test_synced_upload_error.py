@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 
 from pageserver_operator.engine import progress
-from pageserver_operator.engine import tenant as engine_tenant
+from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.k8s import status
 
-TIMELINE = engine_tenant.TimelineSnapshot(
+TIMELINE = engine_snapshot.TimelineSnapshot(
     timeline_id="22222222222222222222222222222222",
     ancestor_timeline_id=None,
     ancestor_lsn="0/0",
@@ -31,8 +31,8 @@ TIMELINE = engine_tenant.TimelineSnapshot(
 )
 
 
-def snapshot(*timelines: engine_tenant.TimelineSnapshot) -> engine_tenant.TenantSnapshot:
-    return engine_tenant.TenantSnapshot(
+def snapshot(*timelines: engine_snapshot.TimelineSnapshot) -> engine_snapshot.TenantSnapshot:
+    return engine_snapshot.TenantSnapshot(
         tenant_id="11111111111111111111111111111111",
         state="Active",
         reason="Active",
@@ -42,7 +42,7 @@ def snapshot(*timelines: engine_tenant.TimelineSnapshot) -> engine_tenant.Tenant
     )
 
 
-def synced(snap: engine_tenant.TenantSnapshot) -> dict[str, object]:
+def synced(snap: engine_snapshot.TenantSnapshot) -> dict[str, object]:
     return next(c for c in status.synced_condition([], snap, 1) if c["type"] == "Synced")
 
 

@@ -1,4 +1,4 @@
-"""How the engine classifies a failure (`Tenant._classify`): transient ones keep the tenant
+"""How the engine classifies a failure (`engine.errors.classify`): transient ones keep the tenant
 retrying, permanent ones make it Broken. ``TimeoutError`` and ``ConnectionError`` are
 subclasses of ``OSError``: they must be recognised as transient *before* the catch-all for
 local I/O errors (defect 10 of issue 14: a sync that timed out made the tenant Broken
@@ -7,12 +7,10 @@ local I/O errors (defect 10 of issue 14: a sync that timed out made the tenant B
 from __future__ import annotations
 
 import errno
-from pathlib import Path
 
 import pytest
 
-from helpers.fake_storage import FakeStorage
-from pageserver_operator.engine import remote_io, tenant
+from pageserver_operator.engine import errors
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
@@ -41,11 +39,7 @@ CASES: list[tuple[BaseException, str, bool]] = [
 
 
 @pytest.mark.parametrize(("exc", "reason", "transient"), CASES, ids=[f"{type(c[0]).__name__}-{c[1]}" for c in CASES])
-def test_classification_table(tmp_path: Path, exc: BaseException, reason: str, transient: bool) -> None:
-    io = remote_io.RemoteIO(FakeStorage(), workers=1)
-    try:
-        err = tenant.Tenant(tmp_path, TID, io)._classify(exc)
-    finally:
-        io.close()
+def test_classification_table(exc: BaseException, reason: str, transient: bool) -> None:
+    err = errors.classify(exc, f"tenant {TID}")
     assert (err.reason, err.transient) == (reason, transient), err.message
     assert f"tenant {TID}" in err.message or reason == "Whatever"

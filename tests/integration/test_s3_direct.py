@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pageserver_operator.devenv import objectstore
-from pageserver_operator.engine import remote_io
+from pageserver_operator.engine import download
 from pageserver_operator.remote import errors, retry, url
 from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import storage as s3_storage
@@ -167,9 +167,9 @@ def ranged(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_storage, "RANGE_PART", PART)
 
 
-def _temp_writer(path: Path) -> tuple[remote_io._FdWriter, int]:
+def _temp_writer(path: Path) -> tuple[download._FdWriter, int]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    return remote_io._FdWriter(fd), fd
+    return download._FdWriter(fd), fd
 
 
 def _download_and_compare(storage: s3_storage.S3Storage, path: Path, data: bytes) -> None:

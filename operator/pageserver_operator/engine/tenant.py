@@ -28,20 +28,17 @@ Crash consistency, at any instant:
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pageserver_operator.engine import (
     ancestry,
     crashsafe,
+    download,
     errors,
     metrics,
     paths,
@@ -59,39 +56,13 @@ from pageserver_operator.remote import errors as remote_errors
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-
 Listener = Callable[["Tenant"], None]
 
 
-class DownloadCancelled(BaseException):
-    """Raised inside a download thread to stop it at the next chunk (a BaseException so that no
-    retry loop mistakes it for a failure worth retrying)."""
-
 #: Extra scans of one sync after uploads were abandoned during its pass (compaction meanwhile).
 SYNC_RESCANS = 3
-#: A worker thread takes downloads of one tenant for at most this long before it returns to
-#: the shared pool (fairness between tenants; the event loop is woken once per batch).
-BATCH_SECONDS = 0.05
-
-_Download = tuple[timeline.Timeline, layer_name.LayerName, int | None]
 #: what sets up timelines: attach (no writer), load (after a restart), sync (while Active)
 _Mode = Literal["attach", "load", "sync"]
-
-
-@dataclass
-class _DownloadBatch:
-    """The downloads of one `Tenant._download_all`, shared with its worker threads."""
-
-    pending: collections.deque[_Download]
-    #: (timeline, layer, size in the index, bytes) of every file renamed, not yet accounted
-    done: collections.deque[tuple[timeline.Timeline, layer_name.LayerName, int | None, int]] = field(
-        default_factory=collections.deque
-    )
-    renames: list[concurrent.futures.Future[None]] = field(default_factory=list)
-    #: set when the download ends (also on failure): threads take nothing more
-    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class Tenant:
@@ -117,12 +88,9 @@ class Tenant:
         self.history: list[Transition] = []
         self.listeners: list[Listener] = []
         self._lock = asyncio.Lock()
-        self._cancel = threading.Event()
-        self._busy = 0
-        self._busy_lock = threading.Lock()
-        #: every worker-thread call of this tenant still running (see `_run`, `_quiesce`)
-        self._threads: set[concurrent.futures.Future[Any]] = set()
         self._log = logging.LoggerAdapter(log, {"tenant_id": str(tenant_id)})
+        #: every blocking call of this tenant runs through it (downloads included)
+        self._pool = download.DownloadPool(io, tenant_id, self.progress, self._log)
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -262,10 +230,10 @@ class Tenant:
             await fn(*args)
         except asyncio.CancelledError:
             self.stop()
-            await self._stop_downloads()
+            await self._pool.stop()
             raise
         except Exception as e:
-            await self._stop_downloads()
+            await self._pool.stop()
             err = errors.classify(e, self.where)
             if err.transient:
                 self._set_state(self.state or initial, err.reason, f"retrying after error: {err.message}")
@@ -273,99 +241,6 @@ class Tenant:
                 self.stop()
                 self._set_state(TenantState.BROKEN, err.reason, err.message)
             raise err from e
-
-    async def _stop_downloads(self) -> None:
-        """Make download threads still running stop at their next chunk, and wait for them, so
-        that nothing writes into the tenant directory after an attach was abandoned."""
-        self._cancel.set()
-        deadline = time.monotonic() + 60
-        while self._busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        self._cancel.clear()
-
-    def _download_batch(self, batch: _DownloadBatch) -> None:
-        """On a worker thread: take downloads from ``batch.pending`` for up to `BATCH_SECONDS`
-        (so that one tenant never holds a worker for long), each into its temp file, and hand
-        every file to the fsync threads (`remote_io.RemoteIO.finish_later`); a file counts as
-        downloaded once it is renamed. The whole batch counts as busy, the fsync stage too, so
-        `_stop_downloads` also waits for renames into the tenant directory."""
-        with self._busy_lock:
-            self._busy += 1
-        try:
-            deadline = time.monotonic() + BATCH_SECONDS
-
-            def progress_cb(n: int) -> None:
-                if self._cancel.is_set() or batch.stop.is_set():
-                    raise DownloadCancelled()
-                self.progress.add_bytes(n)
-
-            while not batch.stop.is_set() and time.monotonic() < deadline:
-                try:
-                    item = batch.pending.popleft()
-                except IndexError:
-                    return
-                t, name, size = item
-                if self._cancel.is_set():
-                    raise DownloadCancelled()
-                key = paths.remote_layer_key(self.id, t.timeline_id, name)
-                try:
-                    n, fd = remote_io.download_to_temp(
-                        self.io.storage, key, t.directory / str(name), size, progress_cb
-                    )
-                except remote_errors.NotFound as e:
-                    raise EngineError(
-                        "RemoteLayerMissing",
-                        f"{t.where}: index_part.json names layer {name} but {key} does not exist",
-                    ) from e
-                except remote_errors.PermanentRemoteError as e:
-                    raise EngineError("LayerDownloadFailed", f"{t.where}: layer {name}: {e}") from e
-                with self._busy_lock:
-                    self._busy += 1
-                try:
-                    renamed = self.io.finish_later(fd, t.directory / str(name))
-                except BaseException:
-                    self._not_busy()
-                    raise
-
-                def done(f: concurrent.futures.Future[None], item: _Download = item, n: int = n) -> None:
-                    if f.exception() is None:
-                        batch.done.append((*item, n))
-                        self.progress.add_layer()
-                    self._not_busy()
-
-                batch.renames.append(renamed)
-                renamed.add_done_callback(done)
-        finally:
-            self._not_busy()
-
-    def _not_busy(self) -> None:
-        with self._busy_lock:
-            self._busy -= 1
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a worker thread, recorded until it returns: a cancelled awaiter
-        (a Tenant deleted while Attaching) does not stop the thread, so `_quiesce` waits."""
-        future = self.io.submit(fn, *args)
-        with self._busy_lock:
-            self._threads.add(future)
-
-        def forget(f: concurrent.futures.Future[Any]) -> None:
-            with self._busy_lock:
-                self._threads.discard(f)
-
-        future.add_done_callback(forget)
-        return await asyncio.wrap_future(future)
-
-    async def _quiesce(self) -> None:
-        """Return once no worker thread of this tenant runs and no download writes into its
-        directory (the threads of a cancelled attach or load included): a detach removes the
-        directory only after this, so nothing re-creates it afterwards."""
-        await self._stop_downloads()
-        with self._busy_lock:
-            pending = list(self._threads)
-        if pending:
-            self._log.info("waiting for %d worker thread(s) of an earlier operation", len(pending))
-            await asyncio.wait([asyncio.wrap_future(f) for f in pending])
 
     # ---- attach / load ------------------------------------------------------------------------
 
@@ -380,7 +255,7 @@ class Tenant:
             "AttachStarted",
             f"attaching from {self.io.storage.describe()}" + (" (resuming)" if resuming else ""),
         )
-        await self._run(self._create_marker)
+        await self._pool.run(self._create_marker)
         await self._write_config(config)
         remote_ids = await self._list_remote_timelines()
         if not remote_ids:
@@ -404,7 +279,7 @@ class Tenant:
                 "the prefix",
             )
         await self._setup_timelines({}, indexes, "attach")
-        await self._run(crashsafe.remove_marker, p.marker)
+        await self._pool.run(crashsafe.remove_marker, p.marker)
         self._activate()
 
     def _refuse_symlinks(self, *more: Any) -> None:
@@ -431,14 +306,14 @@ class Tenant:
         await self._reset_timelines()
         if not detaching:
             self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
-        await self._run(self._refuse_symlinks)
+        await self._pool.run(self._refuse_symlinks)
         await self._write_config(config)
-        await self._run(self._check_config)
+        await self._pool.run(self._check_config)
         # Load works from the local timelines only (reference §6.4; docs/reliability.md "Load"):
         # a timeline that exists only remotely is not downloaded (the pageserver may have
         # deleted it here). A directory without metadata is completed from its remote index
         # (an interrupted download of ours) or, without one, left to the writer creating it.
-        found = await self._run(self._read_local_timelines, True)
+        found = await self._pool.run(self._read_local_timelines, True)
         indexes = await self._fetch_indexes(set(found), required=set())
         local = {tlid: meta for tlid, meta in found.items() if meta is not None or tlid in indexes}
         creating = sorted(str(tlid) for tlid in set(found) - set(local))
@@ -483,7 +358,7 @@ class Tenant:
             crashsafe.durable_mkdir(path.parent)
             crashsafe.durable_write(path, text)
 
-        await self._run(write)
+        await self._pool.run(write)
 
     def _check_config(self) -> None:
         try:
@@ -555,7 +430,7 @@ class Tenant:
             try:
                 # off the event loop: a huge index takes seconds to parse, and the loop serves
                 # every other tenant (and the liveness probe) meanwhile
-                index = await self._run(index_part.IndexPart.parse, data)
+                index = await self._pool.run(index_part.IndexPart.parse, data)
                 meta = index.metadata
             except format_errors.FormatError as e:
                 raise EngineError(e.reason, f"timeline {self.id}/{tlid}: {key}: {e}") from e
@@ -579,7 +454,7 @@ class Tenant:
                 )
             return tlid, index
 
-        results = await _gather_first_error([fetch(t) for t in sorted(timeline_ids)])
+        results = await remote_io.gather_first_error([fetch(t) for t in sorted(timeline_ids)])
         return {tlid: index for tlid, index in results if index is not None}
 
     async def _setup_timelines(
@@ -603,7 +478,7 @@ class Tenant:
         }
         # ``loaded``: timelines already set up (sync while Active) that new ones may branch from
         order = [t for t in ancestry.ancestors_first({**(loaded or {}), **parents}, self.where) if t in parents]
-        prepared = await self._run(self._prepare_timelines, order, local, indexes, mode)
+        prepared = await self._pool.run(self._prepare_timelines, order, local, indexes, mode)
         self.timelines = {**self.timelines, **{t.timeline_id: t for t, _ in prepared}}
         downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
         done_bytes = sum(t.resident_bytes for t, _ in prepared)
@@ -612,9 +487,9 @@ class Tenant:
             done_layers + len(downloads), done_bytes + sum(s or 0 for _, _, s in downloads), done_layers, done_bytes
         )
         self._notify()
-        learnt = await self._download_all(downloads)
+        learnt = await self._pool.download_all(downloads)
         for t, _ in prepared:
-            await self._run(self._finish_timeline, t)
+            await self._pool.run(self._finish_timeline, t)
             # A timeline that never had a remote index gets one (fix of #3865); a v0 index whose
             # sizes are now known is rewritten as v1 -- also when the sizes were learnt from
             # layers already on the volume (a rerun after a crash before that index upload).
@@ -689,59 +564,6 @@ class Tenant:
             plan.append((name, meta.file_size))
         return plan
 
-    async def _download_all(self, downloads: list[_Download]) -> set[ids.TimelineId]:
-        """Download in parallel, bounded by the remote's concurrency. Returns timelines whose
-        index lacked some sizes (v0) that are now known.
-
-        ``io.workers`` loops run `_download_batch` on the worker threads until nothing is left:
-        the event loop is woken once per batch, not per file. A request slot is held only
-        while the bytes flow; the fsync + rename of each file runs on the fsync threads while
-        the slot goes to the next GET. Every file handed to them is renamed (durable) before
-        this returns, also when it fails, so nothing writes into the tenant directory
-        afterwards."""
-        batch = _DownloadBatch(collections.deque(downloads))
-        learnt: set[ids.TimelineId] = set()
-        layer_downloads = metrics.LAYER_DOWNLOADS.labels(str(self.id))
-        layer_download_bytes = metrics.LAYER_DOWNLOAD_BYTES.labels(str(self.id))
-
-        def account() -> None:
-            while batch.done:
-                t, name, size, n = batch.done.popleft()
-                t.layers[name] = n
-                layer_downloads.inc()
-                layer_download_bytes.inc(n)
-                if size is None:
-                    self.progress.unknown_size_done(n)
-                    if t.queue.record_size(name, n):
-                        learnt.add(t.timeline_id)
-
-        async def worker() -> None:
-            while batch.pending:
-                await self._run(self._download_batch, batch)
-                account()
-
-        try:
-            await _gather_first_error([worker() for _ in range(min(self.io.workers, len(downloads)))])
-        except BaseException:
-            # Batches of cancelled waiters are still running: stop them at their next chunk
-            # and wait until they and their renames are done. Every layer that did land on the
-            # volume is still accounted (metrics, the timeline's layers): a retry reuses it.
-            batch.stop.set()
-            deadline = time.monotonic() + 60
-            while self._busy and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
-            account()
-            raise
-        batch.stop.set()
-        if batch.renames:  # one wait on a worker thread, not one event-loop wakeup per file
-            await self._run(concurrent.futures.wait, batch.renames)
-        account()
-        for f in batch.renames:
-            exc = f.exception()
-            if exc is not None:
-                raise exc
-        return learnt
-
     def _finish_timeline(self, t: timeline.Timeline) -> None:
         crashsafe.fsync_dir(t.directory)
         if t.metadata.ancestor_timeline is None and not t.layers:
@@ -772,7 +594,7 @@ class Tenant:
     async def _sync_pass(self, timeout: float | None) -> int:
         """Scan the volume, schedule what is new (layers, then the index), wait for the queues
         to drain. Returns the number of operations scheduled (a new timeline counts as one)."""
-        local = await self._run(self._read_local_timelines, False)
+        local = await self._pool.run(self._read_local_timelines, False)
         new = {tlid: meta for tlid, meta in local.items() if tlid not in self.timelines}
         scheduled = len(new)
         if new:
@@ -794,7 +616,7 @@ class Tenant:
                     f"({t.metadata.disk_consistent_lsn} -> {meta.disk_consistent_lsn})",
                 )
             t.metadata = meta
-            scan = await self._run(timeline.scan_timeline_dir, t.directory, meta.disk_consistent_lsn)
+            scan = await self._pool.run(timeline.scan_timeline_dir, t.directory, meta.disk_consistent_lsn)
             t.layers = scan.layers
             scheduled += t.schedule_local_only()
         self._notify()
@@ -808,7 +630,7 @@ class Tenant:
 
     async def _detach(self, timeout: float | None, keep_local: bool) -> None:
         p = self.paths
-        await self._quiesce()
+        await self._pool.quiesce()
         state = self.local_state()
         if state == "present":
             try:
@@ -816,14 +638,14 @@ class Tenant:
             except EngineError as e:
                 if not keep_local:
                     raise
-                kept = await self._run(self._keep_aside)
+                kept = await self._pool.run(self._keep_aside)
                 self._log.warning("detach: %s; local data kept at %s", e.message, kept)
         else:
             # Nothing local, or a marker: attach never completed, every local layer came from remote.
             what = "removing an incomplete attach" if state == "attaching" else "nothing on the volume"
             self._set_state(TenantState.STOPPING, "DetachStarted", what)
         self.stop()
-        await self._run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
+        await self._pool.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
         metrics.forget_tenant(str(self.id))
         if self.state is not None:
             metrics.TENANTS.labels(self.state.value).dec()
@@ -882,21 +704,3 @@ class Tenant:
                 "UploadIncomplete", f"local-only layers not uploaded for {', '.join(lagging)}", transient=True
             )
 
-
-async def _gather_first_error(coros: list[Any]) -> list[Any]:
-    """Run ``coros`` concurrently; on the first failure cancel the rest and raise that failure."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    if not tasks:
-        return []
-    try:
-        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for t in done:
-            exc = t.exception()
-            if exc is not None:
-                raise exc
-        return [t.result() for t in tasks]
-    finally:
-        for t in tasks:
-            if not t.done():
-                t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

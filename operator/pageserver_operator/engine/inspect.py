@@ -39,7 +39,7 @@ def inspect_tenant(
         return snapshot.TenantSnapshot(
             str(tenant_id), "Broken", "TimelinesDirMissing", f"{tp.timelines_dir} is missing", empty, []
         )
-    # as load sees them (`Tenant._read_local_timelines`): a timeline the pageserver is creating
+    # as load sees them (`setup.TimelineSetup.read_local_timelines`): a timeline the pageserver is creating
     # (an ``___uninit`` sibling, or no metadata yet) is not a timeline of the tenant yet
     uninit = {n.removesuffix("." + paths.UNINIT_SUFFIX) for n in names if n.endswith(paths.UNINIT_SUFFIX)}
     try:

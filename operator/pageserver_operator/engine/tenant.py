@@ -1,10 +1,13 @@
-"""A tenant on the volume: attach, resume, load + reconcile_with_remote, sync, detach.
+"""A tenant on the volume: its entry points (start, attach, load, sync, detach, stop, snapshot).
 
-State machine (DESIGN §5, reference §5.1): Loading / Attaching -> Active, any -> Broken on a
-failure that retrying cannot fix, Active -> Stopping on detach. Transient failures (remote
-storage unreachable, disk full) leave the state where it was with the error in `message` and
-raise an `EngineError` with ``transient=True``: the caller retries (the operator with backoff,
-the CLI user by running the command again).
+`Tenant` is the state machine (`snapshot.TenantState`; docs/architecture.md, "engine/"):
+Loading / Attaching -> Active, any -> Broken on a failure that retrying cannot fix, Active ->
+Stopping on detach. Transient failures (remote storage unreachable, timeouts) leave the state
+where it was with the error in `message` and raise an `EngineError` with ``transient=True``
+(`errors.classify` decides): the caller retries (the operator with backoff, the CLI user by
+running the command again). One operation at a time per tenant (an asyncio lock); the
+planning and setup of timelines is `setup.TimelineSetup`, every blocking call and download
+runs through the tenant's `download.DownloadPool`.
 
 Crash consistency, at any instant:
 - Attach: the ``attaching`` marker is created (fsynced) before anything else and removed only
@@ -12,16 +15,14 @@ Crash consistency, at any instant:
   downloaded and its directory fsynced. A marker on disk therefore means "attach incomplete":
   running attach again resumes (complete layers of the right size are reused, partial
   ``.temp_download`` files removed, the metadata write is an idempotent replace).
-- Load: works from the local timelines only (a remote-only timeline is not downloaded); a
-  timeline directory without ``metadata`` is completed from its remote index (an interrupted
-  download of ours) or, without one, left alone (the pageserver is creating it). Nothing is
-  deleted that could be the only copy of data, and nothing the writer owns is touched (DESIGN
-  §8.1): only our ``.temp_download`` partial downloads are removed; a layer the remote index
-  names with another size is set aside as ``.N.old`` and downloaded again; a layer from the
-  future is left in place (set aside only while Attaching, when no writer can run).
+- Load: works from the local timelines only (a remote-only timeline is not downloaded); what
+  it may move or remove, and what it never touches, is stated in engine/setup.py.
+- Sync: while Active, uploads what the writer flushed (layers, then the index, in the upload
+  queues); nothing local is moved.
 - Detach: every local layer is in the remote index (uploaded, then indexed) before the tenant
   directory is renamed aside and removed; a crash leaves either the whole tenant or a
-  ``<tid>.___temp`` directory that the next start removes.
+  ``<tid>.___temp`` directory that the next start removes. No worker thread of the tenant
+  runs any more when the directory is removed (`download.DownloadPool.quiesce`).
 - Nothing is written outside ``<workdir>/tenants/<tid>`` (paths come from `paths.TenantPaths`).
 """
 
@@ -33,10 +34,9 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pageserver_operator.engine import (
-    ancestry,
     crashsafe,
     download,
     errors,
@@ -44,15 +44,14 @@ from pageserver_operator.engine import (
     paths,
     progress,
     remote_io,
+    setup,
     snapshot,
     timeline,
     upload_queue,
 )
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.engine.snapshot import TenantSnapshot, TenantState, Transition
-from pageserver_operator.formats import errors as format_errors
-from pageserver_operator.formats import ids, index_part, layer_name, tenant_config
-from pageserver_operator.remote import errors as remote_errors
+from pageserver_operator.formats import ids
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,6 @@ Listener = Callable[["Tenant"], None]
 
 #: Extra scans of one sync after uploads were abandoned during its pass (compaction meanwhile).
 SYNC_RESCANS = 3
-#: what sets up timelines: attach (no writer), load (after a restart), sync (while Active)
-_Mode = Literal["attach", "load", "sync"]
 
 
 class Tenant:
@@ -91,6 +88,9 @@ class Tenant:
         self._log = logging.LoggerAdapter(log, {"tenant_id": str(tenant_id)})
         #: every blocking call of this tenant runs through it (downloads included)
         self._pool = download.DownloadPool(io, tenant_id, self.progress, self._log)
+        self._setup = setup.TimelineSetup(
+            self.paths, io, self._pool, backoff, self.progress, self._log, self._notify, self._publish
+        )
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -116,6 +116,9 @@ class Tenant:
     def _notify(self) -> None:
         for listener in list(self.listeners):
             listener(self)
+
+    def _publish(self, new: list[timeline.Timeline]) -> None:
+        self.timelines = {**self.timelines, **{t.timeline_id: t for t in new}}
 
     def note(self, message: str) -> None:
         """Update the human message without a transition (e.g. "retrying after ...")."""
@@ -213,7 +216,7 @@ class Tenant:
     async def apply_config(self, config: Mapping[str, Any] | None) -> None:
         """Write the tenant config overrides (idempotent; a no-op when unchanged)."""
         try:
-            await self._write_config(config)
+            await self._setup.write_config(config)
         except Exception as e:
             raise errors.classify(e, self.where) from e
 
@@ -255,9 +258,9 @@ class Tenant:
             "AttachStarted",
             f"attaching from {self.io.storage.describe()}" + (" (resuming)" if resuming else ""),
         )
-        await self._pool.run(self._create_marker)
-        await self._write_config(config)
-        remote_ids = await self._list_remote_timelines()
+        await self._pool.run(self._setup.create_marker)
+        await self._setup.write_config(config)
+        remote_ids = await self._setup.list_remote_timelines()
         if not remote_ids:
             raise EngineError(
                 "NoRemoteTimelines",
@@ -265,7 +268,7 @@ class Tenant:
                 f"{paths.remote_timelines_prefix(self.id)} of {self.io.storage.describe()}; "
                 "check the tenant id, the bucket and the prefix",
             )
-        indexes = await self._fetch_indexes(set(remote_ids), required=set())
+        indexes = await self._setup.fetch_indexes(set(remote_ids), required=set())
         skipped = sorted(str(t) for t in set(remote_ids) - set(indexes))
         if skipped:
             # A prefix without an index: a timeline whose first upload never completed (or an
@@ -278,27 +281,9 @@ class Tenant:
                 f"index_part.json ({len(remote_ids)} listed); check the tenant id, the bucket and "
                 "the prefix",
             )
-        await self._setup_timelines({}, indexes, "attach")
+        await self._setup.setup_timelines({}, indexes, "attach")
         await self._pool.run(crashsafe.remove_marker, p.marker)
         self._activate()
-
-    def _refuse_symlinks(self, *more: Any) -> None:
-        """Nothing is followed out of the tenant directory: a tenant, ``timelines`` or timeline
-        directory that is a symbolic link would make attach/load write wherever it points."""
-        for path in (self.paths.tenant_dir, self.paths.timelines_dir, *more):
-            if path.is_symlink():
-                raise EngineError(
-                    "UnsafeLocalPath",
-                    f"{self.where}: {path} is a symbolic link (to {os.readlink(path)}); refusing to "
-                    "write through it (only real directories belong under the tenant directory)",
-                )
-
-    def _create_marker(self) -> None:
-        p = self.paths
-        self._refuse_symlinks()
-        crashsafe.durable_mkdir(p.tenant_dir)
-        crashsafe.create_marker(p.marker)
-        crashsafe.durable_mkdir(p.timelines_dir)
 
     async def _load(self, config: Mapping[str, Any] | None, *, detaching: bool = False) -> None:
         """Load + reconcile_with_remote. ``detaching``: the load a detach runs to learn what is
@@ -306,20 +291,20 @@ class Tenant:
         await self._reset_timelines()
         if not detaching:
             self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
-        await self._pool.run(self._refuse_symlinks)
-        await self._write_config(config)
-        await self._pool.run(self._check_config)
+        await self._pool.run(self._setup.refuse_symlinks)
+        await self._setup.write_config(config)
+        await self._pool.run(self._setup.check_config)
         # Load works from the local timelines only (reference §6.4; docs/reliability.md "Load"):
         # a timeline that exists only remotely is not downloaded (the pageserver may have
         # deleted it here). A directory without metadata is completed from its remote index
         # (an interrupted download of ours) or, without one, left to the writer creating it.
-        found = await self._pool.run(self._read_local_timelines, True)
-        indexes = await self._fetch_indexes(set(found), required=set())
+        found = await self._pool.run(self._setup.read_local_timelines, True)
+        indexes = await self._setup.fetch_indexes(set(found), required=set())
         local = {tlid: meta for tlid, meta in found.items() if meta is not None or tlid in indexes}
         creating = sorted(str(tlid) for tlid in set(found) - set(local))
         if creating:
             self._log.info("skipping timeline directories without metadata nor remote index: %s", ", ".join(creating))
-        await self._setup_timelines(local, indexes, "load")
+        await self._setup.setup_timelines(local, indexes, "load")
         if not detaching:
             self._activate()
 
@@ -343,239 +328,6 @@ class Tenant:
         n = len(self.timelines)
         self._set_state(TenantState.ACTIVE, "Active", f"{n} timeline{'s' if n != 1 else ''} active")
 
-    async def _write_config(self, config: Mapping[str, Any] | None) -> None:
-        if config is None:
-            return
-        text = tenant_config.render_tenant_config(config).encode()
-        path = self.paths.config
-
-        def write() -> None:
-            try:
-                if path.read_bytes() == text:
-                    return
-            except FileNotFoundError:
-                pass
-            crashsafe.durable_mkdir(path.parent)
-            crashsafe.durable_write(path, text)
-
-        await self._pool.run(write)
-
-    def _check_config(self) -> None:
-        try:
-            text = self.paths.config.read_text()
-        except FileNotFoundError:
-            return
-        try:
-            tenant_config.parse_tenant_config(text)
-        except format_errors.FormatError as e:
-            raise EngineError("TenantConfigInvalid", f"{self.where}: {self.paths.config}: {e}") from e
-
-    def _read_local_timelines(self, unfinished: bool) -> dict[ids.TimelineId, Any]:
-        """Scan ``timelines/`` once, then read each metadata (fix of #4458).
-
-        Nothing here is removed (DESIGN §8.1): ``___temp`` and ``___uninit`` entries, and a
-        timeline directory with an ``___uninit`` sibling, are the pageserver's timeline
-        creation in progress and are skipped. A timeline directory without ``metadata`` is
-        skipped too, or with ``unfinished`` (load) returned with None for its metadata."""
-        tdir = self.paths.timelines_dir
-        try:
-            entries = sorted(os.listdir(tdir))
-        except FileNotFoundError as e:
-            raise EngineError("TimelinesDirMissing", f"{self.where}: {tdir} is missing") from e
-        uninit = {e.removesuffix("." + paths.UNINIT_SUFFIX) for e in entries if e.endswith(paths.UNINIT_SUFFIX)}
-        found: dict[ids.TimelineId, Any] = {}
-        for name in entries:
-            if name.endswith((paths.TEMP_SUFFIX, paths.UNINIT_SUFFIX)) or name in uninit:
-                continue
-            try:
-                tlid = ids.TimelineId.parse(name)
-            except format_errors.FormatError:
-                self._log.warning("ignoring unrecognised entry %s in %s", name, tdir)
-                continue
-            path = self.paths.metadata(tlid)
-            if not os.path.lexists(path) and (tdir / name).is_dir():
-                if unfinished:
-                    found[tlid] = None
-                continue
-            found[tlid] = timeline.read_local_metadata(path, self.id, tlid)
-        return found
-
-    async def _list_remote_timelines(self) -> list[ids.TimelineId]:
-        names = await self.io.list_dirs(paths.remote_timelines_prefix(self.id))
-        result = []
-        for name in names:
-            try:
-                result.append(ids.TimelineId.parse(name))
-            except format_errors.FormatError as e:
-                raise EngineError(
-                    "InvalidRemoteTimeline",
-                    f"{self.where}: remote storage has an entry {name!r} under "
-                    f"{paths.remote_timelines_prefix(self.id)} that is not a timeline id",
-                ) from e
-        return sorted(result)
-
-    async def _fetch_indexes(
-        self, timeline_ids: set[ids.TimelineId], required: set[ids.TimelineId]
-    ) -> dict[ids.TimelineId, index_part.IndexPart]:
-        async def fetch(tlid: ids.TimelineId) -> tuple[ids.TimelineId, index_part.IndexPart | None]:
-            key = paths.remote_index_key(self.id, tlid)
-            try:
-                data = await self.io.get_bytes(key)
-            except remote_errors.NotFound as e:
-                if tlid in required:
-                    raise EngineError(
-                        "RemoteIndexMissing", f"timeline {self.id}/{tlid}: {key} does not exist in remote storage"
-                    ) from e
-                return tlid, None
-            try:
-                # off the event loop: a huge index takes seconds to parse, and the loop serves
-                # every other tenant (and the liveness probe) meanwhile
-                index = await self._pool.run(index_part.IndexPart.parse, data)
-                meta = index.metadata
-            except format_errors.FormatError as e:
-                raise EngineError(e.reason, f"timeline {self.id}/{tlid}: {key}: {e}") from e
-            if index.ignored_metadata_keys:  # as the reference: never used, so harmless
-                ignored = index.ignored_metadata_keys
-                self._log.warning(
-                    "timeline %s: %s: ignoring %d layer_metadata entries that timeline_layers does not "
-                    "list (first: %s)", tlid, key, len(ignored), format_errors.show(ignored[0]),
-                )
-            if meta.disk_consistent_lsn != index.disk_consistent_lsn:
-                # The field is a copy of the metadata's for humans (reference §2.3), never read
-                # by the reference: metadata_bytes are authoritative, the next index we upload
-                # carries the metadata's value (docs/reliability.md, "The writer protocol").
-                self._log.warning(
-                    "timeline %s: %s: disk_consistent_lsn %s differs from metadata_bytes (%s); using "
-                    "the metadata's", tlid, key, index.disk_consistent_lsn, meta.disk_consistent_lsn,
-                )
-            if meta.ancestor_timeline == tlid:
-                raise EngineError(
-                    "AncestorCycle", f"timeline {self.id}/{tlid}: {key}: the timeline is its own ancestor"
-                )
-            return tlid, index
-
-        results = await remote_io.gather_first_error([fetch(t) for t in sorted(timeline_ids)])
-        return {tlid: index for tlid, index in results if index is not None}
-
-    async def _setup_timelines(
-        self,
-        local: Mapping[ids.TimelineId, Any],
-        indexes: Mapping[ids.TimelineId, index_part.IndexPart],
-        mode: _Mode,
-        loaded: Mapping[ids.TimelineId, ids.TimelineId | None] | None = None,
-    ) -> None:
-        """Shared by attach and load (reference §6.5, §6.7, §6.8), all timelines at once:
-        choose metadata, clean directories, plan downloads, download everything in one bounded
-        pool, then per timeline (ancestors first) fsync the directory, write metadata last and
-        schedule the uploads of local-only layers and the index.
-
-        ``mode``: "attach" (no writer: stale future layers are set aside), "load" (a writer
-        may be running: future layers stay; a layer the index names with another size is set
-        aside and downloaded again), "sync" (new timelines while Active: nothing is moved)."""
-        parents = {
-            tlid: (local.get(tlid) or indexes[tlid].metadata).ancestor_timeline
-            for tlid in set(local) | set(indexes)
-        }
-        # ``loaded``: timelines already set up (sync while Active) that new ones may branch from
-        order = [t for t in ancestry.ancestors_first({**(loaded or {}), **parents}, self.where) if t in parents]
-        prepared = await self._pool.run(self._prepare_timelines, order, local, indexes, mode)
-        self.timelines = {**self.timelines, **{t.timeline_id: t for t, _ in prepared}}
-        downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
-        done_bytes = sum(t.resident_bytes for t, _ in prepared)
-        done_layers = sum(len(t.layers) for t, _ in prepared)
-        self.progress.start(
-            done_layers + len(downloads), done_bytes + sum(s or 0 for _, _, s in downloads), done_layers, done_bytes
-        )
-        self._notify()
-        learnt = await self._pool.download_all(downloads)
-        for t, _ in prepared:
-            await self._pool.run(self._finish_timeline, t)
-            # A timeline that never had a remote index gets one (fix of #3865); a v0 index whose
-            # sizes are now known is rewritten as v1 -- also when the sizes were learnt from
-            # layers already on the volume (a rerun after a crash before that index upload).
-            index = indexes.get(t.timeline_id)
-            sizes_learnt = index is not None and any(
-                m.file_size is None and t.queue.latest_files.get(n) is not None for n, m in index.layers.items()
-            )
-            t.schedule_local_only(force_index=index is None or sizes_learnt or t.timeline_id in learnt)
-
-    def _prepare_timelines(
-        self,
-        order: list[ids.TimelineId],
-        local: Mapping[ids.TimelineId, Any],
-        indexes: Mapping[ids.TimelineId, index_part.IndexPart],
-        mode: _Mode,
-    ) -> list[tuple[timeline.Timeline, list[tuple[layer_name.LayerName, int | None]]]]:
-        prepared = []
-        for tlid in order:
-            index = indexes.get(tlid)
-            where = f"timeline {self.id}/{tlid}"
-            chosen = timeline.choose_metadata(local.get(tlid), index.metadata if index else None, where)
-            directory = self.paths.timeline_dir(tlid)
-            self._refuse_symlinks(directory)
-            # never the tenant directory: one a detach removed meanwhile stays removed
-            crashsafe.durable_mkdir(directory, parents=False)
-            scan = timeline.scan_timeline_dir(directory, chosen.disk_consistent_lsn)
-            timeline.clean_timeline_dir(directory, scan, attaching=mode == "attach")
-            queue = upload_queue.UploadQueue(self.io, self.id, tlid, directory, self.backoff)
-            queue.on_change = self._notify  # an upload error appears or clears: status, Event
-            if index is not None:
-                queue.init_from_index(index)
-            else:
-                queue.init_empty(chosen)
-            t = timeline.Timeline(self.id, tlid, directory, chosen, queue)
-            t.layers = scan.layers
-            plan = self._plan_downloads(t, index, set_aside=mode != "sync")
-            t.awaits_download = bool(plan)
-            prepared.append((t, plan))
-        return prepared
-
-    def _plan_downloads(
-        self, t: timeline.Timeline, index: index_part.IndexPart | None, *, set_aside: bool
-    ) -> list[tuple[layer_name.LayerName, int | None]]:
-        """Reference §6.8: wrong-size local files set aside, missing ones planned (future skipped).
-
-        Without ``set_aside`` (a timeline found by a sync while Active, DESIGN §8.1) a local
-        layer is never moved: one of another size than the index says stays, and is neither
-        downloaded nor uploaded (the index keeps naming the remote object)."""
-        if index is None:
-            return []
-        plan: list[tuple[layer_name.LayerName, int | None]] = []
-        for name, meta in index.layers.items():  # sorted by name (IndexPart.layers)
-            if name in t.layers:
-                size = t.layers[name]
-                if meta.file_size is None:
-                    # v0 index: the local copy cannot be checked, and its size must not become the
-                    # layer's size in the next index (a damaged copy would poison it for every
-                    # later attach). Download the object again; its size is learnt from it.
-                    del t.layers[name]
-                elif size == meta.file_size or not set_aside:
-                    continue
-                else:
-                    aside = crashsafe.set_aside(t.directory / str(name))
-                    self._log.warning(
-                        "removing local file %s because it has unexpected length %d (index: %d); kept as %s",
-                        name, size, meta.file_size, aside.name,
-                    )
-                    del t.layers[name]
-            if name.is_future(t.metadata.disk_consistent_lsn):
-                self._log.warning("%s: skipping layer %s from the future", t.where, name)
-                continue
-            plan.append((name, meta.file_size))
-        return plan
-
-    def _finish_timeline(self, t: timeline.Timeline) -> None:
-        crashsafe.fsync_dir(t.directory)
-        if t.metadata.ancestor_timeline is None and not t.layers:
-            raise EngineError("NoLayers", f"{t.where}: timeline has no ancestor and no layer files")
-        try:
-            on_disk = t.directory.joinpath(paths.METADATA_FILE).read_bytes()
-        except FileNotFoundError:
-            on_disk = b""
-        if on_disk != t.metadata.to_bytes():
-            t.write_metadata()
-        t.awaits_download = False
-
     # ---- sync ---------------------------------------------------------------------------------
 
     async def _sync_once(self, timeout: float | None) -> int:
@@ -594,13 +346,13 @@ class Tenant:
     async def _sync_pass(self, timeout: float | None) -> int:
         """Scan the volume, schedule what is new (layers, then the index), wait for the queues
         to drain. Returns the number of operations scheduled (a new timeline counts as one)."""
-        local = await self._pool.run(self._read_local_timelines, False)
+        local = await self._pool.run(self._setup.read_local_timelines, False)
         new = {tlid: meta for tlid, meta in local.items() if tlid not in self.timelines}
         scheduled = len(new)
         if new:
-            remote = await self._fetch_indexes(set(new), required=set())
+            remote = await self._setup.fetch_indexes(set(new), required=set())
             existing = dict(self.timelines)
-            await self._setup_timelines(
+            await self._setup.setup_timelines(
                 new, remote, "sync", {tlid: t.metadata.ancestor_timeline for tlid, t in existing.items()}
             )
             for t in self.timelines.values():

@@ -1,4 +1,4 @@
-"""Ordering timelines so that every ancestor comes before its children (reference §6.2 step 4).
+"""Ordering timelines so that every ancestor comes before its children (docs/architecture.md, "engine/", Timeline setup).
 
 A timeline whose ancestor is not in the set, or a cycle (including a timeline that is its own
 ancestor), is refused with a message naming the timelines involved: such data can never load.

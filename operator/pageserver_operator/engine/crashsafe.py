@@ -2,7 +2,7 @@
 
 - `durable_write`: ``<name>___temp`` written, fsynced, renamed over ``<name>``, directory
   fsynced. A crash leaves the old file or the new one, plus at most a ``___temp`` leftover that
-  the next load removes. Used for ``metadata`` (idempotent: the reference's create-new write
+  the next load removes. Used for ``metadata`` (idempotent: Neon's create-new write
   failed on resume) and ``config``.
 - `create_marker` / `remove_marker`: empty file + fsync file + fsync parent; removal followed by
   an fsync of the parent.

@@ -1,7 +1,7 @@
 """Downloads of layer files into a tenant's timeline directories, and the worker threads of a tenant.
 
-The durable download of one layer (reference: Neon's ``download.rs``; docs/architecture.md,
-"engine/") has two halves, so that fsync latency does not idle a request slot:
+The durable download of one layer (docs/architecture.md, "engine/",
+Layer download) has two halves, so that fsync latency does not idle a request slot:
 
 - `download_to_temp` (on a worker thread of `remote_io.RemoteIO`, holding a request slot):
   stream into ``<layer>.temp_download`` (a new file, never opened through a planted symlink) and

@@ -1,7 +1,7 @@
 """All tenants of one volume: the engine's entry point for the CLI and the operator.
 
 One `RemoteIO` (one worker pool, one concurrency limit) is shared by every tenant. The start-up
-scan (reference §6.1) never lets one bad directory stop the others: ``<tid>.___temp`` leftovers of
+scan (docs/architecture.md, "engine/", Startup scan) never lets one bad directory stop the others: ``<tid>.___temp`` leftovers of
 an interrupted detach are removed, everything else that is not a tenant id is reported, not
 touched.
 """

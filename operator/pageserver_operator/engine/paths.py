@@ -5,11 +5,11 @@ Every path the engine writes is built here from *validated* values (`TenantId`, 
 ``<workdir>/tenants/``: a name from a remote index that does not parse as a layer name never
 reaches this module. `ensure_inside` is the last line of defence for anything computed.
 
-Local layout (reference §1)::
+Local layout (docs/architecture.md, "engine/", Layouts)::
 
     <workdir>/tenants/<tid>/{config, attaching, timelines/<tlid>/{metadata, <layers>}}
 
-Remote layout (reference §2.1, without the leading slash)::
+Remote layout (without a leading slash)::
 
     tenants/<tid>/timelines/<tlid>/{index_part.json, <layers>}
 """

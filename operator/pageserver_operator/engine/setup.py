@@ -1,7 +1,8 @@
 """Planning and setting up a tenant's timelines from the volume and the remote indexes.
 
 Attach, load and a sync that finds new timelines all go through `TimelineSetup.setup_timelines`
-(reference: Neon's ``reconcile_with_remote``; docs/reliability.md "Load"): choose each
+(Neon's ``setup_timeline`` and ``reconcile_with_remote``; docs/architecture.md, "engine/",
+Timeline setup): choose each
 timeline's metadata (local or remote, whichever is ahead, `timeline.choose_metadata`), clean its
 directory, plan the downloads (a local layer the remote index names with another size is set
 aside as ``.N.old`` and planned again; a layer from the future is skipped), download everything
@@ -126,7 +127,7 @@ class TimelineSetup:
     def read_local_timelines(self, unfinished: bool) -> dict[ids.TimelineId, Any]:
         """Scan ``timelines/`` once, then read each metadata (fix of #4458).
 
-        Nothing here is removed (DESIGN §8.1): ``___temp`` and ``___uninit`` entries, and a
+        Nothing here is removed (docs/reliability.md, "The writer protocol"): ``___temp`` and ``___uninit`` entries, and a
         timeline directory with an ``___uninit`` sibling, are the pageserver's timeline
         creation in progress and are skipped. A timeline directory without ``metadata`` is
         skipped too, or with ``unfinished`` (load) returned with None for its metadata."""
@@ -187,15 +188,15 @@ class TimelineSetup:
                 meta = index.metadata
             except format_errors.FormatError as e:
                 raise EngineError(e.reason, f"timeline {self.id}/{tlid}: {key}: {e}") from e
-            if index.ignored_metadata_keys:  # as the reference: never used, so harmless
+            if index.ignored_metadata_keys:  # as the original: never used, so harmless
                 ignored = index.ignored_metadata_keys
                 self._log.warning(
                     "timeline %s: %s: ignoring %d layer_metadata entries that timeline_layers does not "
                     "list (first: %s)", tlid, key, len(ignored), format_errors.show(ignored[0]),
                 )
             if meta.disk_consistent_lsn != index.disk_consistent_lsn:
-                # The field is a copy of the metadata's for humans (reference §2.3), never read
-                # by the reference: metadata_bytes are authoritative, the next index we upload
+                # The field is a copy of the metadata's for humans, never read by Neon's
+                # pageserver: metadata_bytes are authoritative, the next index we upload
                 # carries the metadata's value (docs/reliability.md, "The writer protocol").
                 self._log.warning(
                     "timeline %s: %s: disk_consistent_lsn %s differs from metadata_bytes (%s); using "
@@ -217,7 +218,7 @@ class TimelineSetup:
         mode: Mode,
         loaded: Mapping[ids.TimelineId, ids.TimelineId | None] | None = None,
     ) -> None:
-        """Shared by attach and load (reference §6.5, §6.7, §6.8), all timelines at once:
+        """Shared by attach, load and sync (docs/architecture.md, "engine/", Timeline setup), all timelines at once:
         choose metadata, clean directories, plan downloads, download everything in one bounded
         pool, then per timeline (ancestors first) fsync the directory, write metadata last and
         schedule the uploads of local-only layers and the index.
@@ -288,7 +289,7 @@ class TimelineSetup:
     ) -> list[tuple[layer_name.LayerName, int | None]]:
         """Reference §6.8: wrong-size local files set aside, missing ones planned (future skipped).
 
-        Without ``set_aside`` (a timeline found by a sync while Active, DESIGN §8.1) a local
+        Without ``set_aside`` (a timeline found by a sync while Active: the writer owns it) a local
         layer is never moved: one of another size than the index says stays, and is neither
         downloaded nor uploaded (the index keeps naming the remote object)."""
         if index is None:

@@ -174,7 +174,7 @@ class Tenant:
                 await self._guarded(TenantState.ATTACHING, self._attach, config)
 
     async def load(self, config: Mapping[str, Any] | None = None) -> None:
-        """Load from the volume; an interrupted attach (marker present) is resumed (reference §6.1)."""
+        """Load from the volume; an interrupted attach (marker present) is resumed."""
         async with self._lock:
             if self.local_state() == "attaching":
                 await self._guarded(TenantState.ATTACHING, self._attach, config)
@@ -294,7 +294,7 @@ class Tenant:
         await self._pool.run(self._setup.refuse_symlinks)
         await self._setup.write_config(config)
         await self._pool.run(self._setup.check_config)
-        # Load works from the local timelines only (reference §6.4; docs/reliability.md "Load"):
+        # Load works from the local timelines only (docs/architecture.md, "engine/", Load):
         # a timeline that exists only remotely is not downloaded (the pageserver may have
         # deleted it here). A directory without metadata is completed from its remote index
         # (an interrupted download of ours) or, without one, left to the writer creating it.
@@ -433,7 +433,7 @@ class Tenant:
                     transient=err.transient,
                 ) from e
         self._set_state(TenantState.STOPPING, "DetachStarted", "uploading local-only layers")
-        # DESIGN §8.1: syncing stops only after a final scan taken once the queues are drained
+        # The writer protocol (docs/reliability.md): syncing stops only after a final scan taken once the queues are drained
         # found nothing new (a layer + metadata flushed during the detach is uploaded and
         # indexed, or the detach does not complete: a writer that never stops keeps it waiting
         # until the timeout).

@@ -1,10 +1,10 @@
 """One timeline of a tenant: its chosen metadata, its resident layers, its upload queue.
 
-The local directory scan (reference §6.6) is split into *scan* (read the directory once, classify
-every entry) and *clean* (act on the classification): the reference mutated the directory while
+The local directory scan (docs/architecture.md, "engine/", Directory scan) is split into *scan* (read the directory once, classify
+every entry) and *clean* (act on the classification): Neon's pageserver mutated the directory while
 iterating a snapshot of it (#4458).
 
-The writer protocol (DESIGN §8.1): a pageserver may write to the directory at any time, also
+The writer protocol (docs/reliability.md): a pageserver may write to the directory at any time, also
 while we load after a restart of ours. Every file that is neither a layer nor ``metadata``
 (``ephemeral-*``, ``*___temp``, anything else) belongs to it, and so does a layer "from the
 future" (flushed, its ``metadata`` update still to come). Cleaning therefore removes only our

@@ -1,4 +1,4 @@
-"""Per-timeline upload queue with the reference's launch rules (§6.9).
+"""Per-timeline upload queue with the launch rules of Neon's ``RemoteTimelineClient`` (docs/architecture.md, "engine/", Upload queue).
 
 Invariants:
 - FIFO; only the head of the queue may start, nothing overtakes.
@@ -11,15 +11,15 @@ Invariants:
 - `remote_consistent_lsn` is the ``disk_consistent_lsn`` of the last *completed* index upload.
 
 The queue is not persisted: after a crash, reconcile_with_remote rebuilds it from the remote
-index and the local files. Accepted leaks (as in the reference): a layer uploaded but never
+index and the local files. Accepted leaks (as in the original): a layer uploaded but never
 indexed, a layer unlinked by an index but not yet deleted.
 
-Fix over the reference (#5635): a layer whose upload can never succeed because its local file
+Fix over the original (Neon #5635): a layer whose upload can never succeed because its local file
 disappeared is *abandoned*: later index uploads leave it out instead of naming an object that
 does not exist. A layer stays abandoned only until an upload of the same name succeeds (the
 pageserver may write a file of that name again): from then on indexes name it again.
 
-An index is self-consistent (DESIGN §8.1): a layer abandoned from an index's snapshot leaves a
+An index is self-consistent (docs/reliability.md, "The writer protocol"): a layer abandoned from an index's snapshot leaves a
 gap in the LSN range its metadata claims (compaction wrote an L1 over it and removed it; the L1
 is not in this snapshot). Such an index is uploaded with the metadata of the last index that
 completed (its disk_consistent_lsn does not move over the gap; the layers it names are a

@@ -1,6 +1,6 @@
 """``pageserver-operator``: the engine without Kubernetes, the operator, and the dev environment.
 
-Contract: DESIGN §7. Exit status 0 when the tenant ended Active (or the command succeeded),
+Contract: README.md, "Without Kubernetes: the CLI". Exit status 0 when the tenant ended Active (or the command succeeded),
 1 when it ended Broken or the command failed (one line on stderr a person can act on), 2 for
 invalid usage or settings. Every flag has an environment variable; a flag wins over it.
 

@@ -7,7 +7,8 @@ without). Layer contents are seeded pseudo-random bytes, so a run is reproducibl
 
 `flush_local_layer` plays the pageserver's part on an attached tenant: write a new delta layer
 (fsynced), then the timeline's ``metadata`` with a higher ``disk_consistent_lsn``, in that
-order (reference §6.9.8), leaving the upload to the engine.
+order (as a pageserver flushes: docs/reliability.md, "The writer protocol"), leaving the upload
+to the engine.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Invariants:
   as text: two spellings of one layer are one layer, and when `layer_metadata` has an entry for
   each, the later one's size wins (as Neon's map deserialisation does).
 - A `layer_metadata` key that does not name a listed layer (not in `timeline_layers`, or not a
-  layer name at all) is ignored, as the reference does (its own v1 test vector carries
+  layer name at all) is ignored, as Neon's pageserver does (its own v1 test vector carries
   ``not_a_real_layer_but_adding_coverage`` there): it is never used as a name, a path or a key.
   Such keys are kept in `IndexPart.ignored_metadata_keys` so that the reader can log them once.
   The value of every entry must still be an object whose `file_size` is a u64 or null.

@@ -92,7 +92,8 @@ def assert_matches_remote(
     """The local tenant is exactly the remote one (see the module docstring)."""
     tp = paths.TenantPaths(workdir, remote.tenant_id)
     assert tp.tenant_dir.is_dir(), f"{tp.tenant_dir} does not exist"
-    assert leftovers(tp.tenants_root) == [], "leftovers after the command"
+    left = leftovers(tp.tenants_root)
+    assert left == [], f"leftovers after the command: {left}"
     allowed_top = {paths.TIMELINES_DIR} | ({paths.CONFIG_FILE} if allow_config else set())
     top = {p.name for p in tp.tenant_dir.iterdir()}
     assert top <= allowed_top, f"unexpected entries in the tenant directory: {sorted(top - allowed_top)}"

@@ -152,7 +152,9 @@ class StatusWriter:
     - a phase change is written at once, except Loading/Attaching: they are written only if
       still current ``interval`` seconds after they began (an attach or load that ends sooner
       costs one write, not two), and the reload of a tenant shown Active only once it has
-      something to download (`_quiet_reload`: an operator restart shows no Ready flap);
+      something to download (`_quiet_reload`: an operator restart shows no Ready flap); but a
+      status that says Active while the engine attaches, or reloads with layers to fetch, is
+      corrected at once (`_stale_ready`);
     - ``status.history`` records the phases the tenant entered (see `_shown_key`: a transient
       retry adds nothing), the last `HISTORY_LIMIT`, kept across restarts; a Loading/Attaching
       too short to be written is recorded only if it led somewhere new (an attach that ends
@@ -325,9 +327,18 @@ class StatusWriter:
     def _delay(self) -> float:
         now = time.monotonic()
         delay = self._retry_at - now  # after failures, back off even when urgent
-        if not self._urgent:
+        if not self._urgent and not self._stale_ready():
             delay = max(delay, self._last_time + self.interval - now, self._hold_until - now)
         return delay
+
+    def _stale_ready(self) -> bool:
+        """The stored status says Active (Ready=True: written by a previous process, or before
+        this attach began) while the engine attaches, or reloads with layers to fetch: the
+        volume is not complete, so that is written at once, never held for the interval (a
+        `kubectl wait --for=condition=Ready` must not pass on the stale claim)."""
+        if self._last_state != "Active" or self._seen_state not in TRANSFERRING:
+            return False
+        return self._seen_state == "Attaching" or not self._quiet_reload(self._snapshot())
 
     async def _run(self) -> None:
         while True:

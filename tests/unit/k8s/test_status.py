@@ -123,6 +123,48 @@ def test_a_restart_of_an_active_tenant_writes_nothing(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_restart_that_attaches_a_tenant_shown_active_says_so_at_once(tmp_path: Path) -> None:
+    """The stored status says Active (Ready=True) but the restarted operator finds an
+    interrupted attach (the marker) and resumes it: Attaching is written at once, not held for
+    the status interval (an hour here), so nobody reads Ready=True while the volume is being
+    filled. (Seen in the operator crash suite, RELIABILITY_SEED=1330523247 round 7: the suite's
+    wait for Synced passed on the stale status while the resume was still downloading.)"""
+
+    async def main() -> None:
+        kube = FakeKube()
+        b = body("resumed", TID)
+        kube.add(b)
+        t = StandIn(ids.TenantId.parse(TID), tmp_path)
+        first = controller.TenantController((NS, "resumed"), b, t, kube, settings(), True)  # type: ignore[arg-type]
+        first.start()
+        await until(lambda: kube.status("resumed").get("phase") == "Active", "Active")
+        await first.close()
+        release = asyncio.Event()
+
+        async def resume(self: StandIn, config: Any) -> None:  # the marker is there: attach again
+            self.progress.start(10, 10_000)
+            self._set_state(tenant.TenantState.ATTACHING, "AttachStarted", "attaching (resuming)")
+            await release.wait()
+            self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+
+        again = StandIn(ids.TenantId.parse(TID), tmp_path)
+        again.on_start = resume
+        stored = {**b, "status": kube.status("resumed")}
+        second = controller.TenantController(
+            (NS, "resumed"), stored, again, kube, settings(status_interval=3600.0), True  # type: ignore[arg-type]
+        )
+        second.start()
+        await until(lambda: kube.status("resumed").get("phase") == "Attaching", "Attaching written", timeout=5)
+        ready = {c["type"]: c for c in kube.status("resumed")["conditions"]}["Ready"]
+        assert ready["status"] == "False", ready
+        release.set()
+        await until(lambda: again.state is tenant.TenantState.ACTIVE, "Active again")
+        await second.close()
+        assert kube.status("resumed")["phase"] == "Active"
+
+    asyncio.run(main())
+
+
 def test_history_holds_the_last_ten_phases_shown() -> None:
     async def main() -> None:
         phases = ["Attaching", "Broken", "Active", "Loading"] * 4

@@ -143,9 +143,9 @@ def test_a_restart_that_attaches_a_tenant_shown_active_says_so_at_once(tmp_path:
 
         async def resume(self: StandIn, config: Any) -> None:  # the marker is there: attach again
             self.progress.start(10, 10_000)
-            self._set_state(tenant.TenantState.ATTACHING, "AttachStarted", "attaching (resuming)")
+            self._set_state(engine_snapshot.TenantState.ATTACHING, "AttachStarted", "attaching (resuming)")
             await release.wait()
-            self._set_state(tenant.TenantState.ACTIVE, "Active", "1 timeline active")
+            self._set_state(engine_snapshot.TenantState.ACTIVE, "Active", "1 timeline active")
 
         again = StandIn(ids.TenantId.parse(TID), tmp_path)
         again.on_start = resume
@@ -158,7 +158,7 @@ def test_a_restart_that_attaches_a_tenant_shown_active_says_so_at_once(tmp_path:
         ready = {c["type"]: c for c in kube.status("resumed")["conditions"]}["Ready"]
         assert ready["status"] == "False", ready
         release.set()
-        await until(lambda: again.state is tenant.TenantState.ACTIVE, "Active again")
+        await until(lambda: again.state is engine_snapshot.TenantState.ACTIVE, "Active again")
         await second.close()
         assert kube.status("resumed")["phase"] == "Active"
 

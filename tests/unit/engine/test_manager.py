@@ -6,28 +6,18 @@ schedule (issue 14, defects 11 and 13: "a permanent error still ends at once"). 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from helpers.engine_env import EngineEnv, Writer, make_tenant, run
 from helpers.fake_storage import FakeStorage
-from pageserver_operator.engine import manager, remote_io
+from pageserver_operator.engine import manager
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.remote import errors as remote_errors
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[EngineEnv]:
-    workdir = tmp_path / "workdir"
-    workdir.mkdir()
-    storage = FakeStorage()
-    e = EngineEnv(workdir, storage, remote_io.RemoteIO(storage, workers=4))
-    try:
-        yield e
-    finally:
-        e.close()
+def env(fake: EngineEnv) -> EngineEnv:
+    return fake
 
 
 def test_a_sync_whose_upload_is_refused_ends_at_once_with_the_reason(env: EngineEnv) -> None:

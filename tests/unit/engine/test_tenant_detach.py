@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,35 +21,9 @@ import pytest
 from helpers.engine_env import EngineEnv, Writer, make_tenant, run, until
 from helpers.fake_storage import FakeStorage
 from pageserver_operator.api import v1alpha1
-from pageserver_operator.engine import remote_io, timeline
 from pageserver_operator.engine import snapshot as engine_snapshot
+from pageserver_operator.engine import timeline
 from pageserver_operator.engine.errors import EngineError
-from pageserver_operator.remote.local_fs import LocalFsStorage
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[EngineEnv]:
-    workdir = tmp_path / "workdir"
-    workdir.mkdir()
-    storage = FakeStorage()
-    e = EngineEnv(workdir, storage, remote_io.RemoteIO(storage, workers=4))
-    try:
-        yield e
-    finally:
-        storage.release_all()
-        e.close()
-
-
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[EngineEnv]:
-    workdir = tmp_path / "workdir"
-    workdir.mkdir()
-    storage = LocalFsStorage(tmp_path / "remote")
-    e = EngineEnv(workdir, storage, remote_io.RemoteIO(storage, workers=4))
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def test_a_layer_flushed_while_detach_drains_is_uploaded_and_indexed(fake: EngineEnv) -> None:

@@ -15,29 +15,12 @@ one names both layers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from helpers.engine_env import EngineEnv, Writer, make_tenant, run, until
 from helpers.fake_storage import FakeStorage
-from pageserver_operator.engine import paths, remote_io
+from pageserver_operator.engine import paths
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import index_part
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[EngineEnv]:
-    workdir = tmp_path / "workdir"
-    workdir.mkdir()
-    storage = FakeStorage()
-    e = EngineEnv(workdir, storage, remote_io.RemoteIO(storage, workers=4))
-    try:
-        yield e
-    finally:
-        storage.release_all()
-        e.close()
 
 
 def test_a_reload_waits_for_the_index_upload_of_the_previous_queue(fake: EngineEnv) -> None:

@@ -19,29 +19,18 @@ Remote: ``file://`` under ``tmp_path`` (real files, real renames).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from helpers import tree
 from helpers.engine_env import EngineEnv, Writer, make_tenant, read_metadata, run
 from pageserver_operator import testdata
-from pageserver_operator.engine import paths, remote_io
+from pageserver_operator.engine import paths
 from pageserver_operator.formats import ids, lsn, metadata
-from pageserver_operator.remote.local_fs import LocalFsStorage
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[EngineEnv]:
-    workdir = tmp_path / "workdir"
-    workdir.mkdir()
-    storage = LocalFsStorage(tmp_path / "remote")
-    e = EngineEnv(workdir, storage, remote_io.RemoteIO(storage, workers=4))
-    try:
-        yield e
-    finally:
-        e.close()
+def env(local: EngineEnv) -> EngineEnv:
+    return local
 
 
 def attached(env: EngineEnv, seed: int = 1) -> testdata.GeneratedTenant:

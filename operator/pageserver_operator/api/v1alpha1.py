@@ -1,4 +1,7 @@
-"""Spec and status of ``pageserver.dev/v1alpha1`` Tenant (DESIGN §2), as pydantic models.
+"""Spec and status of ``pageserver.dev/v1alpha1`` Tenant, as pydantic models.
+
+What each field means to a user is in README.md ("A Tenant", "Status reference", "Phases and
+what to do"); docs/status.md shows them as ``kubectl describe`` prints them.
 
 The CRD's OpenAPI schema is generated from these models (`crd.py`) and a test fails when the
 committed ``crds/`` file differs, so the schema and the code cannot drift. Field names are the

@@ -287,7 +287,8 @@ class TimelineSetup:
     def _plan_downloads(
         self, t: timeline.Timeline, index: index_part.IndexPart | None, *, set_aside: bool
     ) -> list[tuple[layer_name.LayerName, int | None]]:
-        """Reference §6.8: wrong-size local files set aside, missing ones planned (future skipped).
+        """Wrong-size local files set aside, missing ones planned, future ones skipped
+        (docs/architecture.md, "Where the engine's rules come from", Download plan).
 
         Without ``set_aside`` (a timeline found by a sync while Active: the writer owns it) a local
         layer is never moved: one of another size than the index says stays, and is neither

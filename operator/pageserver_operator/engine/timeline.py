@@ -128,7 +128,9 @@ def choose_metadata(
     remote: metadata.TimelineMetadata | None,
     where: str,
 ) -> metadata.TimelineMetadata:
-    """Reference §6.5: local wins unless remote is ahead in dcl or gc cutoff (another writer)."""
+    """Local wins unless remote is ahead in dcl or gc cutoff (another writer).
+
+    The rule of Neon's pageserver: docs/architecture.md, "Where the engine's rules come from"."""
     if local is None and remote is None:
         raise EngineError("NoMetadata", f"{where}: neither local nor remote metadata exists")
     if local is None:

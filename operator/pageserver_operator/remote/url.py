@@ -1,6 +1,6 @@
 """Where the remote storage is: the ``--remote`` URL and its parsed form, `RemoteConfig`.
 
-Two URL forms are accepted (DESIGN.md §3, §7):
+Two URL forms are accepted (README.md, "Configuration": the ``remote`` setting):
 
 - ``file:///absolute/path``: a local directory (`local_fs.LocalFsStorage`), the embedded default.
 - ``s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=REGION``: a bucket, optionally under a

@@ -1,9 +1,11 @@
 """Remote storage in an S3 bucket (AWS or an S3-compatible server), through one botocore client.
 
-Key mapping (reference §2.1, with PR #2993's convention): object ``KEY`` is stored as
-``<prefix>/KEY``, or as ``KEY`` with no leading slash when there is no prefix.
+Key mapping (Neon's pageserver layout, docs/architecture.md, "Where the engine's rules come
+from", Layouts): object ``KEY`` is stored as ``<prefix>/KEY``, or as ``KEY`` with no leading slash
+when there is no prefix.
 
-How requests are arranged (see reference/s3-download-performance.md §0-1):
+How requests are arranged (docs/architecture.md, "remote/"; the measured effect of each choice is
+in docs/performance.md, "Changes made for these numbers"):
 
 - One client per backend; its connection pool (``max_pool_connections``) is larger than the
   concurrency, with TCP keep-alive, so no request ever waits for a connection.

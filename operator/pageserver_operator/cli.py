@@ -272,9 +272,14 @@ async def _cmd_detach(args: argparse.Namespace) -> None:
     tid = _tenant_id(args.tenant_id)
     try:
         t = m.get(tid)
-        await _retrying(
-            args, m, lambda: manager.unless_uploads_refused(t, t.detach(timeout=args.timeout, keep_local=args.keep_local))
-        )
+
+        def detach() -> Awaitable[None]:
+            done = t.detach(timeout=args.timeout, keep_local=args.keep_local)
+            # --keep-local: refused uploads end in the directory kept aside (after --timeout),
+            # not in a failure that keeps it in place
+            return done if args.keep_local else manager.unless_uploads_refused(t, done)
+
+        await _retrying(args, m, detach)
         print(f"tenant {tid}: detached")
     finally:
         m.close()

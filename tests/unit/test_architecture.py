@@ -1,5 +1,5 @@
 """The layering (cli -> dev -> k8s -> settings | logs -> api -> testdata -> engine -> remote ->
-formats, no Kubernetes below the operator layer, devenv for tools only, the layers inside remote/)
+formats -> backoff, no Kubernetes below the operator layer, devenv for tools only, the layers inside remote/)
 is written in .importlinter; these tests enforce it, and that no module is left outside it."""
 
 import configparser

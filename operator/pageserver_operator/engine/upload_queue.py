@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pageserver_operator import backoff as backoff_mod
 from pageserver_operator.engine import metrics, paths, remote_io
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
@@ -93,7 +94,8 @@ class QueueStopped(EngineError):
 
 @dataclass(frozen=True)
 class Backoff:
-    """Capped exponential backoff between attempts of one queued operation."""
+    """Capped exponential backoff between attempts of one queued operation (`backoff.Backoff`
+    with two caps: the failure's kind chooses)."""
 
     base: float = 0.1
     factor: float = 2.0
@@ -102,9 +104,8 @@ class Backoff:
     """The cap after a permanent failure (AccessDenied, NoSuchBucket): retried, but not hammered."""
 
     def delay(self, attempt: int, *, permanent: bool = False) -> float:
-        if attempt <= 0:
-            return 0.0
-        return float(min(self.base * self.factor ** (attempt - 1), self.permanent_cap if permanent else self.cap))
+        """0 before the first failure; then `backoff.Backoff` under the cap of the failure's kind."""
+        return backoff_mod.Backoff(self.base, self.factor, self.permanent_cap if permanent else self.cap).delay(attempt)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pageserver_operator import backoff
 from pageserver_operator import settings as settings_mod
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine import manager, progress, tenant
@@ -77,11 +78,13 @@ def tenant_id_of(body: Any) -> ids.TenantId:
 
 
 def retry_delay(attempt: int, initial: float, cap: float) -> float:
-    return float(min(initial * 2 ** max(attempt - 1, 0), cap))
+    """The automatic retry of a Broken tenant: ``initial`` (settings RETRY_INITIAL) doubling per
+    attempt up to ``cap`` (RETRY_MAX); attempt 0 waits as long as attempt 1."""
+    return backoff.Backoff(initial, 2.0, cap).delay(max(attempt, 1))
 
 
-#: first delay after a transient failure of a bring-up (doubles up to a minute)
-TRANSIENT_DELAY = 1.0
+#: delays between retries of a transient failure of a bring-up (1 s doubling up to a minute)
+TRANSIENT_BACKOFF = backoff.Backoff(base=1.0, factor=2.0, cap=60.0)
 
 _NO_PROGRESS = progress.ProgressSnapshot(0, 0, 0, 0, None, None)
 
@@ -304,7 +307,7 @@ class TenantController:
         await asyncio.Event().wait()  # until promoted or deleted
 
     async def _bring_up(self) -> None:
-        transient_delay = TRANSIENT_DELAY
+        transient_failures = 0
         # a retry is starting now: no retry time in the future (also after a restart)
         self.writer.extra = {"attempts": self.attempts, "nextRetryTime": None}
         while True:
@@ -314,8 +317,8 @@ class TenantController:
             except EngineError as e:
                 if e.transient:
                     self.writer.mark(urgent=True)
-                    await self._sleep(transient_delay)
-                    transient_delay = min(transient_delay * 2, 60.0)
+                    transient_failures += 1
+                    await self._sleep(TRANSIENT_BACKOFF.delay(transient_failures))
                     continue
                 self._observe(generation)
                 await self._retry_later(e)

@@ -28,6 +28,7 @@ from typing import Any
 
 import kopf
 
+from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.k8s import controller
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 REGISTRY: controller.Registry | None = None
 DETACH_TIMEOUT = 600.0
+#: kopf's retries of a blocked detach (kopf's ``retry`` is 0 at the first retry): 5 s doubling up to 2 min
+DETACH_BACKOFF = backoff.Backoff(base=5.0, factor=2.0, cap=120.0)
 FINALIZER = f"{v1alpha1.GROUP}/finalizer"
 
 
@@ -113,7 +116,7 @@ async def tenant_deleted(
     except EngineError as e:
         ctl.writer.mark(urgent=True)
         await ctl.writer.flush()
-        delay = min(5 * 2**retry, 120)
+        delay = DETACH_BACKOFF.delay(retry + 1)
         raise kopf.TemporaryError(f"detach blocked: {e.reason}: {e.message}", delay=delay) from e
     await ctl.event("Normal", "Detached", f"tenant {ctl.tenant.id} detached; remote data kept")
     await reg.release(key, claims)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine import tenant as engine_tenant
@@ -28,6 +29,11 @@ Patcher = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Phases whose progress moves without anyone telling the writer: sampled every interval.
 TRANSFERRING = ("Loading", "Attaching")
+
+
+def patch_retry_backoff(interval: float) -> backoff.Backoff:
+    """After ``n`` failed status patches in a row the next waits ``interval * 2**n``, at most a minute."""
+    return backoff.Backoff(base=2 * interval, factor=2.0, cap=60.0)
 
 
 def now_rfc3339() -> str:
@@ -284,9 +290,9 @@ class StatusWriter:
                 raise
             except Exception as e:  # a failed status write must never stop the tenant
                 self.failures += 1
-                backoff = min(self.interval * 2**self.failures, 60.0)
-                log.warning("status patch failed (%d in a row; next try in %.0f s): %s", self.failures, backoff, e)
-                self._retry_at = time.monotonic() + backoff
+                delay = patch_retry_backoff(self.interval).delay(self.failures)
+                log.warning("status patch failed (%d in a row; next try in %.0f s): %s", self.failures, delay, e)
+                self._retry_at = time.monotonic() + delay
                 self._dirty.set()  # what was not written is still to be written
                 return
             self.failures = 0

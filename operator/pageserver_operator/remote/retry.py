@@ -5,7 +5,7 @@ one of the classified errors of `errors`:
 
 - `errors.TransientRemoteError`: the attempt may succeed if repeated (connection reset, timeout,
   5xx, SlowDown). The loop sleeps with capped exponential backoff and "equal jitter" (a uniform
-  pick in ``[ceiling/2, ceiling]``) and tries again, up to `RetryPolicy.max_attempts` attempts in total; then
+  pick in ``[ceiling/2, ceiling]``, computed by `pageserver_operator.backoff`) and tries again, up to `RetryPolicy.max_attempts` attempts in total; then
   it raises a `TransientRemoteError` that names the operation, the target and the attempt count.
 - `errors.NotFound` and `errors.PermanentRemoteError`: raised at once, never retried.
 - Anything else (a local ``OSError`` writing the caller's file, a ``ValueError`` for a bad key)
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from pageserver_operator import backoff as backoff_mod
 from pageserver_operator.remote import errors, metrics
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,12 @@ class RetryPolicy:
 
     def backoff(self, failures: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to sleep after ``failures`` consecutive failed attempts (``failures >= 1``)."""
-        ceiling = min(self.max_delay, self.base_delay * self.factor ** (failures - 1))
-        return ceiling / 2 + rand() * ceiling / 2
+        return self.schedule.delay(failures, rand)
+
+    @property
+    def schedule(self) -> backoff_mod.Backoff:
+        """This policy's delays as the operator's one `backoff.Backoff` (with equal jitter)."""
+        return backoff_mod.Backoff(self.base_delay, self.factor, self.max_delay, jitter=True)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
@@ -184,7 +185,7 @@ def test_transient_retries_add_no_history_entries(
     kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defect 6: three transient failures of an attach add one Attaching entry, not two each."""
-    monkeypatch.setattr(controller, "TRANSIENT_DELAY", 0.01)
+    monkeypatch.setattr(controller, "TRANSIENT_BACKOFF", backoff.Backoff(base=0.01, factor=2.0, cap=60.0))
 
     async def main() -> None:
         ctl, t = make(kube, tmp_path, body("f", TID))

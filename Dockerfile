@@ -4,9 +4,10 @@
 #   hack/image/build.sh                                           # here: local base, no registry
 #
 # BASE_IMAGE must provide python3 (>= 3.11) with the venv module; both stages use it, so the
-# venv's interpreter link resolves in the final image. When build/image/wheels/ exists in the
-# context (hack/image/build.sh fills it on the host, pinned to the versions the tests ran with),
-# pip installs from it alone (no index); otherwise pip uses PyPI.
+# venv's interpreter link resolves in the final image. Every pip run of the builder installs the
+# versions pinned in constraints.txt (hack/lock.sh; the set hack/install.sh installs and the tests
+# ran with). When build/image/wheels/ exists in the context (hack/image/build.sh fills it on the
+# host from the same constraints), pip installs from it alone (no index); otherwise pip uses PyPI.
 #
 # Not copied to the final image: pip and setuptools (an installer has no business at run time),
 # kubernetes/aio (the client's asyncio twin, about 68 MB: the operator uses the synchronous
@@ -15,19 +16,23 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
+# PIP_CONSTRAINT rather than -c alone: it also reaches pip's isolated build environment (the
+# build backend that builds the operator's own wheel).
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_CONSTRAINT=/src/constraints.txt
 WORKDIR /src
-# 1. The dependencies, in their own layer (rebuilt only when pyproject.toml or the wheels change).
-#    build/image/wheel[s] matches nothing without a wheelhouse; its wheels land in /src.
-COPY pyproject.toml build/image/wheel[s] /src/
+# 1. The dependencies, in their own layer (rebuilt only when pyproject.toml, constraints.txt or
+#    the wheels change). build/image/wheel[s] matches nothing without a wheelhouse; its wheels
+#    land in /src.
+COPY pyproject.toml constraints.txt build/image/wheel[s] /src/
 RUN set -eu; \
     if ls /src/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /src; fi; \
     python3 -m venv /opt/venv; \
     python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
       > /tmp/requirements.txt; \
-    /opt/venv/bin/pip install --no-cache-dir "$@" -r /tmp/requirements.txt
+    /opt/venv/bin/pip install --no-cache-dir "$@" -c /src/constraints.txt -r /tmp/requirements.txt
 # 2. The operator itself (no dev extras), then what the final image does not need.
 COPY README.md /src/
 COPY operator /src/operator

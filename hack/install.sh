@@ -2,7 +2,8 @@
 # Install everything the project needs on a fresh Debian machine of the project's kind
 # (Go >= 1.24 and Python >= 3.11 preinstalled):
 #   1. apt packages, only those missing (openssl: ServiceAccount signing keys);
-#   2. the virtualenv .venv with `pip install -e '.[dev,bench]'`;
+#   2. the virtualenv .venv with `pip install -c constraints.txt -e '.[dev,bench]'`: the versions
+#      pinned in constraints.txt (hack/lock.sh refreshes it), the build backend included;
 #   3. the Go-built binaries (etcd, kube-apiserver, kubectl if none), cached in
 #      ${PAGESERVER_OPERATOR_CACHE:-~/.cache/pageserver-operator} -- a warm run does not rebuild;
 #   4. helm (hack/helm.sh, go install, cached): installed here rather than in the middle of the
@@ -80,7 +81,10 @@ expected_packages=107
 if [[ -r "$record" ]]; then read -r expected_seconds expected_packages <"$record" || true; fi
 pip_log="$(mktemp "${TMPDIR:-/tmp}/pageserver-operator-pip.XXXXXX")"
 pip_started="$(date +%s)"
-.venv/bin/python -m pip install --progress-bar off -e '.[dev,bench]' >"$pip_log" 2>&1 &
+# The constraints reach pip's isolated build environment (the build backend) only through
+# PIP_CONSTRAINT; -c covers the install itself.
+PIP_CONSTRAINT="$repo_root/constraints.txt" .venv/bin/python -m pip install --progress-bar off \
+  -c "$repo_root/constraints.txt" -e '.[dev,bench]' >"$pip_log" 2>&1 &
 pip_pid=$!
 while ! timeout 10 tail --pid="$pip_pid" -f /dev/null; do
   elapsed=$(($(date +%s) - pip_started))

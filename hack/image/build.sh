@@ -4,8 +4,9 @@
 #   2. make the local base image (hack/image/base-image.sh: debootstrap + Debian's python3;
 #      cached: skipped when it exists);
 #   3. fill build/image/wheels/ with the wheels of the runtime dependencies and the build backend,
-#      using the host's pip (which reaches PyPI; containers here cannot verify its TLS), cached by
-#      the hash of pyproject.toml: a warm build asks no registry;
+#      at the versions pinned in constraints.txt (hack/lock.sh), using the host's pip (which
+#      reaches PyPI; containers here cannot verify its TLS), cached by the hash of pyproject.toml's
+#      requirements and constraints.txt: a warm build asks no registry;
 #   4. docker build --build-arg BASE_IMAGE=<local base> -t $IMAGE . and print the image size.
 # Usage: hack/image/build.sh [IMAGE]    (default pageserver-operator:dev)
 # Env: BASE_IMAGE (default pageserver-operator-base:bookworm-py311), PYTHON (host python used
@@ -57,76 +58,39 @@ if [[ "${base_python%.*}" != "${host_python%.*}" ]]; then
     "minor version; wheels would not match (set PYTHON=/path/to/python${base_python%.*})" >&2
   exit 1
 fi
-# The requirements: the build backend, and the runtime dependencies (never the dev extras) --
-# pinned to the versions installed in the host's environment when the project is installed there
-# (the image then runs exactly what the tests ran, and pip resolves nothing: seconds instead of
-# minutes), else resolved from pyproject.toml.
+# The requirements: the build backend and the runtime dependencies (never the dev extras),
+# resolved with -c constraints.txt (hack/lock.sh): the versions hack/install.sh installs and the
+# tests ran with, so the image runs exactly those. The Dockerfile installs with the same file.
+if [[ ! -f constraints.txt ]]; then
+  echo "image: constraints.txt is missing (hack/lock.sh writes it)" >&2
+  exit 1
+fi
 mapfile -t build_requirements < <("$python_bin" - <<'PY'
 import tomllib
 with open("pyproject.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["build-system"]["requires"]))
 PY
 )
-mapfile -t runtime_pins < <("$python_bin" - <<'PY'
-import re
-import sys
+mapfile -t runtime_requirements < <("$python_bin" - <<'PY'
 import tomllib
-from importlib import metadata
-
-try:
-    from packaging.markers import default_environment
-    from packaging.requirements import Requirement
-except ImportError:  # pip's vendored copy
-    from pip._vendor.packaging.markers import default_environment
-    from pip._vendor.packaging.requirements import Requirement
-
 with open("pyproject.toml", "rb") as f:
-    declared = tomllib.load(f)["project"]["dependencies"]
-pins: dict[str, str] = {}
-
-def walk(req: Requirement) -> None:
-    key = re.sub(r"[-_.]+", "-", req.name).lower()
-    if key in pins:
-        return
-    dist = metadata.distribution(req.name)  # PackageNotFoundError: not installed here
-    pins[key] = dist.version
-    for text in dist.requires or []:
-        sub = Requirement(text)
-        extras = req.extras or {""}
-        if sub.marker and not any(sub.marker.evaluate({**default_environment(), "extra": e}) for e in extras):
-            continue
-        walk(sub)
-
-try:
-    for text in declared:
-        req = Requirement(text)
-        walk(req)
-        if not req.specifier.contains(pins[re.sub(r"[-_.]+", "-", req.name).lower()], prereleases=True):
-            raise metadata.PackageNotFoundError(req.name)
-except metadata.PackageNotFoundError:
-    print("\n".join(declared))  # not (or wrongly) installed here: let pip resolve
-    sys.exit(0)
-print("\n".join(f"{name}=={version}" for name, version in sorted(pins.items())))
+    print("\n".join(tomllib.load(f)["project"]["dependencies"]))
 PY
 )
-pinned=no
-if [[ "${runtime_pins[0]:-}" == *==* ]] && ! printf '%s\n' "${runtime_pins[@]}" | grep -qv '=='; then pinned=yes; fi
-key="$(printf '%s\n' "python ${base_python%.*}" "${build_requirements[@]}" "${runtime_pins[@]}" \
-  | sha256sum | cut -c1-16)"
+key="$({ printf '%s\n' "python ${base_python%.*}" "${build_requirements[@]}" "${runtime_requirements[@]}"
+  cat constraints.txt; } | sha256sum | cut -c1-16)"
 if [[ -f "$wheel_dir/.key" && "$(cat "$wheel_dir/.key")" == "$key" ]]; then
   echo "wheels: cached ($(find "$wheel_dir" -name '*.whl' | wc -l) wheels, key $key)"
 else
   rm -rf "$wheel_dir"
   mkdir -p "$wheel_dir"
-  "$python_bin" -m pip wheel --quiet --wheel-dir "$wheel_dir" "${build_requirements[@]}"
-  if [[ "$pinned" == yes ]]; then
-    "$python_bin" -m pip wheel --quiet --no-deps --wheel-dir "$wheel_dir" "${runtime_pins[@]}"
-  else
-    "$python_bin" -m pip wheel --quiet --wheel-dir "$wheel_dir" "${runtime_pins[@]}"
-  fi
+  # PIP_CONSTRAINT: the constraints also reach the isolated build of a dependency without a wheel.
+  PIP_CONSTRAINT="$repo_root/constraints.txt" "$python_bin" -m pip wheel --quiet \
+    --disable-pip-version-check -c constraints.txt --wheel-dir "$wheel_dir" \
+    "${build_requirements[@]}" "${runtime_requirements[@]}"
   echo "$key" >"$wheel_dir/.key"
   echo "wheels: $(find "$wheel_dir" -name '*.whl' | wc -l) wheels in $wheel_dir" \
-    "(versions pinned to $python_bin's environment: $pinned; key $key)"
+    "(versions from constraints.txt; key $key)"
 fi
 end "wheels"
 

@@ -243,7 +243,7 @@ class TimelineSetup:
         self.notify()
         learnt = await self.pool.download_all(downloads)
         for t, _ in prepared:
-            await self.pool.run(self._finish_timeline, t)
+            await self.pool.run(self._finish_timeline, t, mode)
             # A timeline that never had a remote index gets one (fix of #3865); a v0 index whose
             # sizes are now known is rewritten as v1 -- also when the sizes were learnt from
             # layers already on the volume (a rerun after a crash before that index upload).
@@ -319,15 +319,19 @@ class TimelineSetup:
             plan.append((name, meta.file_size))
         return plan
 
-    def _finish_timeline(self, t: timeline.Timeline) -> None:
+    def _finish_timeline(self, t: timeline.Timeline, mode: Mode) -> None:
+        """Write ``metadata`` last. While attaching (no writer) whenever it differs from the
+        chosen one; at load and sync only when there is none (an interrupted download of ours
+        completed): an existing file is the writer's, which may have rewritten it since we read
+        it -- writing back what we read would move its disk_consistent_lsn backwards."""
         crashsafe.fsync_dir(t.directory)
         if t.metadata.ancestor_timeline is None and not t.layers:
             raise EngineError("NoLayers", f"{t.where}: timeline has no ancestor and no layer files")
         try:
-            on_disk = t.directory.joinpath(paths.METADATA_FILE).read_bytes()
+            on_disk: bytes | None = t.directory.joinpath(paths.METADATA_FILE).read_bytes()
         except FileNotFoundError:
-            on_disk = b""
-        if on_disk != t.metadata.to_bytes():
+            on_disk = None
+        if on_disk is None or (mode == "attach" and on_disk != t.metadata.to_bytes()):
             t.write_metadata()
         t.awaits_download = False
 

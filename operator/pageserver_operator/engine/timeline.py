@@ -82,7 +82,10 @@ def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
             elif parsed.is_future(disk_consistent_lsn):
                 scan.future.append(parsed)
             else:
-                scan.layers[parsed] = entry.stat(follow_symlinks=False).st_size
+                try:
+                    scan.layers[parsed] = entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue  # removed since the listing (compaction, GC): gone, not a failure
     return scan
 
 

@@ -22,7 +22,7 @@ from pageserver_operator.engine import paths
 from pageserver_operator.formats import ids, index_part
 from pageserver_operator.remote import base
 
-LEFTOVER_SUFFIXES = (".temp_download", "___temp", "___uninit")
+LEFTOVER_SUFFIXES = (".temp_download", "___temp", "___uninit", ".detaching")
 
 
 def sha256(data: bytes) -> str:

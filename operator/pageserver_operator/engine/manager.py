@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pageserver_operator.engine import crashsafe, paths, remote_io, tenant, upload_queue
+from pageserver_operator.engine import crashsafe, fence, paths, remote_io, tenant, upload_queue
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
@@ -77,6 +77,12 @@ class TenantManager:
             if name.endswith("." + paths.TEMP_SUFFIX):
                 log.info("removing leftover of an interrupted detach: %s", full)
                 crashsafe.remove_tree(full, full)
+                continue
+            fenced = fence.tenant_of(name)
+            if fenced is not None:  # a detach killed after its fence: the tenant is put back
+                fence.recover(paths.TenantPaths(self.workdir, fenced))
+                if fenced not in scan.tenants and (self.tenants_root / str(fenced)).is_dir():
+                    scan.tenants.append(fenced)
                 continue
             try:
                 tid = ids.TenantId.parse(name)

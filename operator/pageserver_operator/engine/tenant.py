@@ -34,12 +34,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pageserver_operator.engine import (
     crashsafe,
     download,
     errors,
+    fence,
     metrics,
     paths,
     progress,
@@ -150,8 +152,10 @@ class Tenant:
     # ---- entry points -------------------------------------------------------------------------
 
     def local_state(self) -> str:
-        """What the volume says: "attaching" (marker), "present" (tenant data), or "absent"."""
+        """What the volume says: "attaching" (marker), "present" (tenant data), or "absent".
+        A detach killed after it fenced the directory is undone first (`fence.recover`)."""
         p = self.paths
+        fence.recover(p)
         if p.marker.exists():
             return "attaching"
         if p.tenant_dir.is_dir() and any(p.tenant_dir.iterdir()):
@@ -384,9 +388,10 @@ class Tenant:
         p = self.paths
         await self._pool.quiesce()
         state = self.local_state()
+        removing = p.tenant_dir
         if state == "present":
             try:
-                await self._upload_before_detach(timeout)
+                removing = await self._upload_and_fence(timeout)
             except EngineError as e:
                 if not keep_local:
                     raise
@@ -397,7 +402,7 @@ class Tenant:
             what = "removing an incomplete attach" if state == "attaching" else "nothing on the volume"
             self._set_state(TenantState.STOPPING, "DetachStarted", what)
         self.stop()
-        await self._pool.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
+        await self._pool.run(crashsafe.remove_tree, removing, p.deleting_dir)
         metrics.forget_tenant(str(self.id))
         if self.state is not None:
             metrics.TENANTS.labels(self.state.value).dec()
@@ -405,6 +410,27 @@ class Tenant:
         self.timelines = {}
         self.history.append(Transition(datetime.now(UTC), "Detached", "Detached", "local data removed"))
         self._notify()
+
+    async def _upload_and_fence(self, timeout: float | None) -> Path:
+        """Upload and index everything, then fence the directory (`fence`): returns the fenced
+        directory once a look at it found nothing the last sync did not see; else it is put
+        back and the sync runs again, until ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            await self._upload_before_detach(left)
+            fenced = await self._pool.run(fence.fence, self.paths)
+            new = await self._pool.run(fence.new_since_sync, fenced, dict(self.timelines))
+            if not new:
+                return fenced
+            await self._pool.run(fence.unfence, self.paths)
+            self._log.info("detach: flushed during the final scan (%s): syncing again", "; ".join(new))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise EngineError(
+                    "UploadIncomplete",
+                    f"{self.where}: the writer kept flushing during the detach for {timeout:.0f} s ({new[0]})",
+                    transient=True,
+                )
 
     def _keep_aside(self) -> str:
         p = self.paths

@@ -3,6 +3,7 @@
     python -m tests.reliability.soak                # 200 CLI kills + 100 operator kills
     python -m tests.reliability.soak --cli 500 --operator 0 --seed 7
     python -m tests.reliability.soak --fault-rate 0.1   # also the fault suites, at that rate
+    python -m tests.reliability.soak --cli 0 --operator 0 --writer 400   # the writer simulation only
 
 It runs the crash suite (tests/reliability/test_crash.py) with the kill counts raised, without
 the per-test timeout, with output shown, and prints ``kills survived / kills`` at the end (a
@@ -29,6 +30,13 @@ def main() -> int:
     p.add_argument("--operator", type=int, default=100, help="kills of the operator (default 100)")
     p.add_argument("--seed", type=int, default=None, help="RELIABILITY_SEED (default: random, printed)")
     p.add_argument("--fault-rate", type=float, default=None, help="also run the fault suites at this rate")
+    p.add_argument(
+        "--writer", type=int, default=0,
+        help="also run the writer simulation (test_writer_protocol.py) with this many steps per profile",
+    )
+    p.add_argument(
+        "--writer-remote", default="file,s3,s3-slow", help="its profiles (WRITER_SIM_REMOTE; default all three)"
+    )
     p.add_argument("--no-lock", action="store_true", help=f"do not take {LOCK}")
     args = p.parse_args()
     env = dict(os.environ)
@@ -36,12 +44,18 @@ def main() -> int:
     env["RELIABILITY_OPERATOR_KILLS"] = str(args.operator)
     if args.seed is not None:
         env["RELIABILITY_SEED"] = str(args.seed)
+        env["WRITER_SIM_SEED"] = str(args.seed)
     selected = []
     if args.cli:
         selected.append("cli")
     if args.operator:
         selected.append("operator")
-    targets = ["tests/reliability/test_crash.py"]
+    targets = ["tests/reliability/test_crash.py"] if args.cli or args.operator else []
+    if args.writer:
+        env["WRITER_SIM_STEPS"] = str(args.writer)
+        env["WRITER_SIM_REMOTE"] = args.writer_remote
+        targets.append("tests/reliability/test_writer_protocol.py")
+        selected.append("writer_protocol")
     if args.fault_rate is not None:
         env["RELIABILITY_FAULT_RATE"] = str(args.fault_rate)
         targets.append("tests/reliability/test_faults.py")

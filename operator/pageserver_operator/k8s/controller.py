@@ -56,9 +56,14 @@ Key = tuple[str, str]  # (namespace, name)
 
 @dataclass(frozen=True, order=True)
 class Claim:
-    """A Tenant resource naming a tenant id. The smallest claim owns it: ``created`` (the
-    RFC 3339 ``creationTimestamp``, sortable as text), then ``uid``."""
+    """A Tenant resource naming a tenant id. The smallest claim owns it: an incumbent first
+    (``newcomer`` False: its status shows it has been acting as the owner, which survives a
+    restart), then ``created`` (the RFC 3339 ``creationTimestamp``, sortable as text), then
+    ``uid``. ``creationTimestamp`` has whole seconds: two Tenants created in the same second
+    would otherwise be ordered by their random uids, and a copy applied right after its owner
+    became Active could take the tenant over."""
 
+    newcomer: bool
     created: str
     uid: str
     key: Key
@@ -66,7 +71,10 @@ class Claim:
 
 def claim_of(body: Any) -> Claim:
     meta = body.get("metadata") or {}
+    st = body.get("status") or {}
+    acting = bool(st.get("phase")) and st.get("reason") != "TenantIdInUse"
     return Claim(
+        not acting,
         str(meta.get("creationTimestamp") or ""),
         str(meta.get("uid") or ""),
         (str(meta.get("namespace") or ""), str(meta.get("name") or "")),

@@ -71,6 +71,12 @@ class InvalidLayerName(FormatError):
     reason = "InvalidLayerName"
 
 
+class InvalidGeneration(FormatError):
+    """A generation is not a u32 (or has no successor)."""
+
+    reason = "InvalidGeneration"
+
+
 class InvalidMetadata(FormatError):
     """The timeline `metadata` file is malformed (wrong length, bad header, bad body)."""
 

@@ -1,34 +1,56 @@
-"""`index_part.json`: the remote index of one timeline (versions 0 and 1 read, 1 written).
+"""`index_part.json`: the remote index of one timeline (versions 0 to 6 read, 1 written).
 
 Fields (v1, in the order the writer emits them)::
 
-    version              int                      missing = 0 (v0); informational only
+    version              int                      missing = 0 (v0); selects the layer set (below)
     timeline_layers      [layer name, ...]        the set of layers that make up the remote state
     missing_layers       [string, ...]            unused leftover; tolerated if absent, written as []
-    layer_metadata       {name: {"file_size": int|null}}   missing = {} (v0)
+    layer_metadata       {name: {"file_size": int|null, "generation": u32}}   missing = {} (v0)
     disk_consistent_lsn  "HI/LO"                  copy of the metadata's, for humans
     metadata_bytes       [512 ints 0..255]        the binary timeline metadata, byte for byte
 
+A `layer_metadata` entry's `generation` (Neon's, DESIGN §8.2) is the generation the layer was
+uploaded in, so its remote object is `<layer name>-{generation:08x}`; absent means generation
+none (an object without suffix). The writer emits it only when it is not none (as Neon's
+`skip_serializing_if = "Generation::is_none"`), so an index without generations is written
+byte for byte as before generations existed.
+
+Neon's later versions that still carry `metadata_bytes` (2 to 6: `deleted_at`, `lineage`,
+`last_aux_file_policy`, ...) are read too. From version 3 on Neon no longer reads
+`timeline_layers` (v3 still wrote it as a copy, v4 dropped it): the layer set is the keys of
+`layer_metadata`. Versions 7 and later replace `metadata_bytes` by a structured `metadata`
+object and are refused with a message that says so.
+
 Invariants:
 
-- A layer is part of the remote state iff it is in `timeline_layers`; `IndexPart.layers` maps
-  exactly those names to their `LayerFileMetadata` (size None when unknown, e.g. from a v0
-  index).
-- Every name in `timeline_layers` is validated by `layer_name.parse_layer_name` (``any_case``:
-  hex in either case, as Neon's reader) before anything else can see it: an index that lists a
-  traversing or otherwise invalid layer is rejected as a whole. Names are compared parsed, not
-  as text: two spellings of one layer are one layer, and when `layer_metadata` has an entry for
-  each, the later one's size wins (as Neon's map deserialisation does).
-- A `layer_metadata` key that does not name a listed layer (not in `timeline_layers`, or not a
-  layer name at all) is ignored, as Neon's pageserver does (its own v1 test vector carries
-  ``not_a_real_layer_but_adding_coverage`` there): it is never used as a name, a path or a key.
-  Such keys are kept in `IndexPart.ignored_metadata_keys` so that the reader can log them once.
-  The value of every entry must still be an object whose `file_size` is a u64 or null.
+- Up to version 2 (and v0), a layer is part of the remote state iff it is in
+  `timeline_layers` (required). From version 3 on, iff it is a key of `layer_metadata`
+  (required; `timeline_layers` is ignored, as Neon does). `IndexPart.layers` maps exactly those
+  names to their `LayerFileMetadata` (size None when unknown, e.g. from a v0 index; generation
+  none when absent).
+- Every layer name read (each of `timeline_layers` up to version 2, each key of
+  `layer_metadata` from version 3 on) is validated by `layer_name.parse_layer_name`
+  (``any_case``: hex in either case, as Neon's reader) before anything else can see it: an
+  index that lists a traversing or otherwise invalid layer is rejected as a whole. Names are
+  compared parsed, not as text: two spellings of one layer are one layer, and when
+  `layer_metadata` has an entry for each, the later one wins (as Neon's map deserialisation
+  does).
+- Up to version 2, a `layer_metadata` key that does not name a listed layer (not in
+  `timeline_layers`, or not a layer name at all) is ignored, as Neon's pageserver of that time
+  did (its v1 test vector carried ``not_a_real_layer_but_adding_coverage`` there): it is never
+  used as a name, a path or a key. Such keys are kept in `IndexPart.ignored_metadata_keys` so
+  that the reader can log them once. (Neon today reads every version like version 3 and would
+  take a listed-nowhere key that is a layer name as a layer; the two readings differ only for
+  an index whose two fields disagree, which no writer produces.) From version 3 on, every key
+  is a layer and must be a valid layer name. The value of every entry must be an object whose
+  `file_size` is a u64 or null and whose `generation`, if present, is a u32.
 - Sets are sets: order and duplicates in `timeline_layers` carry no meaning; two `IndexPart`s
   compare equal regardless of the order their files listed layers in. Duplicate keys in a JSON
   object are rejected as ambiguous.
-- Unknown fields (from newer pageservers) are ignored on read; the writer emits only the six
-  fields above, compact, with layers sorted by name, so its output is deterministic.
+- Unknown fields (from newer pageservers) are ignored on read, in the document and in a
+  `layer_metadata` entry (e.g. Neon's `shard`); the writer emits only the six fields above,
+  compact, with layers sorted by name, so its output is deterministic. It always writes
+  version 1 (DESIGN §4), whatever version was read.
 - `metadata_bytes` is always exactly 512 bytes that parse as `TimelineMetadata`
   (checked at construction). The metadata is authoritative: `disk_consistent_lsn` is kept as read
   (a disagreement is tolerated, as upstream does), but the writer emits the metadata's.
@@ -48,6 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 from pageserver_operator.formats import errors
+from pageserver_operator.formats.generation import GENERATION_LIMIT, Generation, layer_object_name
 from pageserver_operator.formats.layer_name import LayerName, parse_layer_name
 from pageserver_operator.formats.lsn import Lsn
 from pageserver_operator.formats.metadata import METADATA_FILE_SIZE, TimelineMetadata
@@ -60,8 +83,11 @@ INDEX_PART_VERSION: Final = 1
 MAX_LAYERS: Final = 1_000_000
 #: Largest `index_part.json` accepted, in bytes (guard against absurd input).
 MAX_INDEX_PART_BYTES: Final = 512 * 1024 * 1024
+#: First version whose layer set is the keys of `layer_metadata` (`timeline_layers` ignored).
+LAYER_METADATA_KEYS_VERSION: Final = 3
 
 _U64_LIMIT: Final = 1 << 64
+_GENERATION_NONE: Final = Generation.none()
 _PREFIX: Final = "index_part.json"
 
 
@@ -91,6 +117,8 @@ class LayerFileMetadata:
 
     file_size: int | None = None
     """Size in bytes; None when unknown (layers from a v0 index, until downloaded)."""
+    generation: Generation = _GENERATION_NONE
+    """Generation the layer was uploaded in: its remote object is the layer name + its suffix."""
 
     def __post_init__(self) -> None:
         size = self.file_size
@@ -98,6 +126,10 @@ class LayerFileMetadata:
             isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < _U64_LIMIT
         ):
             raise errors.InvalidIndexPart(f"layer file_size must be a u64 or None, got {errors.show(size)}")
+        if not isinstance(self.generation, Generation):
+            raise errors.InvalidIndexPart(
+                f"layer generation must be a Generation, got {errors.show(self.generation)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -178,11 +210,24 @@ class IndexPart:
         """The set of remote layer names."""
         return frozenset(self.layers)
 
+    def layer_object_names(self) -> dict[LayerName, str]:
+        """Each layer's remote object name (layer name + its generation's suffix), by layer."""
+        return {name: layer_object_name(name, meta.generation) for name, meta in self.layers.items()}
+
     @classmethod
-    def build(cls, layers: Mapping[LayerName, int | None], metadata: TimelineMetadata) -> IndexPart:
-        """A version-1 index for `layers` (name -> size or None) and `metadata`."""
+    def build(
+        cls, layers: Mapping[LayerName, int | LayerFileMetadata | None], metadata: TimelineMetadata
+    ) -> IndexPart:
+        """A version-1 index for `layers` and `metadata`.
+
+        A layer's value is its `LayerFileMetadata`, or just its size (an int, or None when
+        unknown), which means generation none.
+        """
         return cls(
-            layers={name: LayerFileMetadata(size) for name, size in layers.items()},
+            layers={
+                name: value if isinstance(value, LayerFileMetadata) else LayerFileMetadata(value)
+                for name, value in layers.items()
+            },
             disk_consistent_lsn=metadata.disk_consistent_lsn,
             metadata_bytes=metadata.to_bytes(),
             version=INDEX_PART_VERSION,
@@ -201,9 +246,7 @@ class IndexPart:
             "version": INDEX_PART_VERSION,
             "timeline_layers": names,
             "missing_layers": [],
-            "layer_metadata": {
-                str(name): {"file_size": meta.file_size} for name, meta in self.layers.items()
-            },
+            "layer_metadata": {str(name): _entry(meta) for name, meta in self.layers.items()},
             # The writer's rule: a copy of the metadata's (which is authoritative).
             "disk_consistent_lsn": str(self.metadata.disk_consistent_lsn),
             "metadata_bytes": list(self.metadata_bytes),
@@ -211,6 +254,13 @@ class IndexPart:
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
             "utf-8"
         )
+
+
+def _entry(meta: LayerFileMetadata) -> dict[str, object]:
+    """A `layer_metadata` entry: Neon's field order, `generation` only when not none."""
+    if meta.generation.value is None:
+        return {"file_size": meta.file_size}
+    return {"file_size": meta.file_size, "generation": meta.generation.value}
 
 
 class _JsonObject(dict[str, Any]):
@@ -290,7 +340,9 @@ def _layer(value: object, cache: dict[str, LayerName], position: int) -> LayerNa
     return parsed
 
 
-def _listed(key: str, cache: dict[str, LayerName], listed: dict[LayerName, int | None]) -> LayerName | None:
+def _listed(
+    key: str, cache: dict[str, LayerName], listed: dict[LayerName, LayerFileMetadata]
+) -> LayerName | None:
     """The listed layer a `layer_metadata` key names, or None (the entry is ignored)."""
     parsed = cache.get(key)
     if parsed is None:
@@ -299,6 +351,56 @@ def _listed(key: str, cache: dict[str, LayerName], listed: dict[LayerName, int |
         except errors.FormatError:
             return None
     return parsed if parsed in listed else None
+
+
+def _key_layer(key: str, cache: dict[str, LayerName]) -> LayerName:
+    """The layer a `layer_metadata` key names (version 3 on: every key is a layer)."""
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        parsed = cache[key] = parse_layer_name(key, any_case=True)
+    except errors.FormatError as exc:
+        raise errors.InvalidIndexPart(f"{_PREFIX}: layer_metadata[{errors.show(key)}]: {exc}") from exc
+    return parsed
+
+
+def _generation(entry: dict[str, Any], where: str, cache: dict[int, Generation]) -> Generation:
+    """The entry's `generation` (a u32; absent = none), one shared object per value."""
+    if "generation" not in entry:
+        return Generation.none()
+    value = entry["generation"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < GENERATION_LIMIT:
+        _fail(
+            f"{where}.generation must be an integer 0..{GENERATION_LIMIT - 1} (a u32), "
+            f"got {_json_type(value)} {errors.show(value)}"
+        )
+    cached = cache.get(value)
+    if cached is None:
+        cached = cache[value] = Generation(value)
+    return cached
+
+
+def _check_required(document: dict[str, Any], version: int, by_keys: bool) -> None:
+    if "metadata_bytes" not in document and "metadata" in document:
+        _fail(
+            "required field 'metadata_bytes' is missing: this index carries the structured "
+            f"'metadata' of Neon's version 7 and later (version {version} read), which is not supported"
+        )
+    layers_field = "layer_metadata" if by_keys else "timeline_layers"
+    for required in (layers_field, "disk_consistent_lsn", "metadata_bytes"):
+        if required not in document:
+            if required == "timeline_layers":
+                _fail(
+                    f"required field 'timeline_layers' is missing (required up to version "
+                    f"{LAYER_METADATA_KEYS_VERSION - 1}, version {version} read)"
+                )
+            if required == "layer_metadata":
+                _fail(
+                    f"required field 'layer_metadata' is missing (required from version "
+                    f"{LAYER_METADATA_KEYS_VERSION} on, version {version} read)"
+                )
+            _fail(f"required field {required!r} is missing")
 
 
 def _string_list(value: object, field: str) -> list[object]:
@@ -315,19 +417,21 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
         _fail(f"expected a JSON object at the top level, got {_json_type(document)}")
     _check_duplicates(document, "the top-level object")
 
-    for required in ("timeline_layers", "disk_consistent_lsn", "metadata_bytes"):
-        if required not in document:
-            _fail(f"required field {required!r} is missing")
-
     version = _u64(document.get("version", 0), "version")
+    # Version 3 on: the layers are the keys of layer_metadata, timeline_layers is ignored.
+    by_keys = version >= LAYER_METADATA_KEYS_VERSION
+    _check_required(document, version, by_keys)
 
     # Names are parsed once each (they appear in timeline_layers and layer_metadata) and matched
     # parsed: two spellings (hex case) of one layer are one layer.
     parsed_names: dict[str, LayerName] = {}
-    for position, item in enumerate(_string_list(document["timeline_layers"], "timeline_layers")):
-        _layer(item, parsed_names, position)
-    # listed layer -> its size (None until layer_metadata gives one): one map, not a set and a map
-    listed: dict[LayerName, int | None] = dict.fromkeys(parsed_names.values())
+    if not by_keys:
+        for position, item in enumerate(_string_list(document["timeline_layers"], "timeline_layers")):
+            _layer(item, parsed_names, position)
+    # layer -> its metadata (size None and generation none until layer_metadata gives them)
+    unknown = LayerFileMetadata()
+    listed: dict[LayerName, LayerFileMetadata] = dict.fromkeys(parsed_names.values(), unknown)
+    generations: dict[int, Generation] = {}
 
     missing_layers: list[str] = []
     for position, item in enumerate(_string_list(document.get("missing_layers", []), "missing_layers")):
@@ -351,11 +455,12 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
         _check_duplicates(entry, where)
         size = entry.get("file_size")
         size = None if size is None else _u64(size, f"{where}.file_size")
-        name = _listed(key, parsed_names, listed)
+        meta = LayerFileMetadata(size, _generation(entry, where, generations))
+        name = _key_layer(key, parsed_names) if by_keys else _listed(key, parsed_names, listed)
         if name is None:
             ignored.append(key)
         else:
-            listed[name] = size  # document order: of two spellings, the later one wins
+            listed[name] = meta  # document order: of two spellings, the later one wins
 
     dcl_text = document["disk_consistent_lsn"]
     if not isinstance(dcl_text, str):
@@ -375,7 +480,7 @@ def _parse(data: bytes | bytearray | memoryview | str) -> IndexPart:
             _fail(f"metadata_bytes[{position}] must be an integer 0..255, got {errors.show(byte)}")
 
     return IndexPart(
-        layers={name: LayerFileMetadata(size) for name, size in listed.items()},
+        layers=listed,
         disk_consistent_lsn=disk_consistent_lsn,
         metadata_bytes=bytes(raw),
         version=version,

@@ -135,7 +135,6 @@ def test_unknown_fields_are_tolerated() -> None:
     document["deleted_at"] = None
     document["lineage"] = {"reparenting_history": []}
     document["metadata"] = {"disk_consistent_lsn": "0/16B5A50"}
-    document["layer_metadata"][IMAGE]["generation"] = 10
     document["layer_metadata"][IMAGE]["shard"] = "0000"
     assert IndexPart.parse(encode(document)) == IndexPart.parse(V1_BYTES)
 

@@ -6,6 +6,11 @@ what to do"); docs/status.md shows them as ``kubectl describe`` prints them.
 The CRD's OpenAPI schema is generated from these models (`crd.py`) and a test fails when the
 committed ``crds/`` file differs, so the schema and the code cannot drift. Field names are the
 contract: camelCase on the wire, snake_case in Python.
+
+This module is the edge between typed values and the resource's text: the engine's snapshots
+carry `TenantState` and `Lsn`; `status_from_snapshot`, `phase_name` and `history_entry` write
+them as phase names and ``HI/LO`` LSNs, and `parse_phase` reads a phase name back (a status
+written by an earlier process). Nothing else turns one into the other.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from pageserver_operator.engine import snapshot as engine_snapshot
+from pageserver_operator.engine.snapshot import TenantState
+from pageserver_operator.formats.lsn import Lsn
 
 GROUP = "pageserver.dev"
 VERSION = "v1alpha1"
@@ -30,6 +37,18 @@ RETRY_ANNOTATION = f"{GROUP}/retry"
 KEEP_LOCAL_ANNOTATION = f"{GROUP}/keep-local-on-detach"
 
 Phase = Literal["Loading", "Attaching", "Active", "Broken", "Stopping"]
+
+#: The engine's states as the resource's phases (one for each `TenantState`).
+PHASES: dict[TenantState, Phase] = {
+    TenantState.LOADING: "Loading",
+    TenantState.ATTACHING: "Attaching",
+    TenantState.ACTIVE: "Active",
+    TenantState.BROKEN: "Broken",
+    TenantState.STOPPING: "Stopping",
+}
+_STATES: dict[str, TenantState] = {phase: state for state, phase in PHASES.items()}
+#: the phase of a history entry of a detached tenant (it has no state any more)
+DETACHED = "Detached"
 
 
 class Model(BaseModel):
@@ -128,15 +147,30 @@ def rfc3339(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _lsn_gap(disk: str, remote: str | None) -> str | None:
+def phase_name(state: TenantState | None) -> Phase | None:
+    """The resource's phase of an engine state (None: no state, no phase)."""
+    return PHASES[state] if state is not None else None
+
+
+def parse_phase(text: object) -> TenantState | None:
+    """The engine state a resource's phase names; None for no phase or one this version does
+    not know."""
+    return _STATES.get(text) if isinstance(text, str) else None
+
+
+def history_entry(t: engine_snapshot.Transition) -> HistoryEntry:
+    """One ``status.history`` entry of a transition."""
+    return HistoryEntry(time=rfc3339(t.time), phase=phase_name(t.phase) or DETACHED, reason=t.reason, message=t.message)
+
+
+def _lsn(value: Lsn | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _lsn_gap(disk: Lsn, remote: Lsn | None) -> str | None:
     if remote is None:
         return None
-
-    def value(text: str) -> int:
-        hi, lo = text.split("/")
-        return (int(hi, 16) << 32) | int(lo, 16)
-
-    return str(max(value(disk) - value(remote), 0))
+    return str(max(disk - remote, 0))
 
 
 def status_from_snapshot(snap: engine_snapshot.TenantSnapshot) -> TenantStatus:
@@ -145,14 +179,13 @@ def status_from_snapshot(snap: engine_snapshot.TenantSnapshot) -> TenantStatus:
     percent = None
     if p.bytes_total:
         percent = min(100, int(100 * p.bytes_done / p.bytes_total))
-    elif snap.state == "Active":
+    elif snap.state is TenantState.ACTIVE:
         percent = 100
-    phase = snap.state if snap.state in ("Loading", "Attaching", "Active", "Broken", "Stopping") else None
     return TenantStatus(
-        phase=phase,
+        phase=phase_name(snap.state),
         reason=snap.reason,
         message=snap.message,
-        has_in_progress_downloads=snap.state in ("Loading", "Attaching"),
+        has_in_progress_downloads=snap.state in (TenantState.LOADING, TenantState.ATTACHING),
         progress=Progress(
             layers_total=p.layers_total,
             layers_done=p.layers_done,
@@ -160,29 +193,26 @@ def status_from_snapshot(snap: engine_snapshot.TenantSnapshot) -> TenantStatus:
             bytes_done=p.bytes_done,
             started_at=rfc3339(p.started_at) if p.started_at else None,
             # a Broken tenant's transfer is not moving: no ETA (not the last estimate, often 0)
-            eta_seconds=None if snap.state == "Broken" else p.eta_seconds,
+            eta_seconds=None if snap.state is TenantState.BROKEN else p.eta_seconds,
             percent=percent,
         ),
         timelines=[
             TimelineStatus(
                 timeline_id=t.timeline_id,
                 ancestor_timeline_id=t.ancestor_timeline_id,
-                ancestor_lsn=t.ancestor_lsn,
-                disk_consistent_lsn=t.disk_consistent_lsn,
-                remote_consistent_lsn=t.remote_consistent_lsn,
-                latest_gc_cutoff_lsn=t.latest_gc_cutoff_lsn,
+                ancestor_lsn=str(t.ancestor_lsn),
+                disk_consistent_lsn=str(t.disk_consistent_lsn),
+                remote_consistent_lsn=_lsn(t.remote_consistent_lsn),
+                latest_gc_cutoff_lsn=str(t.latest_gc_cutoff_lsn),
                 pg_version=t.pg_version,
                 layers=t.layers,
                 resident_bytes=t.resident_bytes,
                 upload_lag_bytes=t.upload_lag_bytes,
                 lsn_lag=_lsn_gap(t.disk_consistent_lsn, t.remote_consistent_lsn),
                 awaits_download=t.awaits_download,
-                state=t.state,
+                state=t.state.value,
             )
             for t in snap.timelines
         ],
-        history=[
-            HistoryEntry(time=rfc3339(h.time), phase=h.phase, reason=h.reason, message=h.message)
-            for h in snap.history
-        ],
+        history=[history_entry(h) for h in snap.history],
     )

@@ -16,6 +16,7 @@ from pageserver_operator.engine import paths, progress, snapshot, timeline
 from pageserver_operator.engine.errors import EngineError, TenantNotFound
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids, index_part
+from pageserver_operator.formats.lsn import Lsn
 from pageserver_operator.remote import base
 from pageserver_operator.remote import errors as remote_errors
 
@@ -29,7 +30,7 @@ def inspect_tenant(
     empty = progress.Progress().snapshot()
     if tp.marker.exists():
         return snapshot.TenantSnapshot(
-            str(tenant_id), "Attaching", "AttachIncomplete",
+            str(tenant_id), snapshot.TenantState.ATTACHING, "AttachIncomplete",
             "an attach was interrupted; run attach again to resume it", empty, [],
         )
     timelines: list[snapshot.TimelineSnapshot] = []
@@ -37,7 +38,7 @@ def inspect_tenant(
         names = sorted(os.listdir(tp.timelines_dir))
     except FileNotFoundError:
         return snapshot.TenantSnapshot(
-            str(tenant_id), "Broken", "TimelinesDirMissing", f"{tp.timelines_dir} is missing", empty, []
+            str(tenant_id), snapshot.TenantState.BROKEN, "TimelinesDirMissing", f"{tp.timelines_dir} is missing", empty, []
         )
     # as load sees them (`setup.TimelineSetup.read_local_timelines`): a timeline the pageserver is creating
     # (an ``___uninit`` sibling, or no metadata yet) is not a timeline of the tenant yet
@@ -54,12 +55,12 @@ def inspect_tenant(
                 continue
             meta = timeline.read_local_metadata(tp.metadata(tlid), tenant_id, tlid)
             scan = timeline.scan_timeline_dir(tp.timeline_dir(tlid), meta.disk_consistent_lsn)
-            rcl: str | None = None
+            rcl: Lsn | None = None
             remote_names: set[object] = set()
             if storage is not None:
                 try:
                     idx = index_part.IndexPart.parse(storage.get_bytes(paths.remote_index_key(tenant_id, tlid)))
-                    rcl = str(idx.metadata.disk_consistent_lsn)
+                    rcl = idx.metadata.disk_consistent_lsn
                     remote_names = set(idx.layers)
                 except remote_errors.NotFound:
                     pass
@@ -68,22 +69,22 @@ def inspect_tenant(
                 snapshot.TimelineSnapshot(
                     timeline_id=str(tlid),
                     ancestor_timeline_id=str(meta.ancestor_timeline) if meta.ancestor_timeline else None,
-                    ancestor_lsn=str(meta.ancestor_lsn),
-                    disk_consistent_lsn=str(meta.disk_consistent_lsn),
+                    ancestor_lsn=meta.ancestor_lsn,
+                    disk_consistent_lsn=meta.disk_consistent_lsn,
                     remote_consistent_lsn=rcl,
-                    latest_gc_cutoff_lsn=str(meta.latest_gc_cutoff_lsn),
+                    latest_gc_cutoff_lsn=meta.latest_gc_cutoff_lsn,
                     pg_version=meta.pg_version,
                     layers=len(scan.layers),
                     resident_bytes=sum(scan.layers.values()),
                     upload_lag_bytes=lag,
                     awaits_download=False,
-                    state="Active",
+                    state=timeline.TimelineState.ACTIVE,
                     upload_queue_unfinished=0,
                 )
             )
     except EngineError as e:
-        return snapshot.TenantSnapshot(str(tenant_id), "Broken", e.reason, e.message, empty, timelines)
+        return snapshot.TenantSnapshot(str(tenant_id), snapshot.TenantState.BROKEN, e.reason, e.message, empty, timelines)
     n = len(timelines)
     return snapshot.TenantSnapshot(
-        str(tenant_id), "Active", "Active", f"{n} timeline{'s' if n != 1 else ''} on the volume", empty, timelines
+        str(tenant_id), snapshot.TenantState.ACTIVE, "Active", f"{n} timeline{'s' if n != 1 else ''} on the volume", empty, timelines
     )

@@ -109,7 +109,7 @@ class Tenant:
         if old is not None:
             metrics.TENANTS.labels(old.value).dec()
         metrics.TENANTS.labels(state.value).inc()
-        self.history.append(Transition(datetime.now(UTC), state.value, reason, message))
+        self.history.append(Transition(datetime.now(UTC), state, reason, message))
         del self.history[:-snapshot.HISTORY_LIMIT]
         level = logging.ERROR if state is TenantState.BROKEN else logging.INFO
         self._log.log(level, "%s: %s %s", state.value, reason, message)
@@ -141,7 +141,7 @@ class Tenant:
     def snapshot(self) -> TenantSnapshot:
         return TenantSnapshot(
             tenant_id=str(self.id),
-            state=self.state.value if self.state else None,
+            state=self.state,
             reason=self.reason,
             message=self.message,
             progress=self.progress.snapshot(),
@@ -408,7 +408,7 @@ class Tenant:
             metrics.TENANTS.labels(self.state.value).dec()
         self.state = None
         self.timelines = {}
-        self.history.append(Transition(datetime.now(UTC), "Detached", "Detached", "local data removed"))
+        self.history.append(Transition(datetime.now(UTC), None, "Detached", "local data removed"))
         self._notify()
 
     async def _upload_and_fence(self, timeout: float | None) -> Path:

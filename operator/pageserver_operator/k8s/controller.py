@@ -208,7 +208,7 @@ class TenantController:
             return self.tenant.snapshot()
         return engine_snapshot.TenantSnapshot(
             tenant_id=str(self.tenant.id),
-            state="Broken",
+            state=engine_snapshot.TenantState.BROKEN,
             reason="TenantIdInUse",
             message=self._refusal(),
             progress=_NO_PROGRESS,
@@ -256,15 +256,15 @@ class TenantController:
         distinct failure until the tenant is Active again): the rest is in ``status`` and
         ``status.history``."""
         self.writer.on_tenant_change(t)
-        state = t.state.value if t.state else None
-        if state == "Active":
+        state = t.state
+        if state is engine_snapshot.TenantState.ACTIVE:
             self._warned = None
-        elif state == "Broken" and self._warned != (t.reason, t.message):
+        elif state is engine_snapshot.TenantState.BROKEN and self._warned != (t.reason, t.message):
             self._warned = (t.reason, t.message)
             self._post_event("Warning", t.reason or "Broken", t.message)
         # uploads that keep failing while Active (AccessDenied, NoSuchBucket, ...): one Warning
         # per distinct failure; the Synced condition carries the same reason and message
-        upload_error = t.upload_error if state == "Active" else None
+        upload_error = t.upload_error if state is engine_snapshot.TenantState.ACTIVE else None
         if upload_error is not None and upload_error != self._upload_warned:
             self._post_event("Warning", upload_error[0], upload_error[1])
         self._upload_warned = upload_error

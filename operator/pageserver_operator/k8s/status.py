@@ -7,6 +7,10 @@ Loading or Attaching the writer samples the progress every ``interval`` on its o
 threads only bump counters; they never ask for a write), so ``percent`` and ``etaSeconds`` move
 about once a second. Conditions keep their ``lastTransitionTime`` while their status does not
 change.
+
+Phases are `TenantState` values here, never text: the phase of a status read back (written by
+an earlier process) is parsed by `v1alpha1.parse_phase`, and ``api/`` writes the phase names
+and LSNs of what is sent (`v1alpha1.status_from_snapshot`, `v1alpha1.history_entry`).
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine import tenant as engine_tenant
+from pageserver_operator.engine.snapshot import TenantState, Transition
 
 log = logging.getLogger(__name__)
 
 Patcher = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Phases whose progress moves without anyone telling the writer: sampled every interval.
-TRANSFERRING = ("Loading", "Attaching")
+TRANSFERRING = frozenset({TenantState.LOADING, TenantState.ATTACHING})
 
 
 def patch_retry_backoff(interval: float) -> backoff.Backoff:
@@ -67,15 +72,16 @@ def set_condition(
 def ready_condition(
     conditions: list[dict[str, Any]], snap: engine_snapshot.TenantSnapshot, generation: int | None
 ) -> list[dict[str, Any]]:
-    active = snap.state == "Active"
+    active = snap.state is TenantState.ACTIVE
     return set_condition(conditions, "Ready", active, snap.reason or "", snap.message, generation)
 
 
 def synced_condition(
     conditions: list[dict[str, Any]], snap: engine_snapshot.TenantSnapshot, generation: int | None
 ) -> list[dict[str, Any]]:
-    if snap.state != "Active":
-        return set_condition(conditions, "Synced", False, "NotActive", f"tenant is {snap.state}", generation)
+    if snap.state is not TenantState.ACTIVE:
+        phase = v1alpha1.phase_name(snap.state)
+        return set_condition(conditions, "Synced", False, "NotActive", f"tenant is {phase}", generation)
     failing = [t for t in snap.timelines if t.upload_error_reason]
     if failing:  # uploads keep failing: say why (e.g. RemoteStorageRejected: AccessDenied)
         msg = "; ".join(t.upload_error_message or "" for t in failing)
@@ -125,7 +131,7 @@ def build_status(
     whole ``progress`` of a Broken tenant that transferred nothing, and an empty ``timelines``."""
     status = v1alpha1.status_from_snapshot(snap).model_dump(by_alias=True, exclude_none=True)
     p = snap.progress
-    if snap.state == "Broken" and not (p.layers_done or p.bytes_done):
+    if snap.state is TenantState.BROKEN and not (p.layers_done or p.bytes_done):
         status["progress"] = None
     else:
         for key in _NULLABLE_PROGRESS:
@@ -144,10 +150,10 @@ def build_status(
     return status, conditions
 
 
-def _shown_key(phase: Any, reason: Any) -> tuple[str | None, str]:
+def _shown_key(phase: TenantState | None, reason: Any) -> tuple[TenantState | None, str]:
     """What makes a history entry: a new phase, or a new reason of a Broken tenant (a transient
     retry that keeps the phase adds nothing)."""
-    return (phase, str(reason or "") if phase == "Broken" else "")
+    return (phase, str(reason or "") if phase is TenantState.BROKEN else "")
 
 
 class StatusWriter:
@@ -190,14 +196,14 @@ class StatusWriter:
         ]
         # the key of the last history entry; an attach or load the previous process did not
         # finish is not "the same phase" when it starts again (a resumed attach is an entry)
-        old_phase = old.get("phase")
+        old_phase = v1alpha1.parse_phase(old.get("phase"))
         self._recorded = _shown_key(None if old_phase in TRANSFERRING else old_phase, old.get("reason"))
         #: a Loading/Attaching entry, committed once written or once it leads somewhere new
-        self._pending: dict[str, Any] | None = None
+        self._pending: Transition | None = None
         self._last: dict[str, Any] | None = _comparable(old) if old else None
         self._last_time = 0.0
-        self._last_state: str | None = old.get("phase")
-        self._seen_state: str | None = old.get("phase")
+        self._last_state: TenantState | None = old_phase
+        self._seen_state: TenantState | None = old_phase
         self._hold_until = 0.0
         self._dirty = asyncio.Event()
         self._urgent = False
@@ -228,7 +234,7 @@ class StatusWriter:
         self._dirty.set()
 
     def on_tenant_change(self, t: engine_tenant.Tenant) -> None:
-        state = t.state.value if t.state else None
+        state = t.state
         self._record(state, t.reason, t.message)
         if state == self._seen_state:
             self.mark()
@@ -241,12 +247,12 @@ class StatusWriter:
             self._hold_until = 0.0
             self.mark(urgent=True)
 
-    def _record(self, phase: str | None, reason: str, message: str) -> None:
+    def _record(self, phase: TenantState | None, reason: str, message: str) -> None:
         if phase is None:
             return
         key = _shown_key(phase, reason)
         if self._pending is not None:
-            if key == _shown_key(self._pending["phase"], self._pending["reason"]):
+            if key == _shown_key(self._pending.phase, self._pending.reason):
                 return
             pending, self._pending = self._pending, None
             if key == self._recorded:
@@ -254,15 +260,15 @@ class StatusWriter:
             self._append(pending)
         if key == self._recorded:
             return
-        entry = {"time": now_rfc3339(), "phase": phase, "reason": reason, "message": message}
+        entry = Transition(datetime.now(UTC), phase, reason, message)
         if phase in TRANSFERRING:
             self._pending = entry
         else:
             self._append(entry)
 
-    def _append(self, entry: dict[str, Any]) -> None:
-        self._recorded = _shown_key(entry["phase"], entry["reason"])
-        self.history.append(entry)
+    def _append(self, entry: Transition) -> None:
+        self._recorded = _shown_key(entry.phase, entry.reason)
+        self.history.append(v1alpha1.history_entry(entry).model_dump(by_alias=True))
         del self.history[:-HISTORY_LIMIT]
 
     async def flush(self) -> None:
@@ -307,9 +313,9 @@ class StatusWriter:
         shown with its progress."""
         p = snap.progress
         return (
-            snap.state == "Loading"
+            snap.state is TenantState.LOADING
             and snap.reason == "LoadStarted"
-            and self._last_state == "Active"
+            and self._last_state is TenantState.ACTIVE
             and p.bytes_done >= p.bytes_total
             and p.layers_done >= p.layers_total
         )
@@ -342,9 +348,9 @@ class StatusWriter:
         this attach began) while the engine attaches, or reloads with layers to fetch: the
         volume is not complete, so that is written at once, never held for the interval (a
         `kubectl wait --for=condition=Ready` must not pass on the stale claim)."""
-        if self._last_state != "Active" or self._seen_state not in TRANSFERRING:
+        if self._last_state is not TenantState.ACTIVE or self._seen_state not in TRANSFERRING:
             return False
-        return self._seen_state == "Attaching" or not self._quiet_reload(self._snapshot())
+        return self._seen_state is TenantState.ATTACHING or not self._quiet_reload(self._snapshot())
 
     async def _run(self) -> None:
         while True:
@@ -373,6 +379,7 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("progress"), dict):
         # (an Active tenant's startedAt only dates the last transfer: a reload that found every
         # layer in place is no reason to write)
-        volatile = ("etaSeconds", "startedAt") if out.get("phase") == "Active" else ("etaSeconds",)
+        active = v1alpha1.parse_phase(out.get("phase")) is TenantState.ACTIVE
+        volatile = ("etaSeconds", "startedAt") if active else ("etaSeconds",)
         out["progress"] = {k: v for k, v in out["progress"].items() if k not in volatile}
     return out

@@ -79,7 +79,7 @@ def test_a_sync_during_compaction_never_uploads_an_index_over_a_gap(tmp_path: Pa
         assert final.metadata.disk_consistent_lsn == flushed.lsn_end
         snap = t.snapshot()
         assert snap.synced, snap
-        assert snap.timelines[0].remote_consistent_lsn == str(flushed.lsn_end)
+        assert snap.timelines[0].remote_consistent_lsn == flushed.lsn_end
         t.stop()
 
     try:

@@ -16,9 +16,12 @@ from pageserver_operator.k8s import controller, status
 from .conftest import NS, TID, FakeKube, StandIn, body, settings, until
 
 
-def snap(state: str, done: int = 0, total: int = 0) -> engine_snapshot.TenantSnapshot:
+def snap(phase: str, done: int = 0, total: int = 0) -> engine_snapshot.TenantSnapshot:
+    """A snapshot in the state whose phase is ``phase`` (a phase name, as the tests read them)."""
     p = progress.ProgressSnapshot(total, done, total * 10, done * 10, datetime.now(UTC), None)
-    return engine_snapshot.TenantSnapshot(TID, state, "InvalidIndexPart" if state == "Broken" else state, "m", p, [])
+    state = engine_snapshot.TenantState(phase)
+    reason = "InvalidIndexPart" if state is engine_snapshot.TenantState.BROKEN else phase
+    return engine_snapshot.TenantSnapshot(TID, state, reason, "m", p, [])
 
 
 def test_a_broken_tenant_that_transferred_nothing_shows_no_progress_and_no_empty_timelines() -> None:

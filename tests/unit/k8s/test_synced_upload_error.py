@@ -11,21 +11,23 @@ import dataclasses
 
 from pageserver_operator.engine import progress
 from pageserver_operator.engine import snapshot as engine_snapshot
+from pageserver_operator.engine.timeline import TimelineState
+from pageserver_operator.formats.lsn import Lsn
 from pageserver_operator.k8s import status
 
 TIMELINE = engine_snapshot.TimelineSnapshot(
     timeline_id="22222222222222222222222222222222",
     ancestor_timeline_id=None,
-    ancestor_lsn="0/0",
-    disk_consistent_lsn="0/1100000",
-    remote_consistent_lsn="0/1000000",
-    latest_gc_cutoff_lsn="0/1000000",
+    ancestor_lsn=Lsn.ZERO,
+    disk_consistent_lsn=Lsn.parse("0/1100000"),
+    remote_consistent_lsn=Lsn.parse("0/1000000"),
+    latest_gc_cutoff_lsn=Lsn.parse("0/1000000"),
     pg_version=15,
     layers=2,
     resident_bytes=300,
     upload_lag_bytes=100,
     awaits_download=False,
-    state="Active",
+    state=TimelineState.ACTIVE,
     upload_queue_unfinished=2,
     lagging_layers=("L",),
 )
@@ -34,7 +36,7 @@ TIMELINE = engine_snapshot.TimelineSnapshot(
 def snapshot(*timelines: engine_snapshot.TimelineSnapshot) -> engine_snapshot.TenantSnapshot:
     return engine_snapshot.TenantSnapshot(
         tenant_id="11111111111111111111111111111111",
-        state="Active",
+        state=engine_snapshot.TenantState.ACTIVE,
         reason="Active",
         message="1 timeline active",
         progress=progress.Progress().snapshot(),

@@ -1,9 +1,12 @@
 """`k8s.controller.TenantController` in process: a scripted engine tenant (conftest.StandIn) and
-a Kube that keeps the status in memory. Each test names the defect of issue 22 it guards."""
+a Kube that keeps the status in memory. Each test names the defect of issue 22 it guards; the
+last ones check the retries of a Broken tenant and of a transient failure against their
+backoffs (the formulas themselves: tests/unit/test_backoff.py)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +277,79 @@ def test_an_acting_owner_outranks_a_copy_created_in_the_same_second() -> None:
     # without any status (nothing acted yet) the oldest, then the uid, decides as before
     older = body("older", TID, created="2026-11-30T23:59:59Z", uid="z")
     assert min(controller.claim_of(older), controller.claim_of(copy)).key == (NS, "older")
+
+
+# ---- the retry of a Broken tenant and of a transient failure (their backoffs) ---------------------
+
+
+def test_a_broken_attempt_schedules_its_retry_on_the_capped_backoff(kube: FakeKube, tmp_path: Path) -> None:
+    """``attempts`` counts the failed bring-ups, ``nextRetryTime`` is now + `retry_delay`
+    (RETRY_INITIAL doubling per attempt up to RETRY_MAX), and the RetryScheduled Event says how
+    long; the retry annotation retries before it."""
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("r", TID), retry_initial=3600.0, retry_max=5400.0)
+
+        async def fail_twice(self: StandIn, config: Any) -> None:
+            if self.count("start") <= 2:
+                raise EngineError("InvalidIndexPart", "index is garbage")
+            await StandIn.become_active(self, config)
+
+        t.on_start = fail_twice
+        ctl.start()
+        for attempt, delay, token in ((1, 3600, "1"), (2, 5400, "2")):  # 7200 capped at 5400
+            await until(lambda a=attempt: kube.status("r").get("attempts") == a, f"attempt {attempt}")  # type: ignore[misc]
+            st = kube.status("r")
+            when = datetime.strptime(st["nextRetryTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            ahead = (when - datetime.now(UTC)).total_seconds()
+            assert delay - 5 <= ahead <= delay + 1, (attempt, st["nextRetryTime"], ahead)
+            await until(lambda a=attempt: len(kube.events) >= a + 1, "the RetryScheduled Event")  # type: ignore[misc]
+            assert kube.events[-1][1:] == (
+                "Normal", "RetryScheduled", f"attempt {attempt} failed (InvalidIndexPart); retrying in {delay} s"
+            )
+            ctl.update(body("r", TID, annotations={v1alpha1.RETRY_ANNOTATION: token}))
+        await until(lambda: kube.status("r").get("phase") == "Active", "Active")
+        await ctl.close()
+        assert t.count("start") == 3
+
+    asyncio.run(main())
+
+
+def test_a_transient_bring_up_failure_retries_on_the_transient_backoff_and_counts_no_attempt(
+    kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient failure (remote storage down) is no Broken attempt: the bring-up is retried
+    after `controller.TRANSIENT_BACKOFF`'s delay for the n-th failure in a row, with no
+    ``attempts``, ``nextRetryTime`` or RetryScheduled Event."""
+    asked: list[int] = []
+
+    class Recording:
+        def delay(self, attempt: int) -> float:
+            asked.append(attempt)
+            return 0.001
+
+    monkeypatch.setattr(controller, "TRANSIENT_BACKOFF", Recording())
+
+    async def main() -> None:
+        ctl, t = make(kube, tmp_path, body("tr", TID))
+
+        async def flaky(self: StandIn, config: Any) -> None:
+            if self.count("start") <= 3:
+                raise EngineError("RemoteStorageUnavailable", "connection refused", transient=True)
+            await StandIn.become_active(self, config)
+
+        t.on_start = flaky
+        ctl.start()
+        await until(lambda: kube.status("tr").get("phase") == "Active", "Active")
+        await ctl.close()
+        st = kube.status("tr")
+        assert asked == [1, 2, 3]
+        assert (st.get("attempts"), st.get("nextRetryTime")) == (0, None), st
+        assert kube.events == []
+
+    asyncio.run(main())
+
+
+def test_the_transient_backoff_is_one_second_doubling_to_a_minute() -> None:
+    assert [controller.TRANSIENT_BACKOFF.delay(n) for n in (1, 2, 3, 7, 8, 100)] == [1, 2, 4, 60, 60, 60]
+    assert [controller.retry_delay(n, 30.0, 3600.0) for n in (0, 1, 2, 8)] == [30, 30, 60, 3600]

@@ -1,16 +1,22 @@
-"""`k8s.status` in process: what the status writer sends, and how often (issue 22: load,
-smaller defects; issue 20: an empty ``Timelines:`` and a stale ``progress`` of a Broken tenant)."""
+"""`k8s.status` in process: the conditions, the status document, and what the status writer
+sends and how often (issue 22: load, smaller defects; issue 20: an empty ``Timelines:`` and a
+stale ``progress`` of a Broken tenant; issue 14 defect 11: ``Synced`` says why uploads fail;
+a failed status patch is retried on its backoff)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pageserver_operator.engine import progress
 from pageserver_operator.engine import snapshot as engine_snapshot
+from pageserver_operator.engine.timeline import TimelineState
 from pageserver_operator.formats import ids
+from pageserver_operator.formats.lsn import Lsn
 from pageserver_operator.k8s import controller, status
 
 from .conftest import NS, TID, FakeKube, StandIn, body, settings, until
@@ -231,5 +237,163 @@ def test_a_slow_restart_reload_with_nothing_to_fetch_is_not_shown_one_with_downl
             await second.close()
             phases = [p.get("phase") for p in kube.patches_of(name)]
             assert sorted(set(phases), key=phases.index) == expect, (missing, phases)
+
+    asyncio.run(main())
+
+
+# ---- conditions (issue 14 defect 11: Synced says why uploads keep failing) ------------------------
+
+TIMELINE = engine_snapshot.TimelineSnapshot(
+    timeline_id="22222222222222222222222222222222",
+    ancestor_timeline_id=None,
+    ancestor_lsn=Lsn.ZERO,
+    disk_consistent_lsn=Lsn.parse("0/1100000"),
+    remote_consistent_lsn=Lsn.parse("0/1000000"),
+    latest_gc_cutoff_lsn=Lsn.parse("0/1000000"),
+    pg_version=15,
+    layers=2,
+    resident_bytes=300,
+    upload_lag_bytes=100,
+    awaits_download=False,
+    state=TimelineState.ACTIVE,
+    upload_queue_unfinished=2,
+    lagging_layers=("L",),
+)
+
+
+def active(*timelines: engine_snapshot.TimelineSnapshot) -> engine_snapshot.TenantSnapshot:
+    return engine_snapshot.TenantSnapshot(
+        tenant_id="11111111111111111111111111111111",
+        state=engine_snapshot.TenantState.ACTIVE,
+        reason="Active",
+        message="1 timeline active",
+        progress=progress.Progress().snapshot(),
+        timelines=list(timelines),
+    )
+
+
+def synced(snap: engine_snapshot.TenantSnapshot) -> dict[str, object]:
+    return next(c for c in status.synced_condition([], snap, 1) if c["type"] == "Synced")
+
+
+def test_synced_shows_the_reason_and_message_of_a_failing_upload() -> None:
+    """Before, a tenant whose uploads were refused (AccessDenied, NoSuchBucket) stayed Active
+    with ``Synced=False`` and reason ``UploadsPending``: nothing said why."""
+    message = (
+        "timeline 22222222222222222222222222222222: upload_layer L failed: upload of s3://b/k rejected: "
+        "AccessDenied (HTTP 403): Access Denied (not transient: retried at most every 60 s until fixed)"
+    )
+    failing = dataclasses.replace(
+        TIMELINE, upload_error_reason="RemoteStorageRejected", upload_error_message=message,
+        upload_error_permanent=True,
+    )
+    snap = active(failing)
+    cond = synced(snap)
+    assert cond["status"] == "False"
+    assert cond["reason"] == "RemoteStorageRejected"
+    assert cond["message"] == message
+    assert snap.upload_error == ("RemoteStorageRejected", message)
+
+
+def test_synced_without_an_error_is_unchanged() -> None:
+    cond = synced(active(TIMELINE))
+    assert (cond["status"], cond["reason"]) == ("False", "UploadsPending")
+    assert active(TIMELINE).upload_error is None
+    done = dataclasses.replace(TIMELINE, upload_lag_bytes=0, upload_queue_unfinished=0, lagging_layers=())
+    assert (synced(active(done))["status"], synced(active(done))["reason"]) == ("True", "UpToDate")
+
+
+def test_synced_names_at_most_three_lagging_layers_and_the_pending_uploads() -> None:
+    many = dataclasses.replace(TIMELINE, lagging_layers=("A", "B", "C", "D"), upload_queue_unfinished=1)
+    assert synced(active(many))["message"] == (
+        "timeline 22222222222222222222222222222222: 4 layers (100 bytes) not in the remote index: "
+        "A, B, C, ...; 1 upload operations pending"
+    )
+    queued = dataclasses.replace(TIMELINE, lagging_layers=(), upload_lag_bytes=0)
+    assert synced(active(queued))["message"] == (
+        "timeline 22222222222222222222222222222222: 2 upload operations pending"
+    )
+
+
+def test_a_tenant_that_is_not_active_is_neither_ready_nor_synced() -> None:
+    _, conditions = status.build_status(snap("Loading"), [], 4)
+    by_type = {c["type"]: c for c in conditions}
+    assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("False", "Loading")
+    assert (by_type["Synced"]["status"], by_type["Synced"]["reason"]) == ("False", "NotActive")
+    assert by_type["Synced"]["message"] == "tenant is Loading"
+    assert {c["observedGeneration"] for c in conditions} == {4}
+
+
+def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> None:
+    old = [{"type": "Ready", "status": "True", "reason": "Active", "message": "m",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]  # fmt: skip
+    same = status.set_condition(old, "Ready", True, "Active", "other message", None)
+    assert same == [{"type": "Ready", "status": "True", "reason": "Active", "message": "other message",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]  # fmt: skip
+    (flipped,) = status.set_condition(old, "Ready", False, "", "m", 3)
+    assert flipped["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+    assert (flipped["reason"], flipped["observedGeneration"]) == ("NotReady", 3)
+    both = status.set_condition(old, "Synced", True, "", "m", None)
+    assert [c["type"] for c in both] == ["Ready", "Synced"] and both[1]["reason"] == "Ready"
+
+
+# ---- what is written, and its retry -------------------------------------------------------------
+
+
+def test_a_failed_status_patch_is_retried_on_its_backoff_and_the_count_resets() -> None:
+    """A failed write never stops the tenant: it is written again after
+    `status.patch_retry_backoff` (``interval * 2**n``), also without a new change."""
+
+    async def main() -> None:
+        attempts: list[float] = []
+
+        async def patch(p: dict[str, Any]) -> None:
+            attempts.append(asyncio.get_running_loop().time())
+            if len(attempts) <= 2:
+                raise RuntimeError("the API server is restarting")
+
+        interval = 0.02
+        w = status.StatusWriter(patch, lambda: snap("Active"), interval)
+        w.start()
+        w.mark(urgent=True)
+        await until(lambda: w.patches == 1, "the third attempt to land", timeout=5)
+        await w.stop(flush=False)
+        assert len(attempts) == 3 and w.failures == 0
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        want = [status.patch_retry_backoff(interval).delay(n) for n in (1, 2)]
+        assert want == [2 * interval, 4 * interval]
+        assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, want, strict=True)), (gaps, want)
+
+    asyncio.run(main())
+
+
+def test_a_status_that_differs_only_in_its_eta_is_not_written_again() -> None:
+    """The ETA is recomputed on every read: alone it is no reason to write; nor is the
+    ``startedAt`` of an Active tenant (it only dates the last transfer) after a restart."""
+
+    async def main() -> None:
+        written: list[dict[str, Any]] = []
+
+        async def patch(p: dict[str, Any]) -> None:
+            written.append(p["status"])
+
+        phase, eta, started = ["Attaching"], [10], [datetime(2026, 1, 1, tzinfo=UTC)]
+
+        def current() -> engine_snapshot.TenantSnapshot:
+            p = progress.ProgressSnapshot(4, 1, 40, 10, started[0], eta[0])
+            return dataclasses.replace(snap(phase[0]), progress=p)
+
+        w = status.StatusWriter(patch, current, 0.01)
+        await w.flush()
+        eta[0] = 9
+        await w.flush()
+        assert len(written) == 1
+        phase[0] = "Active"
+        await w.flush()
+        assert len(written) == 2
+        started[0], eta[0] = datetime(2026, 1, 2, tzinfo=UTC), 0
+        restarted = status.StatusWriter(patch, current, 0.01, old=written[-1])
+        await restarted.flush()
+        assert len(written) == 2, "a restart wrote an Active status that differs only in startedAt and ETA"
 
     asyncio.run(main())

@@ -1,7 +1,7 @@
 """kopf handlers: thin translations of resource events into controller calls.
 
 - `tenant_claims`, a kopf index of every Tenant by tenant id: kopf fills it from the initial
-  listing before any other handler runs, so ownership (`controller.Registry`) is decided on the
+  listing before any other handler runs, so ownership (`ownership.Registry`) is decided on the
   whole picture, the same way after every restart;
 - every watch event of a live Tenant that carries the finalizer (including the initial listing
   at start-up) makes sure its controller runs, and hands it the newest body (spec, generation,
@@ -31,18 +31,18 @@ import kopf
 from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine.errors import EngineError
-from pageserver_operator.k8s import controller
+from pageserver_operator.k8s import ownership
 
 log = logging.getLogger(__name__)
 
-REGISTRY: controller.Registry | None = None
+REGISTRY: ownership.Registry | None = None
 DETACH_TIMEOUT = 600.0
 #: kopf's retries of a blocked detach (kopf's ``retry`` is 0 at the first retry): 5 s doubling up to 2 min
 DETACH_BACKOFF = backoff.Backoff(base=5.0, factor=2.0, cap=120.0)
 FINALIZER = f"{v1alpha1.GROUP}/finalizer"
 
 
-def _registry() -> controller.Registry:
+def _registry() -> ownership.Registry:
     assert REGISTRY is not None, "handlers used before runner.configure()"
     return REGISTRY
 
@@ -69,13 +69,13 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, controller.Claim]:
+def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, ownership.Claim]:
     """tenant id -> the claims of every Tenant naming it."""
-    return {str(controller.tenant_id_of(body)): controller.claim_of(body)}
+    return {str(ownership.tenant_id_of(body)): ownership.claim_of(body)}
 
 
-def _claims(index: Any, body: Any) -> list[controller.Claim]:
-    store: Iterable[controller.Claim] = index.get(str(controller.tenant_id_of(body)), ()) if index else ()
+def _claims(index: Any, body: Any) -> list[ownership.Claim]:
+    store: Iterable[ownership.Claim] = index.get(str(ownership.tenant_id_of(body)), ()) if index else ()
     return list(store)
 
 
@@ -87,7 +87,7 @@ async def tenant_event(
     reg = _registry()
     key = (namespace or "", name)
     if type == "DELETED":
-        await reg.release(key, _claims(tenant_claims, body), gone=True, tid=controller.tenant_id_of(body))
+        await reg.release(key, _claims(tenant_claims, body), gone=True, tid=ownership.tenant_id_of(body))
         return
     if body.metadata.get("deletionTimestamp"):
         return

@@ -18,7 +18,7 @@ from pageserver_operator import settings as settings_mod
 from pageserver_operator.engine import manager
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
-from pageserver_operator.k8s import controller, handlers, kube
+from pageserver_operator.k8s import handlers, kube, ownership
 from pageserver_operator.remote import factory as remote_factory
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def run(s: settings_mod.OperatorSettings) -> None:
     scan = m.scan_volume()
     if scan.unknown:
         log.warning("entries in %s that are not tenants (left alone): %s", m.tenants_root, ", ".join(scan.unknown))
-    handlers.REGISTRY = controller.Registry(manager=m, kube=kube.Kube(api), settings=s)
+    handlers.REGISTRY = ownership.Registry(manager=m, kube=kube.Kube(api), settings=s)
     if s.metrics_port:
         prometheus_client.start_http_server(s.metrics_port)
     log.info(

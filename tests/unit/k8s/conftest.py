@@ -19,7 +19,7 @@ from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine import tenant
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
-from pageserver_operator.k8s import controller
+from pageserver_operator.k8s import ownership
 
 NS = "ns"
 _uids = itertools.count(1)
@@ -205,8 +205,8 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 5.0) -> An
         await asyncio.sleep(0.005)
 
 
-def registry(tmp_path: Path, kube: FakeKube, **overrides: Any) -> controller.Registry:
-    return controller.Registry(
+def registry(tmp_path: Path, kube: FakeKube, **overrides: Any) -> ownership.Registry:
+    return ownership.Registry(
         manager=StandInManager(tmp_path),  # type: ignore[arg-type]
         kube=kube,  # type: ignore[arg-type]
         settings=settings(**overrides),

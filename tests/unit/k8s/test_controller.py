@@ -263,22 +263,6 @@ def test_an_upload_failing_while_active_posts_one_warning_per_distinct_failure(
     asyncio.run(main())
 
 
-def test_an_acting_owner_outranks_a_copy_created_in_the_same_second() -> None:
-    """creationTimestamp has whole seconds: a copy applied in the owner's second (right after a
-    fast attach) with a smaller uid took the tenant over (seen as a flaky
-    test_unknown_tenant_and_duplicate_tenant_id: the copy went Active). The Tenant whose status
-    shows it acting as the owner ranks first, also after a restart."""
-    same = "2026-12-01T00:00:00Z"
-    owner = body("owner", TID, created=same, uid="b", status={"phase": "Active", "reason": "Active"})
-    copy = body("copy", TID, created=same, uid="a")
-    refused = body("copy", TID, created=same, uid="a", status={"phase": "Broken", "reason": "TenantIdInUse"})
-    assert min(controller.claim_of(owner), controller.claim_of(copy)).key == (NS, "owner")
-    assert min(controller.claim_of(owner), controller.claim_of(refused)).key == (NS, "owner")
-    # without any status (nothing acted yet) the oldest, then the uid, decides as before
-    older = body("older", TID, created="2026-11-30T23:59:59Z", uid="z")
-    assert min(controller.claim_of(older), controller.claim_of(copy)).key == (NS, "older")
-
-
 # ---- the retry of a Broken tenant and of a transient failure (their backoffs) ---------------------
 
 

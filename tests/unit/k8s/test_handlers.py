@@ -1,4 +1,4 @@
-"""The kopf handlers and `controller.Registry` in process: the real handler functions called
+"""The kopf handlers and `ownership.Registry` in process: the real handler functions called
 as kopf calls them (``tenant_claims`` is kopf's index: every Tenant naming a tenant id), with a
 scripted engine and an in-memory Kube. Ownership, the finalizer, and ``DELETED`` (issue 22
 defects 1 and 3)."""
@@ -14,7 +14,7 @@ import kopf
 import pytest
 
 from pageserver_operator.formats import ids
-from pageserver_operator.k8s import controller, handlers
+from pageserver_operator.k8s import handlers, ownership
 
 from .conftest import NS, TID, FakeKube, StandIn, StandInManager, body, registry, until
 
@@ -22,45 +22,42 @@ OLD, NEW = "2026-12-01T00:00:00Z", "2026-12-01T00:05:00Z"
 
 
 @pytest.fixture
-def reg(tmp_path: Path, kube: FakeKube) -> Iterator[controller.Registry]:
+def reg(tmp_path: Path, kube: FakeKube) -> Iterator[ownership.Registry]:
     r = registry(tmp_path, kube)
     handlers.REGISTRY = r
     yield r
     handlers.REGISTRY = None
 
 
-def index(*bodies: dict[str, Any]) -> dict[str, list[controller.Claim]]:
-    """kopf's index as the handlers get it (empty for code without claims: the handlers of
-    3771b87 ignore it, so these tests also run against them, and fail)."""
-    out: dict[str, list[controller.Claim]] = {}
-    if not hasattr(controller, "claim_of"):
-        return out
+def index(*bodies: dict[str, Any]) -> dict[str, list[ownership.Claim]]:
+    """kopf's index as the handlers get it."""
+    out: dict[str, list[ownership.Claim]] = {}
     for b in bodies:
-        out.setdefault(b["spec"]["tenantId"], []).append(controller.claim_of(b))
+        out.setdefault(b["spec"]["tenantId"], []).append(ownership.claim_of(b))
     return out
 
 
 async def event(
-    b: dict[str, Any], claims: dict[str, list[controller.Claim]], type_: str | None = None
+    b: dict[str, Any], claims: dict[str, list[ownership.Claim]], type_: str | None = None
 ) -> None:
     await handlers.tenant_event(
         type=type_, body=kopf.Body(b), namespace=NS, name=b["metadata"]["name"], tenant_claims=claims
     )
 
 
-async def delete(b: dict[str, Any], claims: dict[str, list[controller.Claim]]) -> None:
+async def delete(b: dict[str, Any], claims: dict[str, list[ownership.Claim]]) -> None:
     await handlers.tenant_deleted(
         body=kopf.Body(b), namespace=NS, name=b["metadata"]["name"], retry=0, tenant_claims=claims
     )
 
 
-def engine(reg: controller.Registry) -> StandIn:
+def engine(reg: ownership.Registry) -> StandIn:
     m: StandInManager = reg.manager  # type: ignore[assignment]
     return m.made[-1]
 
 
 def test_after_a_restart_the_oldest_tenant_owns_even_if_the_copy_is_seen_first(
-    reg: controller.Registry, kube: FakeKube
+    reg: ownership.Registry, kube: FakeKube
 ) -> None:
     """Defect 1: ownership does not depend on which event arrives first (a restart lists the
     copy first: "copy" < "owner" by name): the copy never writes its config into the tenant."""
@@ -83,7 +80,7 @@ def test_after_a_restart_the_oldest_tenant_owns_even_if_the_copy_is_seen_first(
     asyncio.run(main())
 
 
-def test_a_duplicate_shows_its_own_status_never_the_owners(reg: controller.Registry, kube: FakeKube) -> None:
+def test_a_duplicate_shows_its_own_status_never_the_owners(reg: ownership.Registry, kube: FakeKube) -> None:
     """Defect 1: the copy is Broken TenantIdInUse with Ready=False, no timelines, no progress and
     no history of the owner's (``kubectl wait --for=condition=Ready`` must not succeed on it)."""
 
@@ -108,7 +105,7 @@ def test_a_duplicate_shows_its_own_status_never_the_owners(reg: controller.Regis
 
 
 def test_deleting_the_copy_never_detaches_the_owners_tenant_even_after_a_restart(
-    reg: controller.Registry, kube: FakeKube
+    reg: ownership.Registry, kube: FakeKube
 ) -> None:
     """Defect 1: after a restart the copy's delete handler may run before the owner's first
     event: it must not take the tenant over and detach it."""
@@ -131,7 +128,7 @@ def test_deleting_the_copy_never_detaches_the_owners_tenant_even_after_a_restart
 
 
 def test_a_waiting_copy_takes_over_when_the_owner_is_deleted(
-    reg: controller.Registry, kube: FakeKube
+    reg: ownership.Registry, kube: FakeKube
 ) -> None:
     """Defect 1: a copy is re-checked when the owner goes; it becomes the owner and starts."""
 
@@ -155,7 +152,7 @@ def test_a_waiting_copy_takes_over_when_the_owner_is_deleted(
     asyncio.run(main())
 
 
-def test_nothing_starts_before_the_finalizer_is_there(reg: controller.Registry, kube: FakeKube) -> None:
+def test_nothing_starts_before_the_finalizer_is_there(reg: ownership.Registry, kube: FakeKube) -> None:
     """Defect 3: a Tenant deleted before kopf added the finalizer must not leave a controller."""
 
     async def main() -> None:
@@ -169,7 +166,7 @@ def test_nothing_starts_before_the_finalizer_is_there(reg: controller.Registry, 
 
 
 def test_deleted_without_the_delete_handler_stops_and_releases(
-    reg: controller.Registry, kube: FakeKube
+    reg: ownership.Registry, kube: FakeKube
 ) -> None:
     """Defect 3: the finalizer removed by hand: DELETED stops the controller (no more syncs) and
     releases the tenant id, so a new Tenant naming it owns it (no TenantIdInUse)."""
@@ -192,7 +189,7 @@ def test_deleted_without_the_delete_handler_stops_and_releases(
     asyncio.run(main())
 
 
-def test_a_detach_after_a_restart_shows_stopping(reg: controller.Registry, kube: FakeKube) -> None:
+def test_a_detach_after_a_restart_shows_stopping(reg: ownership.Registry, kube: FakeKube) -> None:
     """Defect 6: the delete handler of a Tenant whose controller never ran in this process
     (deleted while the operator was down) shows Stopping while it detaches."""
 
@@ -232,7 +229,7 @@ def test_no_diff_base_annotation() -> None:
 
 
 def test_a_copy_waiting_for_an_owner_that_never_got_its_finalizer_takes_over_when_it_vanishes(
-    reg: controller.Registry, kube: FakeKube
+    reg: ownership.Registry, kube: FakeKube
 ) -> None:
     """Defects 1 and 3: the older Tenant is deleted before kopf added its finalizer (it never had a
     controller); the younger copy, refused meanwhile, owns the id once the older one is gone."""

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import pytest
 
 from helpers.components import unavailable
-from pageserver_operator.devenv import binaries, controlplane, objectstore, processes
+from pageserver_operator.devenv import binaries, controlplane, gobuild, objectstore, processes
 
 INTEGRATION_FIXTURES = frozenset({"s3_server", "s3_bucket"})
 """Fixtures that mean "needs the real S3 server"."""
@@ -81,7 +81,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlp
     """etcd + kube-apiserver for the whole session (admin kubeconfig in ``.kubeconfig``)."""
     try:
         plane = controlplane.ControlPlane.start(tmp_path_factory.mktemp("controlplane"))
-    except (binaries.BuildError, processes.StartError) as error:
+    except (gobuild.BuildError, processes.StartError) as error:
         unavailable("control plane", error)
     try:
         yield plane
@@ -120,5 +120,5 @@ def kubectl() -> Path:
     """A ``kubectl`` (cached build, else PATH, else built now); required under CI."""
     try:
         return binaries.find_kubectl()
-    except binaries.BuildError as error:
+    except gobuild.BuildError as error:
         unavailable("kubectl", error)

@@ -8,7 +8,7 @@
 
 KIND_VERSION="${KIND_VERSION:-v0.30.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
-KUBERNETES_VERSION="v1.34.2" # = binaries.KUBERNETES_VERSION (checked by lib_check_versions)
+KUBERNETES_VERSION="v1.34.2" # = devenv.components.KUBERNETES_VERSION (checked by lib_check_versions)
 # What kubeadm v1.34.2 asks for (`kubeadm config images list`), and what kind v0.30.0's default
 # manifests name; the node image must hold an image under each of these references.
 ETCD_IMAGE_TAG="3.6.5-0"

@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from pageserver_operator.devenv import binaries, controlplane
+from pageserver_operator.devenv import components, controlplane
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +155,7 @@ def gadget(name: str, serial: str) -> dict[str, Any]:
 def test_server_reports_the_version_it_was_built_as(api: client.ApiClient) -> None:
     info = client.VersionApi(api).get_code()
 
-    assert info.git_version == binaries.KUBERNETES_VERSION
+    assert info.git_version == components.KUBERNETES_VERSION
     assert info.major == "1"
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from pageserver_operator.devenv import binaries, processes
+from pageserver_operator.devenv import binaries, gobuild, processes
 from pageserver_operator.devenv.environment import Environment, default_state_dir, start_environment
 
 
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "binaries":
             return binaries.main(["--kubectl", args.kubectl, *(["--check"] if args.check else [])])
         return _up(args.state_dir, not args.no_s3)
-    except (processes.StartError, binaries.BuildError) as error:
+    except (processes.StartError, gobuild.BuildError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

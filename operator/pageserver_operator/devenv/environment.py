@@ -9,12 +9,12 @@ import dataclasses
 import shlex
 from pathlib import Path
 
-from pageserver_operator.devenv import binaries, controlplane, objectstore
+from pageserver_operator.devenv import components, controlplane, objectstore
 
 
 def default_state_dir() -> Path:
     """Where ``up`` keeps its state when no ``--state-dir`` is given (outside the repo)."""
-    return binaries.cache_root() / "dev"
+    return components.cache_root() / "dev"
 
 
 @dataclasses.dataclass

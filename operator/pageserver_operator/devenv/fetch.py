@@ -1,9 +1,10 @@
 """Download a release archive, verify its pinned digest, extract binaries from it; and the
 heartbeat that long first steps print (a line every 10 s with an estimate).
 
-Used by :mod:`pageserver_operator.devenv.binaries` only when the user configured a download
-source (an environment variable naming the release site or a mirror): nothing here decides
-to contact a host by itself.
+The downloads are used by :mod:`pageserver_operator.devenv.binaries` only when the user
+configured a download source (an environment variable naming the release site or a mirror):
+nothing here decides to contact a host by itself. The heartbeat is also the Go build's
+(:mod:`pageserver_operator.devenv.gobuild`).
 
 Invariants:
 - An archive is accepted only if its digest equals the expected one (``sha256:<hex>`` or

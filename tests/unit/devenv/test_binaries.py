@@ -1,4 +1,4 @@
-"""Fetching the pinned release binaries instead of building them (devenv.binaries / devenv.fetch).
+"""`devenv.binaries`: fetching the pinned release binaries instead of building them (with devenv.fetch).
 
 Against a local HTTP server on 127.0.0.1 serving release-shaped archives (the official paths
 and member layout; the binaries are small scripts that print the expected version), with the
@@ -10,7 +10,8 @@ archives' digests pinned by the test in place of the real ones:
   partial file), and the Go build is the fallback;
 - an unreachable source: the Go build is the fallback;
 - not configured: no host is contacted at all;
-- the pinned digests are well-formed, and the long steps print heartbeat lines with an estimate.
+(the pinned digests: test_components.py; the Go build's heartbeat lines: test_gobuild.py and
+test_fetch.py).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from pageserver_operator.devenv import binaries, fetch, processes
+from pageserver_operator.devenv import binaries, components, fetch, processes
 
-ARCH = binaries.go_arch()
+ARCH = components.go_arch()
 
 
 def _script(text: str) -> bytes:
@@ -77,9 +78,9 @@ def release_site(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "cache"
-    monkeypatch.setenv(binaries.CACHE_ENV, str(root))
-    monkeypatch.delenv(binaries.KUBERNETES_RELEASES_ENV, raising=False)
-    monkeypatch.delenv(binaries.ETCD_RELEASES_ENV, raising=False)
+    monkeypatch.setenv(components.CACHE_ENV, str(root))
+    monkeypatch.delenv(components.KUBERNETES_RELEASES_ENV, raising=False)
+    monkeypatch.delenv(components.ETCD_RELEASES_ENV, raising=False)
     return root
 
 
@@ -88,7 +89,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Go builds are recorded, not run (a fallback build returns a path that does not exist)."""
     calls: list[str] = []
 
-    def fake_build(component: binaries.Component) -> Path:
+    def fake_build(component: components.Component) -> Path:
         calls.append(component.name)
         return Path("/nonexistent/built") / component.name
 
@@ -97,7 +98,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _publish_etcd(root: Path, body: bytes | None = None) -> str:
-    version = binaries.ETCD_VERSION
+    version = components.ETCD_VERSION
     archive = body or _tar_gz({f"etcd-{version}-linux-{ARCH}/etcd": _script(f"etcd Version: {version[1:]}")})
     path = root / version / f"etcd-{version}-linux-{ARCH}.tar.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,10 +107,10 @@ def _publish_etcd(root: Path, body: bytes | None = None) -> str:
 
 
 def _publish_kubernetes(root: Path) -> str:
-    version = binaries.KUBERNETES_VERSION
+    version = components.KUBERNETES_VERSION
     members = {
         f"kubernetes/server/bin/{name}": _script(f"Kubernetes {version}")
-        for name in binaries.KUBERNETES_SERVER_ARCHIVE.members
+        for name in components.KUBERNETES_SERVER_ARCHIVE.members
     }
     members["kubernetes/server/bin/kubectl"] = _script(f"Client Version: {version}")
     members["kubernetes/server/bin/kubeadm"] = _script(version)
@@ -128,30 +129,30 @@ def test_fetches_verifies_and_caches_without_building(
     release_site: tuple[str, Path, list[str]], cache: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, root, requested = release_site
-    monkeypatch.setitem(binaries.ETCD_ARCHIVE.digests, (binaries.ETCD_VERSION, ARCH), _publish_etcd(root))
+    monkeypatch.setitem(components.ETCD_ARCHIVE.digests, (components.ETCD_VERSION, ARCH), _publish_etcd(root))
     monkeypatch.setitem(
-        binaries.KUBERNETES_SERVER_ARCHIVE.digests, (binaries.KUBERNETES_VERSION, ARCH), _publish_kubernetes(root)
+        components.KUBERNETES_SERVER_ARCHIVE.digests, (components.KUBERNETES_VERSION, ARCH), _publish_kubernetes(root)
     )
-    monkeypatch.setenv(binaries.ETCD_RELEASES_ENV, base)
-    monkeypatch.setenv(binaries.KUBERNETES_RELEASES_ENV, base + "/")
+    monkeypatch.setenv(components.ETCD_RELEASES_ENV, base)
+    monkeypatch.setenv(components.KUBERNETES_RELEASES_ENV, base + "/")
 
-    etcd = binaries.ensure(binaries.ETCD)
-    apiserver = binaries.ensure(binaries.KUBE_APISERVER)
+    etcd = binaries.ensure(components.ETCD)
+    apiserver = binaries.ensure(components.KUBE_APISERVER)
     assert builds == []
-    assert etcd == binaries.binary_path(binaries.ETCD) and etcd.is_file()
-    assert apiserver == binaries.binary_path(binaries.KUBE_APISERVER)
+    assert etcd == components.binary_path(components.ETCD) and etcd.is_file()
+    assert apiserver == components.binary_path(components.KUBE_APISERVER)
     assert binaries._HOW["kube-apiserver"] == "fetched"
     # one download of the server archive filled every Kubernetes slot; the archives are not kept
-    for name in binaries.KUBERNETES_SERVER_ARCHIVE.members:
-        component = binaries._components_by_name()[name]
-        assert binaries._is_usable(binaries.binary_path(component), component), name
+    for name in components.KUBERNETES_SERVER_ARCHIVE.members:
+        component = components.by_name()[name]
+        assert components.is_usable(components.binary_path(component), component), name
     assert not (cache / "downloads").exists() or not any((cache / "downloads").iterdir())
     assert requested == [
-        f"/{binaries.ETCD_VERSION}/etcd-{binaries.ETCD_VERSION}-linux-{ARCH}.tar.gz",
-        f"/{binaries.KUBERNETES_VERSION}/kubernetes-server-linux-{ARCH}.tar.gz",
+        f"/{components.ETCD_VERSION}/etcd-{components.ETCD_VERSION}-linux-{ARCH}.tar.gz",
+        f"/{components.KUBERNETES_VERSION}/kubernetes-server-linux-{ARCH}.tar.gz",
     ]
     # warm: nothing is fetched again
-    assert binaries.ensure(binaries.KUBECTL) == binaries.binary_path(binaries.KUBECTL)
+    assert binaries.ensure(components.KUBECTL) == components.binary_path(components.KUBECTL)
     assert binaries._HOW["kubectl"] == "cached" and len(requested) == 2
 
 
@@ -164,12 +165,12 @@ def test_a_wrong_digest_is_refused_nothing_is_cached_and_the_build_is_the_fallba
 ) -> None:
     base, root, requested = release_site
     good = _publish_etcd(root)
-    tampered = _tar_gz({f"etcd-{binaries.ETCD_VERSION}-linux-{ARCH}/etcd": _script("etcd Version: 3.6.6 (evil)")})
+    tampered = _tar_gz({f"etcd-{components.ETCD_VERSION}-linux-{ARCH}/etcd": _script("etcd Version: 3.6.6 (evil)")})
     _publish_etcd(root, tampered)
-    monkeypatch.setitem(binaries.ETCD_ARCHIVE.digests, (binaries.ETCD_VERSION, ARCH), good)
-    monkeypatch.setenv(binaries.ETCD_RELEASES_ENV, base)
+    monkeypatch.setitem(components.ETCD_ARCHIVE.digests, (components.ETCD_VERSION, ARCH), good)
+    monkeypatch.setenv(components.ETCD_RELEASES_ENV, base)
 
-    assert binaries.ensure(binaries.ETCD) == Path("/nonexistent/built/etcd")
+    assert binaries.ensure(components.ETCD) == Path("/nonexistent/built/etcd")
     assert builds == ["etcd"]
     assert binaries._HOW["etcd"] == "built"
     assert len(requested) == 1
@@ -182,8 +183,8 @@ def test_an_unreachable_source_falls_back_to_the_build(
     cache: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = processes.free_port()  # bound then closed: nothing listens there
-    monkeypatch.setenv(binaries.ETCD_RELEASES_ENV, f"http://127.0.0.1:{port}")
-    binaries.ensure(binaries.ETCD)
+    monkeypatch.setenv(components.ETCD_RELEASES_ENV, f"http://127.0.0.1:{port}")
+    binaries.ensure(components.ETCD)
     assert builds == ["etcd"]
     assert "fetch failed" in capsys.readouterr().err
     assert _leftovers(cache) == []
@@ -196,69 +197,9 @@ def test_nothing_is_contacted_unless_configured(
         raise AssertionError("a host was contacted without a configured download source")
 
     monkeypatch.setattr(fetch.urllib.request, "urlopen", no_network)
-    binaries.ensure(binaries.ETCD)
-    binaries.ensure(binaries.KUBE_APISERVER)
+    binaries.ensure(components.ETCD)
+    binaries.ensure(components.KUBE_APISERVER)
     assert builds == ["etcd", "kube-apiserver"]
-
-
-def test_the_pinned_digests_are_well_formed() -> None:
-    for archive in binaries.RELEASES:
-        assert archive.digests
-        for digest in archive.digests.values():
-            fetch.parse_digest(digest)
-    assert (binaries.KUBERNETES_VERSION, "amd64") in binaries.KUBERNETES_SERVER_ARCHIVE.digests
-    assert (binaries.ETCD_VERSION, "amd64") in binaries.ETCD_ARCHIVE.digests
-    for component in (binaries.KUBE_APISERVER, binaries.ETCD, binaries.KUBECTL, *binaries.KIND_NODE):
-        assert binaries._release_for(component) is not None, component.name
-
-
-def test_heartbeat_lines_carry_an_estimate() -> None:
-    now = [100.0]
-    lines: list[str] = []
-    beat = fetch.Heartbeat("kube-apiserver go build", 400.0, log=lines.append, clock=lambda: now[0])
-    now[0] += 30
-    beat.beat()
-    assert lines[-1] == "kube-apiserver go build: running for 30 s, about 6 min 10 s left"
-    counted = fetch.Heartbeat("b", None, lambda: (500, 1000), log=lines.append, clock=lambda: now[0])
-    now[0] += 60
-    counted.beat()
-    assert lines[-1] == "b: running for 1 min 0 s, 500/1000 done, about 1 min 0 s left"
-    now[0] += 1000
-    beat.beat()
-    assert "longer than the 6 min 40 s expected" in lines[-1]
-
-
-def test_a_long_go_step_prints_heartbeats_with_its_package_count(
-    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A stand-in `go` names two packages on stderr, then blocks until the test saw a heartbeat."""
-    release = tmp_path / "release"
-    go = tmp_path / "go"
-    go.write_text(f"#!/bin/sh\necho pkg/a >&2\necho pkg/b >&2\nwhile [ ! -e {release} ]; do sleep 0.01; done\necho done\n")
-    go.chmod(0o755)
-    monkeypatch.setattr(fetch, "HEARTBEAT_SECONDS", 0.05)
-    seen = threading.Event()
-    lines: list[str] = []
-
-    def log(line: str) -> None:
-        lines.append(line)
-        if "2/4 done" in line:
-            seen.set()
-
-    monkeypatch.setattr(binaries, "_log", log)
-    result: list[str] = []
-    worker = threading.Thread(
-        target=lambda: result.append(binaries._run_go(go, ["build"], tmp_path, step="x go build", packages=4))
-    )
-    worker.start()
-    try:
-        assert seen.wait(30), f"no heartbeat with the package count: {lines}"
-    finally:
-        release.touch()
-        worker.join(30)
-    assert result == ["done\n"]
-    assert any(line.startswith("x go build: running for ") for line in lines), lines
-    assert binaries._expected_seconds("x go build") is not None  # recorded for the next estimate
 
 
 def test_the_binaries_command_runs_without_network_when_cached(cache: Path) -> None:
@@ -267,14 +208,14 @@ def test_the_binaries_command_runs_without_network_when_cached(cache: Path) -> N
         [sys.executable, "-m", "pageserver_operator.devenv.binaries", "--help"],
         capture_output=True, text=True, check=True,
     ).stdout
-    assert binaries.KUBERNETES_RELEASES_ENV in out and binaries.ETCD_RELEASES_ENV in out
+    assert components.KUBERNETES_RELEASES_ENV in out and components.ETCD_RELEASES_ENV in out
 
 
 def test_check_says_what_is_missing_and_never_builds_nor_fetches(
     cache: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """hack/dev.sh's check before hack/install.sh: a silent build there would be minutes without a word."""
-    monkeypatch.setenv(binaries.ETCD_RELEASES_ENV, "http://127.0.0.1:9")  # configured, yet not contacted
+    monkeypatch.setenv(components.ETCD_RELEASES_ENV, "http://127.0.0.1:9")  # configured, yet not contacted
     monkeypatch.setattr(fetch.urllib.request, "urlopen", lambda *a, **k: pytest.fail("contacted a host"))
     assert binaries.main(["--check", "--kubectl", "never"]) == 1
     out = capsys.readouterr().out

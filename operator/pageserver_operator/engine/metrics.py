@@ -30,9 +30,21 @@ UPLOAD_ERRORS = Counter(
     "(AccessDenied, NoSuchBucket: retried at most every minute until fixed), RemoteStorageUnavailable, ...",
     ["tenant_id", "reason"],
 )
+DELETIONS = Counter(
+    "pageserver_operator_deletions_total",
+    "Remote objects deleted by the deletion queue after their generation was validated "
+    "(a delete redone after a crash may be counted again)",
+    ["tenant_id"],
+)
+DELETIONS_LEAKED = Counter(
+    "pageserver_operator_deletions_leaked_total",
+    "Remote object deletions dropped, never executed, because their generation was stale "
+    "(at a validation, or at recovery after another generation was issued): the objects are left behind",
+    ["tenant_id"],
+)
 TENANTS = Gauge("pageserver_operator_tenants", "Tenants known to this operator, by phase", ["phase"])
 
-_PER_TENANT = (LAYER_DOWNLOADS, LAYER_DOWNLOAD_BYTES, LAYER_UPLOADS)
+_PER_TENANT = (LAYER_DOWNLOADS, LAYER_DOWNLOAD_BYTES, LAYER_UPLOADS, DELETIONS, DELETIONS_LEAKED)
 
 
 def forget_tenant(tenant_id: str) -> None:

@@ -16,6 +16,7 @@ from pageserver_operator.devenv import objectstore
 from pageserver_operator.engine import download
 from pageserver_operator.remote import errors, retry, url
 from pageserver_operator.remote.s3 import direct as s3_direct
+from pageserver_operator.remote.s3 import ranged as s3_ranged
 from pageserver_operator.remote.s3 import storage as s3_storage
 
 pytestmark = pytest.mark.integration
@@ -163,8 +164,8 @@ PART = 256 * 1024
 @pytest.fixture
 def ranged(monkeypatch: pytest.MonkeyPatch) -> None:
     """Large objects are anything from 1 MiB here, parts of 256 KiB (same code, small data)."""
-    monkeypatch.setattr(s3_storage, "RANGED_MIN", MiB)
-    monkeypatch.setattr(s3_storage, "RANGE_PART", PART)
+    monkeypatch.setattr(s3_ranged, "RANGED_MIN", MiB)
+    monkeypatch.setattr(s3_ranged, "RANGE_PART", PART)
 
 
 def _temp_writer(path: Path) -> tuple[download._FdWriter, int]:

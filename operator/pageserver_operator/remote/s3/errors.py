@@ -8,6 +8,9 @@ throttling and connection-level failures (refused, reset, timed out, truncated b
 transient.
 Credentials are never put into messages.
 
+Also the two messages about an object the backends share: `where` names it, `size_mismatch`
+says it is not the size the caller expects.
+
 Pure classification: no I/O, no state.
 """
 
@@ -94,3 +97,15 @@ def map_error(
         server = f" at {endpoint}" if endpoint else ""
         return errors.TransientRemoteError(f"{op} of {where}{server} failed: {type(exc).__name__}: {exc}")
     return errors.PermanentRemoteError(f"{op} of {where} failed: {type(exc).__name__}: {exc}")
+
+
+def where(bucket: str, full_key: str) -> str:
+    """An object's name in messages: ``s3://bucket/key``."""
+    return f"s3://{bucket}/{full_key}"
+
+
+def size_mismatch(bucket: str, full_key: str, expected: int, got: int) -> errors.PermanentRemoteError:
+    """An object whose size differs from the one the caller expects (the index's): permanent."""
+    return errors.PermanentRemoteError(
+        f"size mismatch for {where(bucket, full_key)}: expected {expected} bytes, got {got}"
+    )

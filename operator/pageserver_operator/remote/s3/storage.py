@@ -25,12 +25,10 @@ in docs/performance.md, "Changes made for these numbers"):
   request. It is skipped without credentials, when a proxy applies, or with ``direct=False``
   (what tests that hook into botocore's events pass, so they see every request); any answer
   but 200 is redone through botocore, so errors and their messages are botocore's.
-- Objects of at least `RANGED_MIN` bytes, when the direct path applies and ``out`` can write at
-  an offset (``out.pwrite``), are fetched as parallel ranged GETs of `RANGE_PART` bytes, each
-  part written at its offset, on a pool of the backend's own (each part holds a request slot
-  like any GET, so the limit is unchanged): one stream per object leaves the server's and the
-  network's other streams idle when few large layers remain (docs/performance.md, D3). Each part
-  is retried on its own; the object's size is checked against ``Content-Range`` of every part.
+- Objects of at least `ranged.RANGED_MIN` bytes, when the direct path applies, the concurrency
+  is above 1 and ``out`` can write at an offset (``out.pwrite``), are fetched as parallel ranged
+  GETs (`s3.ranged`): one stream per object leaves the server's and the network's other streams
+  idle when few large layers remain (docs/performance.md, D3).
 - With an ``endpoint`` (S3-compatible server) addressing is path-style, and checksums are only
   sent or checked when the operation requires them (many servers lack the newer algorithms).
 - Uploads are one PUT with the exact ``ContentLength`` (no multipart: layer files are at most a
@@ -39,18 +37,16 @@ in docs/performance.md, "Changes made for these numbers"):
   "directory" whose objects were all deleted, so a listed name may hold no object.
 
 Errors are classified by `s3.errors`; the client is built by `s3.client`; response bodies are
-read through `s3.streams`. Credentials come only from the standard AWS chain (environment,
+read through `s3.streams`; large objects are fetched in parallel ranges by `s3.ranged`. Credentials come only from the standard AWS chain (environment,
 config files, IRSA, instance profile) and are never logged or put into messages.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -58,7 +54,7 @@ from pageserver_operator.remote import base, errors, keys, metrics, retry, url
 from pageserver_operator.remote.s3 import client as s3_client
 from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import errors as s3_errors
-from pageserver_operator.remote.s3 import streams
+from pageserver_operator.remote.s3 import ranged, streams
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
@@ -66,12 +62,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Objects at least this large are downloaded as parallel ranged GETs (see the module doc).
-RANGED_MIN = 128 << 20
-#: The size of one ranged GET.
-RANGE_PART = 32 << 20
-
 
 class S3Storage:
     """`base.RemoteStorage` over ``s3://bucket/prefix``."""
@@ -115,9 +105,9 @@ class S3Storage:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
-        self._parts: ThreadPoolExecutor | None = None  # ranged GETs, created when first needed
-        self._parts_lock = threading.Lock()
         self._direct: s3_direct.DirectS3 | None = None
+        #: parallel ranged GETs of large objects (they need the direct path and concurrency > 1)
+        self._ranged: ranged.RangedGets | None = None
         if direct and endpoint is not None:
             self._direct = s3_client.make_direct(
                 credentials,
@@ -128,6 +118,10 @@ class S3Storage:
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 pool_size=concurrency + s3_client.POOL_HEADROOM,
+            )
+        if self._direct is not None and concurrency > 1:
+            self._ranged = ranged.RangedGets(
+                self._client, bucket, self._direct, self._slots, self._retrier, concurrency, self._map_error
             )
 
     @property
@@ -146,10 +140,8 @@ class S3Storage:
         return self._config.describe()
 
     def close(self) -> None:
-        with self._parts_lock:
-            pool, self._parts = self._parts, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if self._ranged is not None:
+            self._ranged.close()
         if self._direct is not None:
             self._direct.close()
         self._client.close()
@@ -232,12 +224,11 @@ class S3Storage:
         pwrite = getattr(out, "pwrite", None)
         if (
             expected_size is not None
-            and expected_size >= RANGED_MIN
+            and expected_size >= ranged.RANGED_MIN
             and pwrite is not None
-            and self._concurrency > 1
-            and self._direct is not None
+            and self._ranged is not None
         ):
-            return self._download_ranged(key, full, out, pwrite, expected_size, progress)
+            return self._ranged.download(key, full, out, pwrite, expected_size, progress)
         reported = streams.Reported(progress)
 
         def attempt() -> int:
@@ -258,112 +249,6 @@ class S3Storage:
             return copied
 
         return self._retrier.run("download", key, attempt)
-
-    def _download_ranged(
-        self,
-        key: str,
-        full: str,
-        out: BinaryIO,
-        pwrite: Callable[[bytes | memoryview, int], object],
-        size: int,
-        progress: base.ProgressCallback | None,
-    ) -> int:
-        """`download_to` as parallel ranged GETs; the first failure stops the other parts at
-        their next chunk and is raised once every part has ended (none writes afterwards)."""
-        out.seek(0)
-        out.truncate()
-        stop = threading.Event()
-
-        def part(start: int, length: int) -> None:
-            reported = streams.Reported(progress)
-
-            def attempt() -> None:
-                reported.restart()
-                with self._slots:
-                    if stop.is_set():
-                        raise streams.PartStopped()
-                    stream = self._open_range(full, start, length, size)
-                    try:
-                        end = streams.copy_body(stream, pwrite, start, reported, stop)
-                    finally:
-                        stream.close()
-                if end != start + length:
-                    raise self._size_mismatch(full, size, end)
-
-            self._retrier.run("download", key, attempt)
-
-        with self._parts_lock:
-            if self._parts is None:
-                self._parts = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-range")
-            pool = self._parts
-        # Parts are submitted as slots free up, never all at once: the size comes from the
-        # index, and an absurd one (2**63) must end in the size check of the first parts, not
-        # in a list of billions of futures.
-        in_flight: dict[concurrent.futures.Future[None], int] = {}
-        failed: dict[int, BaseException] = {}
-
-        def collect(done: set[concurrent.futures.Future[None]]) -> None:
-            for f in done:
-                start = in_flight.pop(f)
-                if f.cancelled():  # the pool was shut down: this backend is closing
-                    failed[start] = errors.TransientRemoteError(
-                        f"download of {self._where(full)} stopped: the storage is closing"
-                    )
-                elif (exc := f.exception()) is not None and not isinstance(exc, streams.PartStopped):
-                    failed[start] = exc
-
-        for start in range(0, size, RANGE_PART):
-            while len(in_flight) >= self._concurrency and not failed:
-                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-                collect(done)
-            if failed:
-                break
-            in_flight[pool.submit(part, start, min(RANGE_PART, size - start))] = start
-        while in_flight:
-            done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-            collect(done)
-            if failed:
-                stop.set()  # the other parts end at their next chunk
-        if failed:
-            # The lowest part's failure: it names what is wrong with the object itself (its size)
-            # rather than a consequence (a range beyond the real end).
-            raise failed[min(failed)]
-        return size
-
-    def _open_range(self, full: str, start: int, length: int, size: int) -> streams.Stream:
-        """One ranged GET of an object of ``size`` bytes: directly, else (any answer but the asked
-        206) through botocore. An answer giving another size for the object (``Content-Range``
-        of a 206, or of a 416 for a range past its end) is a size mismatch."""
-        assert self._direct is not None
-        try:
-            stream: streams.Stream = streams.DirectStream(
-                self._direct.get_range(full, start, length), full, self._map_error
-            )
-        except s3_direct.Fallback as answer:
-            if answer.total is not None and answer.total != size:
-                raise self._size_mismatch(full, size, answer.total) from None
-        except s3_direct.DirectError as exc:
-            raise self._map_error(exc, "download", full) from exc
-        else:
-            if stream.total != size:
-                stream.close()
-                raise self._size_mismatch(full, size, -1 if stream.total is None else stream.total)
-            return stream
-        try:
-            response = self._client.get_object(
-                Bucket=self._bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
-            )
-        except s3_errors.REMOTE_EXCEPTIONS as exc:
-            raise self._map_error(exc, "download", full) from exc
-        boto_stream = streams.BotoStream(response, full, self._map_error)
-        try:
-            boto_stream.total = int((response.get("ContentRange") or "").rpartition("/")[2])
-        except ValueError:
-            boto_stream.total = None
-        if boto_stream.total != size:
-            boto_stream.close()
-            raise self._size_mismatch(full, size, -1 if boto_stream.total is None else boto_stream.total)
-        return boto_stream
 
     def _open_stream(self, full: str) -> streams.Stream:
         """One GET of ``full``: directly (`s3.direct`) when this backend has the direct path, else
@@ -462,7 +347,7 @@ class S3Storage:
         return f"{self._prefix}/{key_or_prefix}" if self._prefix else key_or_prefix
 
     def _where(self, full_key: str) -> str:
-        return f"s3://{self._bucket}/{full_key}"
+        return s3_errors.where(self._bucket, full_key)
 
     def _request(self, op: str, full_key: str, call: Callable[[], T]) -> T:
         """One request under the concurrency limit, with its failure classified."""
@@ -473,9 +358,7 @@ class S3Storage:
                 raise self._map_error(exc, op, full_key) from exc
 
     def _size_mismatch(self, full_key: str, expected: int, got: int) -> errors.PermanentRemoteError:
-        return errors.PermanentRemoteError(
-            f"size mismatch for {self._where(full_key)}: expected {expected} bytes, got {got}"
-        )
+        return s3_errors.size_mismatch(self._bucket, full_key, expected, got)
 
     def _map_error(self, exc: BaseException, op: str, full_key: str) -> errors.RemoteError:
         return s3_errors.map_error(exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint)

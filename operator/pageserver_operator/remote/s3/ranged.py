@@ -1,0 +1,183 @@
+"""Large objects as parallel ranged GETs, each part written at its offset.
+
+One stream per object leaves the server's and the network's other streams idle when few large
+layers remain (docs/performance.md, D3), so `S3Storage.download_to` hands an object of at least
+`RANGED_MIN` bytes here when the direct path applies (an ``endpoint`` with credentials), the
+backend's concurrency is above 1 and the caller's file can write at an offset (``pwrite``).
+
+Invariants:
+- Parts of `RANGE_PART` bytes run on a pool of the backend's own, and each holds one of the
+  backend's request slots like any GET: the concurrency limit is unchanged.
+- Parts are submitted as slots free up, never all at once (an absurd size from an index ends in
+  the size check of the first parts, not in billions of futures).
+- Each part is retried on its own (`retry.Retrier`); the object's size is checked against the
+  ``Content-Range`` of every part, and the bytes of each part against its length.
+- The first failure stops the other parts at their next chunk; it is raised once every part has
+  ended, so no part writes after `download` returned or raised. The lowest part's failure is
+  raised: it names what is wrong with the object itself (its size), not a consequence.
+- A part that the direct path cannot serve (any answer but the asked 206) is redone through
+  botocore, so errors and their messages are botocore's.
+
+Crash behaviour: nothing is kept between calls but the pool; the caller's file holds what was
+written, and the caller truncates it before a retry of the whole object.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, BinaryIO
+
+from pageserver_operator.remote import base, errors, retry
+from pageserver_operator.remote.s3 import direct as s3_direct
+from pageserver_operator.remote.s3 import errors as s3_errors
+from pageserver_operator.remote.s3 import streams
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+#: Objects at least this large are downloaded as parallel ranged GETs.
+RANGED_MIN = 128 << 20
+#: The size of one ranged GET.
+RANGE_PART = 32 << 20
+
+
+class RangedGets:
+    """The parallel ranged GETs of one `S3Storage` (its client, direct path, slots and retrier)."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        direct: s3_direct.DirectS3,
+        slots: threading.BoundedSemaphore,
+        retrier: retry.Retrier,
+        concurrency: int,
+        map_error: streams.ErrorMapper,
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._direct = direct
+        self._slots = slots
+        self._retrier = retrier
+        self._concurrency = concurrency
+        self._map_error = map_error
+        self._pool: ThreadPoolExecutor | None = None  # created when first needed
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the pool: parts not started are cancelled (their download fails as transient)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def download(
+        self,
+        key: str,
+        full: str,
+        out: BinaryIO,
+        pwrite: Callable[[bytes | memoryview, int], object],
+        size: int,
+        progress: base.ProgressCallback | None,
+    ) -> int:
+        """``S3Storage.download_to`` of an object of ``size`` bytes as parallel ranged GETs; the
+        first failure stops the other parts at their next chunk and is raised once every part
+        has ended (none writes afterwards)."""
+        out.seek(0)
+        out.truncate()
+        stop = threading.Event()
+
+        def part(start: int, length: int) -> None:
+            reported = streams.Reported(progress)
+
+            def attempt() -> None:
+                reported.restart()
+                with self._slots:
+                    if stop.is_set():
+                        raise streams.PartStopped()
+                    stream = self._open(full, start, length, size)
+                    try:
+                        end = streams.copy_body(stream, pwrite, start, reported, stop)
+                    finally:
+                        stream.close()
+                if end != start + length:
+                    raise s3_errors.size_mismatch(self._bucket, full, size, end)
+
+            self._retrier.run("download", key, attempt)
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-range")
+            pool = self._pool
+        # Parts are submitted as slots free up, never all at once: the size comes from the
+        # index, and an absurd one (2**63) must end in the size check of the first parts, not
+        # in a list of billions of futures.
+        in_flight: dict[concurrent.futures.Future[None], int] = {}
+        failed: dict[int, BaseException] = {}
+
+        def collect(done: set[concurrent.futures.Future[None]]) -> None:
+            for f in done:
+                start = in_flight.pop(f)
+                if f.cancelled():  # the pool was shut down: this backend is closing
+                    failed[start] = errors.TransientRemoteError(
+                        f"download of {s3_errors.where(self._bucket, full)} stopped: the storage is closing"
+                    )
+                elif (exc := f.exception()) is not None and not isinstance(exc, streams.PartStopped):
+                    failed[start] = exc
+
+        for start in range(0, size, RANGE_PART):
+            while len(in_flight) >= self._concurrency and not failed:
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                collect(done)
+            if failed:
+                break
+            in_flight[pool.submit(part, start, min(RANGE_PART, size - start))] = start
+        while in_flight:
+            done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+            collect(done)
+            if failed:
+                stop.set()  # the other parts end at their next chunk
+        if failed:
+            # The lowest part's failure: it names what is wrong with the object itself (its size)
+            # rather than a consequence (a range beyond the real end).
+            raise failed[min(failed)]
+        return size
+
+    def _open(self, full: str, start: int, length: int, size: int) -> streams.Stream:
+        """One ranged GET of an object of ``size`` bytes: directly, else (any answer but the asked
+        206) through botocore. An answer giving another size for the object (``Content-Range``
+        of a 206, or of a 416 for a range past its end) is a size mismatch."""
+        try:
+            stream: streams.Stream = streams.DirectStream(
+                self._direct.get_range(full, start, length), full, self._map_error
+            )
+        except s3_direct.Fallback as answer:
+            if answer.total is not None and answer.total != size:
+                raise s3_errors.size_mismatch(self._bucket, full, size, answer.total) from None
+        except s3_direct.DirectError as exc:
+            raise self._map_error(exc, "download", full) from exc
+        else:
+            if stream.total != size:
+                stream.close()
+                got = -1 if stream.total is None else stream.total
+                raise s3_errors.size_mismatch(self._bucket, full, size, got)
+            return stream
+        try:
+            response = self._client.get_object(
+                Bucket=self._bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
+            )
+        except s3_errors.REMOTE_EXCEPTIONS as exc:
+            raise self._map_error(exc, "download", full) from exc
+        boto_stream = streams.BotoStream(response, full, self._map_error)
+        try:
+            boto_stream.total = int((response.get("ContentRange") or "").rpartition("/")[2])
+        except ValueError:
+            boto_stream.total = None
+        if boto_stream.total != size:
+            boto_stream.close()
+            got = -1 if boto_stream.total is None else boto_stream.total
+            raise s3_errors.size_mismatch(self._bucket, full, size, got)
+        return boto_stream

@@ -28,6 +28,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from pageserver_operator.remote import base, errors, retry
@@ -44,28 +45,19 @@ RANGED_MIN = 128 << 20
 RANGE_PART = 32 << 20
 
 
+@dataclass(eq=False)
 class RangedGets:
     """The parallel ranged GETs of one `S3Storage` (its client, direct path, slots and retrier)."""
 
-    def __init__(
-        self,
-        client: S3Client,
-        bucket: str,
-        direct: s3_direct.DirectS3,
-        slots: threading.BoundedSemaphore,
-        retrier: retry.Retrier,
-        concurrency: int,
-        map_error: streams.ErrorMapper,
-    ) -> None:
-        self._client = client
-        self._bucket = bucket
-        self._direct = direct
-        self._slots = slots
-        self._retrier = retrier
-        self._concurrency = concurrency
-        self._map_error = map_error
-        self._pool: ThreadPoolExecutor | None = None  # created when first needed
-        self._lock = threading.Lock()
+    client: S3Client
+    bucket: str
+    direct: s3_direct.DirectS3
+    slots: threading.BoundedSemaphore
+    retrier: retry.Retrier
+    concurrency: int
+    map_error: streams.ErrorMapper
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False)  # created when first needed
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def close(self) -> None:
         """Stop the pool: parts not started are cancelled (their download fails as transient)."""
@@ -95,7 +87,7 @@ class RangedGets:
 
             def attempt() -> None:
                 reported.restart()
-                with self._slots:
+                with self.slots:
                     if stop.is_set():
                         raise streams.PartStopped()
                     stream = self._open(full, start, length, size)
@@ -104,13 +96,13 @@ class RangedGets:
                     finally:
                         stream.close()
                 if end != start + length:
-                    raise s3_errors.size_mismatch(self._bucket, full, size, end)
+                    raise s3_errors.size_mismatch(self.bucket, full, size, end)
 
-            self._retrier.run("download", key, attempt)
+            self.retrier.run("download", key, attempt)
 
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-range")
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-range")
             pool = self._pool
         # Parts are submitted as slots free up, never all at once: the size comes from the
         # index, and an absurd one (2**63) must end in the size check of the first parts, not
@@ -123,13 +115,13 @@ class RangedGets:
                 start = in_flight.pop(f)
                 if f.cancelled():  # the pool was shut down: this backend is closing
                     failed[start] = errors.TransientRemoteError(
-                        f"download of {s3_errors.where(self._bucket, full)} stopped: the storage is closing"
+                        f"download of {s3_errors.where(self.bucket, full)} stopped: the storage is closing"
                     )
                 elif (exc := f.exception()) is not None and not isinstance(exc, streams.PartStopped):
                     failed[start] = exc
 
         for start in range(0, size, RANGE_PART):
-            while len(in_flight) >= self._concurrency and not failed:
+            while len(in_flight) >= self.concurrency and not failed:
                 done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
                 collect(done)
             if failed:
@@ -152,26 +144,26 @@ class RangedGets:
         of a 206, or of a 416 for a range past its end) is a size mismatch."""
         try:
             stream: streams.Stream = streams.DirectStream(
-                self._direct.get_range(full, start, length), full, self._map_error
+                self.direct.get_range(full, start, length), full, self.map_error
             )
         except s3_direct.Fallback as answer:
             if answer.total is not None and answer.total != size:
-                raise s3_errors.size_mismatch(self._bucket, full, size, answer.total) from None
+                raise s3_errors.size_mismatch(self.bucket, full, size, answer.total) from None
         except s3_direct.DirectError as exc:
-            raise self._map_error(exc, "download", full) from exc
+            raise self.map_error(exc, "download", full) from exc
         else:
             if stream.total != size:
                 stream.close()
                 got = -1 if stream.total is None else stream.total
-                raise s3_errors.size_mismatch(self._bucket, full, size, got)
+                raise s3_errors.size_mismatch(self.bucket, full, size, got)
             return stream
         try:
-            response = self._client.get_object(
-                Bucket=self._bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
             )
         except s3_errors.REMOTE_EXCEPTIONS as exc:
-            raise self._map_error(exc, "download", full) from exc
-        boto_stream = streams.BotoStream(response, full, self._map_error)
+            raise self.map_error(exc, "download", full) from exc
+        boto_stream = streams.BotoStream(response, full, self.map_error)
         try:
             boto_stream.total = int((response.get("ContentRange") or "").rpartition("/")[2])
         except ValueError:
@@ -179,5 +171,5 @@ class RangedGets:
         if boto_stream.total != size:
             boto_stream.close()
             got = -1 if boto_stream.total is None else boto_stream.total
-            raise s3_errors.size_mismatch(self._bucket, full, size, got)
+            raise s3_errors.size_mismatch(self.bucket, full, size, got)
         return boto_stream

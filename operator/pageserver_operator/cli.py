@@ -30,6 +30,7 @@ from pageserver_operator.engine import manager
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
+from pageserver_operator.formats.generation import Generation
 from pageserver_operator.remote import errors as remote_errors
 from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
@@ -75,6 +76,24 @@ def _add_retry(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_generation(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--generation", type=_generation, default=_env("GENERATION"), metavar="N",
+        help="the generation of this attachment, issued by the caller (DESIGN: a u32, higher than "
+        "every earlier attachment's); remote objects are written as <name>-{N:08x} and the highest "
+        "index of generation <= N is read. Without it the keys are the seed's, unsuffixed "
+        "(env PAGESERVER_OPERATOR_GENERATION)",
+    )
+
+
+def _generation(text: str) -> Generation:
+    try:
+        value = int(text, 10)
+        return Generation(value)
+    except (ValueError, format_errors.FormatError):
+        raise argparse.ArgumentTypeError(f"invalid generation {text!r}: expected an integer in [0, 4294967295]") from None
+
+
 def _add_tenant(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("tenant_id", metavar="TENANT_ID", nargs="?" if optional else None, help="32 lowercase hex")
 
@@ -92,19 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attach", help="attach a tenant, or resume an interrupted attach; waits for Active")
     _add_storage_flags(p)
     _add_retry(p)
+    _add_generation(p)
     _add_tenant(p)
     p = sub.add_parser("load", help="load tenants from disk and reconcile with remote storage")
     _add_storage_flags(p)
     _add_retry(p)
+    _add_generation(p)
     _add_tenant(p, optional=True)
     p = sub.add_parser("sync", help="upload local-only layers, then the index; waits for completion")
     _add_storage_flags(p)
     _add_retry(p)
+    _add_generation(p)
     _add_tenant(p)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the uploads")
     p = sub.add_parser("detach", help="drain uploads, then remove the local tenant")
     _add_storage_flags(p)
     _add_retry(p)
+    _add_generation(p)
     _add_tenant(p)
     p.add_argument(
         "--keep-local", action="store_true",
@@ -131,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between syncs of an Active tenant (env PAGESERVER_OPERATOR_SYNC_PERIOD, default 60)",
     )
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG, else in-cluster)")
+    p.add_argument(
+        "--pageserver", default=None, metavar="NAME",
+        help="this pageserver manager's name (env PAGESERVER_OPERATOR_PAGESERVER; default the pod name, else the host name)",
+    )
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9090, 0 = off)")
     p.add_argument("--liveness-port", type=int, default=None, help="liveness port (default 8080, 0 = off)")
 
@@ -180,12 +207,13 @@ def _tenant_id(text: str) -> ids.TenantId:
         raise CommandError(str(e), EXIT_USAGE) from e
 
 
-def _manager(s: settings.EngineSettings) -> manager.TenantManager:
+def _manager(s: settings.EngineSettings, args: argparse.Namespace) -> manager.TenantManager:
     try:
         storage = remote_factory.open_remote(s.remote_config())
     except ValueError as e:
         raise CommandError(str(e), EXIT_USAGE) from e
-    return manager.TenantManager(s.workdir, storage)
+    # argparse converts the environment variable's text too (a string default goes through `type`)
+    return manager.TenantManager(s.workdir, storage, generation=args.generation or Generation.none())
 
 
 async def _retrying(args: argparse.Namespace, m: manager.TenantManager, op: Callable[[], Awaitable[T]]) -> T:
@@ -201,9 +229,9 @@ async def _retrying(args: argparse.Namespace, m: manager.TenantManager, op: Call
 
 
 async def _drain(m: manager.TenantManager, tid: ids.TenantId, timeout: float = 600.0) -> None:
+    """Until the uploads are done and the generation is validated (deletions executed)."""
     t = m.get(tid)
-    drained = asyncio.gather(*(tl.queue.wait_completion() for tl in t.timelines.values()))
-    await asyncio.wait_for(manager.unless_uploads_refused(t, drained), timeout)
+    await asyncio.wait_for(manager.unless_uploads_refused(t, t.settle()), timeout)
 
 
 def _report(m: manager.TenantManager, tid: ids.TenantId) -> None:
@@ -217,7 +245,7 @@ def _report(m: manager.TenantManager, tid: ids.TenantId) -> None:
 
 
 async def _cmd_attach(args: argparse.Namespace) -> None:
-    m = _manager(_engine_settings(args))
+    m = _manager(_engine_settings(args), args)
     tid = _tenant_id(args.tenant_id)
     try:
 
@@ -232,7 +260,7 @@ async def _cmd_attach(args: argparse.Namespace) -> None:
 
 
 async def _cmd_load(args: argparse.Namespace) -> None:
-    m = _manager(_engine_settings(args))
+    m = _manager(_engine_settings(args), args)
     try:
         tids = [_tenant_id(args.tenant_id)] if args.tenant_id else m.scan_volume().tenants
         failures = []
@@ -254,7 +282,7 @@ async def _cmd_load(args: argparse.Namespace) -> None:
 
 
 async def _cmd_sync(args: argparse.Namespace) -> None:
-    m = _manager(_engine_settings(args))
+    m = _manager(_engine_settings(args), args)
     tid = _tenant_id(args.tenant_id)
     try:
         t = m.get(tid)
@@ -268,7 +296,7 @@ async def _cmd_sync(args: argparse.Namespace) -> None:
 
 
 async def _cmd_detach(args: argparse.Namespace) -> None:
-    m = _manager(_engine_settings(args))
+    m = _manager(_engine_settings(args), args)
     tid = _tenant_id(args.tenant_id)
     try:
         t = m.get(tid)
@@ -358,7 +386,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         "workdir": args.workdir, "remote": args.remote, "concurrency": args.concurrency,
         "namespaces": args.namespaces, "sync_period": args.sync_period, "kubeconfig": args.kubeconfig,
         "metrics_port": args.metrics_port, "liveness_port": args.liveness_port,
-        "log_format": args.log_format,
+        "log_format": args.log_format, "pageserver": args.pageserver,
     }
     try:
         s = settings.OperatorSettings(**{k: v for k, v in given.items() if v is not None})

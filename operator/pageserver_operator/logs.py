@@ -13,11 +13,21 @@ import logging
 import sys
 from typing import Any
 
-_CONTEXT_KEYS = ("tenant_id", "timeline_id")
+_CONTEXT_KEYS = ("tenant_id", "timeline_id", "generation", "pageserver")
+
+#: Context every line of this process carries (``run``: the pageserver manager's name).
+_PROCESS_CONTEXT: dict[str, str] = {}
+
+
+def set_process_context(**values: str) -> None:
+    """Add ``values`` (e.g. ``pageserver``) to every log line of this process from now on."""
+    _PROCESS_CONTEXT.update(values)
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:
     ctx = {k: getattr(record, k) for k in _CONTEXT_KEYS if getattr(record, k, None) is not None}
+    for k, v in _PROCESS_CONTEXT.items():
+        ctx.setdefault(k, v)
     ref = getattr(record, "k8s_ref", None)  # kopf's per-object loggers
     if isinstance(ref, dict) and ref.get("name"):
         ctx["object"] = f"{ref.get('namespace') or ''}/{ref['name']}".lstrip("/")

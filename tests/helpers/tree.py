@@ -18,9 +18,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pageserver_operator.engine import paths
+from pageserver_operator.engine import paths, remote_index
 from pageserver_operator.formats import ids, index_part
 from pageserver_operator.remote import base
+from pageserver_operator.remote import errors as remote_errors
 
 LEFTOVER_SUFFIXES = (".temp_download", "___temp", "___uninit", ".detaching")
 
@@ -35,6 +36,27 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def newest_index_key(storage: base.RemoteStorage, tenant_id: ids.TenantId, timeline_id: ids.TimelineId) -> str:
+    """The key of the timeline's newest index (the highest generation; the seed's unsuffixed
+    ``index_part.json`` is the lowest); `NotFound` when it has none."""
+    gens = remote_index.generations_of(storage.list_objects(paths.remote_index_prefix(tenant_id, timeline_id)))
+    if not gens:
+        raise remote_errors.NotFound(f"no index of timeline {tenant_id}/{timeline_id}")
+    return paths.remote_index_key(tenant_id, timeline_id, gens[-1])
+
+
+def newest_index(storage: base.RemoteStorage, tenant_id: ids.TenantId, timeline_id: ids.TimelineId) -> index_part.IndexPart:
+    """The timeline's newest index (`newest_index_key`), parsed."""
+    return index_part.IndexPart.parse(storage.get_bytes(newest_index_key(storage, tenant_id, timeline_id)))
+
+
+def layer_key(storage: base.RemoteStorage, tenant_id: ids.TenantId, timeline_id: ids.TimelineId, name: object) -> str:
+    """The key of layer ``name`` (its file name) as the newest index names it (with its generation)."""
+    idx = newest_index(storage, tenant_id, timeline_id)
+    layer, meta = next((n, m) for n, m in idx.layers.items() if str(n) == str(name))
+    return paths.remote_layer_key(tenant_id, timeline_id, layer, meta.generation)
 
 
 @dataclass
@@ -57,11 +79,15 @@ class RemoteTenant:
         timelines: dict[str, RemoteTimeline] = {}
         for name in storage.list_dirs(paths.remote_timelines_prefix(tenant_id)):
             tlid = ids.TimelineId.parse(name)
-            raw = storage.get_bytes(paths.remote_index_key(tenant_id, tlid))
+            # the newest index (the highest generation; the seed's unsuffixed one is the lowest)
+            try:
+                raw = storage.get_bytes(newest_index_key(storage, tenant_id, tlid))
+            except remote_errors.NotFound:
+                continue
             index = index_part.IndexPart.parse(raw)
             rt = RemoteTimeline(index, raw)
-            for layer in index.layers:
-                data = storage.get_bytes(paths.remote_layer_key(tenant_id, tlid, layer))
+            for layer, meta in index.layers.items():
+                data = storage.get_bytes(paths.remote_layer_key(tenant_id, tlid, layer, meta.generation))
                 rt.layers[str(layer)] = sha256(data)
                 rt.sizes[str(layer)] = len(data)
             timelines[name] = rt

@@ -1,7 +1,8 @@
 """A refused upload against the real S3 server is shown, counted and retried (issue 14, defect 11).
 
-A tenant is attached from SeaweedFS, a layer is flushed, then its bucket is deleted: every upload
-is now refused with NoSuchBucket, which no retry fixes. Before the fix the upload queue retried
+A tenant is attached from SeaweedFS, a layer is flushed, then every PUT is refused with
+AccessDenied by the fault proxy in front of the server (SeaweedFS itself re-creates a deleted
+bucket on PUT, so deleting it no longer refuses uploads now that no GET precedes them). Before the fix the upload queue retried
 it for ever and nothing said why (``Synced=False``, reason ``UploadsPending``). Checked: the
 engine snapshot carries the reason (``RemoteStorageRejected``) and a message naming the
 timeline, the layer and the missing bucket; the ``Synced`` condition shows them; the failures
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,6 +25,7 @@ from pageserver_operator.engine import metrics, remote_io, tenant
 from pageserver_operator.engine.upload_queue import Backoff
 from pageserver_operator.k8s import status
 from pageserver_operator.remote import factory, url
+from reliability import faultproxy
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +42,11 @@ def s3_url(s3_server: objectstore.ObjectStore, s3_bucket: str, monkeypatch: pyte
 def test_an_upload_refused_by_the_server_is_shown_counted_and_retried(
     s3_url: str, s3_server: objectstore.ObjectStore, s3_bucket: str, tmp_path: Path
 ) -> None:
-    storage = factory.open_remote(url.parse_remote_url(s3_url))
+    parts = urlsplit(s3_server.endpoint)
+    assert parts.hostname is not None and parts.port is not None
+    proxy = faultproxy.FaultProxy((parts.hostname, parts.port), seed=1).start()
+    proxied = s3_url.replace(s3_server.endpoint, proxy.endpoint)
+    storage = factory.open_remote(url.parse_remote_url(proxied))
     io = remote_io.RemoteIO(storage, workers=4)
     gen = testdata.make_remote_tenant(storage, testdata.TenantShape(timelines=1, layers=2, layer_size=2000, seed=11))
     tid, tl = gen.tenant_id, gen.timelines[0]
@@ -50,7 +57,7 @@ def test_an_upload_refused_by_the_server_is_shown_counted_and_retried(
         t = tenant.Tenant(workdir, tid, io, backoff=Backoff(base=0.05, factor=2.0, cap=0.2, permanent_cap=0.4))
         await t.attach()
         testdata.flush_local_layer(workdir, tid, tl, 700, seed=5)
-        s3_server.delete_bucket(s3_bucket)  # from now on every request: NoSuchBucket
+        proxy.add_rule(faultproxy.Rule("denied", method="PUT", times=1 << 30))  # from now on: AccessDenied
         shown = asyncio.Event()
         t.listeners.append(lambda tt: shown.set() if tt.snapshot().upload_error else None)
         sync = asyncio.ensure_future(t.sync(timeout=120))
@@ -62,7 +69,7 @@ def test_an_upload_refused_by_the_server_is_shown_counted_and_retried(
             assert t.upload_error == snap.upload_error  # the cheap form, for the controller's Event
             reason, message = snap.upload_error
             assert reason == "RemoteStorageRejected"
-            assert str(tl) in message and "does not exist" in message and s3_bucket in message, message
+            assert str(tl) in message and "AccessDenied" in message, message
             cond = next(c for c in status.synced_condition([], snap, 1) if c["type"] == "Synced")
             assert (cond["status"], cond["reason"], cond["message"]) == ("False", reason, message)
             first = counter._value.get()
@@ -83,3 +90,4 @@ def test_an_upload_refused_by_the_server_is_shown_counted_and_retried(
     finally:
         io.close()
         storage.close()
+        proxy.stop()

@@ -197,7 +197,7 @@ REMOTE_TREE_SCRIPT = textwrap.dedent(
     bucket, tid = sys.argv[1], sys.argv[2]
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
     base = f"tenants/{tid}/timelines/"
-    out = {}
+    found = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
         for obj in page.get("Contents", []):
             timeline, _, name = obj["Key"][len(base):].partition("/")
@@ -205,13 +205,23 @@ REMOTE_TREE_SCRIPT = textwrap.dedent(
             digest = hashlib.sha256()
             for chunk in iter(lambda: body.read(1 << 20), b""):
                 digest.update(chunk)
-            entry = out.setdefault(timeline, {"objects": {}})
-            entry["objects"][name] = [obj["Size"], digest.hexdigest()]
-            if name == "index_part.json":
-                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                index = json.loads(body)
-                entry["index_layers"] = sorted(index["timeline_layers"])
-                entry["index_metadata_sha256"] = hashlib.sha256(bytes(index["metadata_bytes"])).hexdigest()
+            found.setdefault(timeline, {})[name] = [obj["Size"], digest.hexdigest()]
+    out = {}
+    for timeline, objects in found.items():
+        # the newest index: the highest generation (index_part.json-XXXXXXXX sorts after the seed's)
+        indexes = [n for n in objects if n == "index_part.json" or n.startswith("index_part.json-")]
+        if not indexes:
+            continue
+        index = json.loads(s3.get_object(Bucket=bucket, Key=base + timeline + "/" + max(indexes))["Body"].read())
+        layers = index.get("timeline_layers") or list(index["layer_metadata"])
+        entry = {"objects": {}, "index_layers": sorted(layers),
+                 "index_metadata_sha256": hashlib.sha256(bytes(index["metadata_bytes"])).hexdigest()}
+        for layer in layers:
+            g = (index.get("layer_metadata") or {}).get(layer, {}).get("generation")
+            key = layer if g is None else f"{layer}-{g:08x}"
+            if key in objects:
+                entry["objects"][layer] = objects[key]  # by layer name, as the volume names it
+        out[timeline] = entry
     print(json.dumps(out))
     """
 )

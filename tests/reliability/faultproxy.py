@@ -279,6 +279,19 @@ class FaultProxy:
     async def _handle(self, request: _Message, writer: asyncio.StreamWriter) -> bool:
         method, path = request.method, request.target.split("?", 1)[0]
         fault = self._decide(method, path)
+        if fault == "denied":  # a permanent refusal (only by a rule): what no retry fixes
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                "<Error><Code>AccessDenied</Code><Message>Access Denied</Message>"
+                f"<Resource>{_xml_escape(path)}</Resource><RequestId>faultproxy</RequestId></Error>"
+            ).encode()
+            head = (
+                f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                f"Content-Length: {len(body)}\r\nx-amz-request-id: faultproxy\r\n\r\n"
+            ).encode()
+            writer.write(head + body)
+            await writer.drain()
+            return request.keep_alive
         if fault == "error":
             status, text, code, message = ERRORS[int(self._uniform(0, len(ERRORS) - 1e-9))]
             body = (

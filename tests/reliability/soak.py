@@ -4,6 +4,7 @@
     python -m tests.reliability.soak --cli 500 --operator 0 --seed 7
     python -m tests.reliability.soak --fault-rate 0.1   # also the fault suites, at that rate
     python -m tests.reliability.soak --cli 0 --operator 0 --writer 400   # the writer simulation only
+    python -m tests.reliability.soak --cli 0 --operator 0 --takeovers 30 # frozen owners taken over
 
 It runs the crash suite (tests/reliability/test_crash.py) with the kill counts raised, without
 the per-test timeout, with output shown, and prints ``kills survived / kills`` at the end (a
@@ -37,6 +38,10 @@ def main() -> int:
     p.add_argument(
         "--writer-remote", default="file,s3,s3-slow", help="its profiles (WRITER_SIM_REMOTE; default all three)"
     )
+    p.add_argument(
+        "--takeovers", type=int, default=0,
+        help="also run the generation takeover suite (test_generation_takeover.py) with this many rounds",
+    )
     p.add_argument("--no-lock", action="store_true", help=f"do not take {LOCK}")
     args = p.parse_args()
     env = dict(os.environ)
@@ -56,6 +61,10 @@ def main() -> int:
         env["WRITER_SIM_REMOTE"] = args.writer_remote
         targets.append("tests/reliability/test_writer_protocol.py")
         selected.append("writer_protocol")
+    if args.takeovers:
+        env["RELIABILITY_TAKEOVERS"] = str(args.takeovers)
+        targets.append("tests/reliability/test_generation_takeover.py")
+        selected.append("frozen_owner")
     if args.fault_rate is not None:
         env["RELIABILITY_FAULT_RATE"] = str(args.fault_rate)
         targets.append("tests/reliability/test_faults.py")

@@ -114,22 +114,42 @@ class Flushed:
 
 
 def damage(workdir: Path, tid: ids.TenantId, rng: random.Random) -> str:
-    """Delete or truncate a few local layers (load must download them again). Only call it when
-    every local layer is in the remote index: damaging a local-only layer is real data loss."""
+    """Truncate a few local layers (load sets them aside and downloads them again). Only call it
+    when every local layer is in the remote index: damaging a local-only layer is real data loss.
+    (A layer *missing* at load is no longer damage: the pageserver removed it while the operator
+    was down, and load unlinks it from the index and deletes its object -- issue 16.)"""
     tp = paths.TenantPaths(workdir, tid)
     files = sorted(
         p for d in tp.timelines_dir.iterdir() for p in d.iterdir() if layer_name.is_layer_file_name(p.name)
     )
     done = []
     for p in rng.sample(files, min(len(files), rng.randint(1, 4))):
-        if rng.random() < 0.5:
-            p.unlink()
-            done.append("rm")
-        else:
-            with open(p, "r+b") as f:
-                f.truncate(rng.randint(0, max(p.stat().st_size - 1, 0)))
-            done.append("trunc")
+        with open(p, "r+b") as f:
+            f.truncate(rng.randint(0, max(p.stat().st_size - 1, 0)))
+        done.append("trunc")
     return "+".join(done)
+
+
+def compact(
+    workdir: Path, tid: ids.TenantId, timelines: list[ids.TimelineId], rng: random.Random, flushed: Flushed,
+    watch: common.IndexWatch,
+) -> tuple[ids.TimelineId, str] | None:
+    """As the pageserver's compaction: a new layer, then an old delta layer (already in the remote
+    index) removed. The next sync or load unlinks it from the index and deletes its object once
+    the generation is validated (issue 16): the kills of this round land in that path too."""
+    tl = rng.choice(timelines)
+    tdir = paths.TenantPaths(workdir, tid).timeline_dir(tl)
+    olds = sorted(
+        p.name for p in tdir.iterdir() if layer_name.is_layer_file_name(p.name) and "-" in p.name.split("__")[-1]
+    )
+    if not olds:
+        return None
+    flushed.flush(workdir, tid, [tl], rng, 1)
+    victim = rng.choice(olds)
+    (tdir / victim).unlink()
+    flushed.layers[str(tl)].discard(victim)
+    watch.forget(str(tl), {victim})
+    return tl, victim
 
 
 def drop_set_aside(workdir: Path, tid: ids.TenantId) -> None:
@@ -185,6 +205,7 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
     total_layers = layer_files(tp)
     durations: dict[str, float] = {}
     rounds = 0
+    deletions = 0
     while tally.total < CLI_KILLS:
         rounds += 1
         assert rounds <= 3 * CLI_KILLS + 10, f"{ctx} too few kills landed: {tally.log[-20:]}"
@@ -198,6 +219,10 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
             prep = damage(workdir, tid, rng)
         if phase in ("load", "sync", "detach"):
             flushed.flush(workdir, tid, gen.timelines, rng, rng.randint(1, 3))
+        compacted: tuple[ids.TimelineId, str] | None = None
+        if phase in ("load", "sync") and rng.random() < 0.5:
+            compacted = compact(workdir, tid, gen.timelines, rng, flushed, watch)
+            prep += f"+compact({compacted[1][-36:]})" if compacted else ""
         proc = subprocess.Popen(
             [*cli.CLI, phase, *args, tid_s],
             stdout=subprocess.DEVNULL,
@@ -248,10 +273,19 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
             drop_set_aside(workdir, tid)
             watch.check(storage, tid, where)
             common.assert_converged(workdir, storage, tid, tmp_path, flushed.layers, where)
+            if compacted is not None:  # unlinked, then deleted after the validation
+                tl, victim = compacted
+                assert victim not in {str(n) for n in common.remote_indexes(storage, tid)[str(tl)].layers}, where
+                left = storage.list_objects(paths.remote_timeline_prefix(tid, tl))
+                assert not any(key.rsplit("/", 1)[1] == victim for key in left), f"{where}: {victim} not deleted"
+                deletions += 1
         if killed:
             tally.survived[phase] += 1
     record(
-        tally.line(f"crash suite, CLI ({len(flushed.layers)} timelines, {flushed.n} layers flushed)", seed)
+        tally.line(
+            f"crash suite, CLI ({len(flushed.layers)} timelines, {flushed.n} layers flushed, "
+            f"{deletions} compacted layers unlinked and deleted)", seed,
+        )
     )
     print(" ".join(tally.log))
 

@@ -15,6 +15,7 @@ queue tries again.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -70,13 +71,13 @@ def test_cli_attach_sync_load_detach_under_faults(
     watch.check(storage, tid, "sync:")
     common.assert_converged(workdir, storage, tid, tmp_path, flushed, "sync:")
 
-    # damage the volume: two layers gone, one truncated, one more flushed -> load repairs/uploads
+    # damage the volume: three layers truncated, one more flushed -> load repairs/uploads (a layer
+    # *gone* at load is the pageserver's removal: unlinked, not downloaded; test_generations*)
     tp = paths.TenantPaths(workdir, tid)
     layers = sorted(p for p in tp.timeline_dir(gen.timelines[0]).iterdir() if p.name[0] in "0123456789ABCDEF")
-    layers[0].unlink()
-    layers[1].unlink()
-    with open(layers[2], "r+b") as f:
-        f.truncate(10)
+    for layer in layers[:3]:
+        with open(layer, "r+b") as f:
+            f.truncate(10)
     flushed[root].add(str(testdata.flush_local_layer(workdir, tid, gen.timelines[0], 30_000, seed=3)))
     _cli(["load", tid_s], workdir, proxied_url)
     watch.check(storage, tid, "load:")
@@ -164,13 +165,15 @@ def test_operator_attach_sync_detach_under_faults(
     op.kill()
     tp = paths.TenantPaths(op.workdir, tid)
     victim = sorted(p for p in tp.timeline_dir(gen.timelines[1]).iterdir() if p.name != "metadata")[0]
-    victim.unlink()
+    os.truncate(victim, 5)  # damaged: set aside and downloaded again
     flushed[str(gen.timelines[1])] = {
         str(testdata.flush_local_layer(op.workdir, tid, gen.timelines[1], 33_000, seed=7))
     }
     op = operator.start(remote_url=proxied_url, sync_period=1.0)
     helpers.wait_for(lambda: helpers.phase(k.tenant("faulty")) == "Active" and synced_all(), 180,
                      "Active and synced after the restart")  # fmt: skip
+    for old in tp.timeline_dir(gen.timelines[1]).glob("*.old"):
+        old.unlink()  # the damaged copy, set aside by load
     common.assert_converged(op.workdir, storage, tid, tmp_path, flushed, "operator load:")
 
     flushed[str(gen.timelines[0])] = {
@@ -184,7 +187,8 @@ def test_operator_attach_sync_detach_under_faults(
     )
     proxy.set_rate(0)
     shutil.rmtree(tmp_path / "again", ignore_errors=True)
-    _cli(["attach", tid_s], tmp_path / "again", remote.url)
+    # the operator wrote under generations: an attach elsewhere takes a higher one
+    _cli(["attach", "--generation", "100", tid_s], tmp_path / "again", remote.url)
     common.assert_converged(tmp_path / "again", storage, tid, tmp_path, flushed, "after detach:")
     stats = proxy.snapshot()
     record(f"faults (operator attach/sync/load/detach, rate {rate}, seed {proxy.seed}): {stats.summary()}")

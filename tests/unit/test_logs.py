@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from pageserver_operator import logs
 
 
@@ -57,3 +59,12 @@ def test_setup_installs_one_handler_and_quiets_the_libraries() -> None:
         root.setLevel(level)
         for name, old in noisy.items():
             logging.getLogger(name).setLevel(old)
+
+
+def test_the_generation_and_the_pageserver_are_on_every_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = logs.TextFormatter("%(message)s")
+    assert f.format(record(tenant_id="t1", generation="7")) == "attached 3 tenant_id=t1 generation=7"
+    monkeypatch.setattr(logs, "_PROCESS_CONTEXT", {})
+    logs.set_process_context(pageserver="ps-0")
+    assert f.format(record(tenant_id="t1", generation="7")) == "attached 3 tenant_id=t1 generation=7 pageserver=ps-0"
+    assert f.format(record()) == "attached 3 pageserver=ps-0"

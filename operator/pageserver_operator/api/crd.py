@@ -28,6 +28,16 @@ TENANT_ID_IMMUTABLE = {
 }
 
 
+#: The fencing rule of ``status.placement``: every status write of a pageserver manager carries
+#: its generation, so the API server itself refuses the writes of a stale one (its generation is
+#: below the stored one) atomically, whatever it believes.
+GENERATION_NEVER_DECREASES = {
+    "rule": "!has(oldSelf.generation) || (has(self.generation) && self.generation >= oldSelf.generation)",
+    "message": "status.placement.generation may not decrease: a pageserver manager whose generation "
+    "is no longer current (stale) tried to write this status",
+}
+
+
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_structural(n, defs) for n in node]
@@ -70,6 +80,7 @@ def crd() -> dict[str, Any]:
     status = model_schema(v1alpha1.TenantStatus)
     status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
     status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    status["properties"]["placement"]["x-kubernetes-validations"] = [GENERATION_NEVER_DECREASES]
     columns = [
         {"name": "Tenant ID", "type": "string", "jsonPath": ".spec.tenantId"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},

@@ -121,6 +121,28 @@ class TimelineStatus(Model):
     state: str
 
 
+class PlacementStatus(Model):
+    """Where the tenant is attached and under which generation (DESIGN §8.2, §8.3)."""
+
+    attached: str | None = Field(None, description="The pageserver (manager) the tenant is attached to")
+    generation: int | None = Field(
+        None, ge=0, le=0xFFFFFFFF,
+        description="The generation of the current attachment: issued by the control plane, bumped with a "
+        "resourceVersion precondition on every attach and every start of a pageserver manager; never decreases",
+    )
+
+
+class DeletionsStatus(Model):
+    """Remote objects the pageserver no longer needs (DESIGN §8.1): deleted only after the
+    generation was validated; dropped (leaked) when it was not current any more."""
+
+    pending: int = Field(0, description="Unlinked by an uploaded index, waiting for the validation of the generation")
+    deleted: int = Field(0, description="Deleted since this pageserver manager started")
+    leaked: int = Field(
+        0, description="Dropped, never deleted: recorded under a generation that was no longer current"
+    )
+
+
 class HistoryEntry(Model):
     time: str
     phase: str
@@ -140,6 +162,8 @@ class TenantStatus(Model):
     attempts: int | None = None
     next_retry_time: str | None = None
     history: list[HistoryEntry] | None = None
+    placement: PlacementStatus | None = None
+    deletions: DeletionsStatus | None = None
     timeline_count: int | None = Field(None, description="Number of timelines (printer column)")
 
 
@@ -215,4 +239,15 @@ def status_from_snapshot(snap: engine_snapshot.TenantSnapshot) -> TenantStatus:
             for t in snap.timelines
         ],
         history=[history_entry(h) for h in snap.history],
+        # the generation is the fencing token of every status write (crd.GENERATION_NEVER_DECREASES)
+        placement=(
+            PlacementStatus(generation=snap.generation.value)
+            if snap.generation is not None and snap.generation.value is not None
+            else None
+        ),
+        deletions=(
+            DeletionsStatus(pending=snap.deletions[0], deleted=snap.deletions[1], leaked=snap.deletions[2])
+            if snap.deletions is not None and any(snap.deletions)
+            else None
+        ),
     )

@@ -340,7 +340,7 @@ class DownloadPool:
                 t, name, size = item
                 if self._cancel.is_set():
                     raise DownloadCancelled()
-                key = paths.remote_layer_key(self.tenant_id, t.timeline_id, name)
+                key = paths.remote_layer_key(self.tenant_id, t.timeline_id, name, t.queue.layer_generation(name))
                 try:
                     n, fd = download_to_temp(self.io.storage, key, t.directory / str(name), size, progress_cb)
                 except remote_errors.NotFound as e:

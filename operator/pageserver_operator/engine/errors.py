@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 
 from pageserver_operator.formats import errors as format_errors
+from pageserver_operator.formats.generation import Generation
 from pageserver_operator.remote import errors as remote_errors
 
 
@@ -31,6 +32,23 @@ class EngineError(Exception):
 class TenantNotFound(EngineError):
     def __init__(self, message: str) -> None:
         super().__init__("TenantNotFound", message)
+
+
+def show_generation(g: Generation) -> str:
+    """A generation as people give it (``--generation N``, ``status.placement.generation``)."""
+    return "none" if g.value is None else str(g.value)
+
+
+def stale(where: str, own: Generation, current: Generation | None, seen: str) -> EngineError:
+    """The reason ``Stale``: a newer attachment of the tenant exists; this one stops writing
+    (DESIGN §8.2). ``current``: the newer generation when known; ``seen``: where it was seen."""
+    newer = "a newer one" if current is None else f"generation {show_generation(current)}"
+    return EngineError(
+        "Stale",
+        f"{where}: this attachment has generation {show_generation(own)}, but {newer} exists ({seen}): "
+        "another pageserver manager attached the tenant after this one; it stops writing and "
+        "deletes nothing (attach again with a higher generation to take the tenant over)",
+    )
 
 
 def classify(e: BaseException, where: str) -> EngineError:

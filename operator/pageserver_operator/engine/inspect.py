@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pageserver_operator.engine import paths, progress, snapshot, timeline
+from pageserver_operator.engine import paths, progress, remote_index, snapshot, timeline
 from pageserver_operator.engine.errors import EngineError, TenantNotFound
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids, index_part
+from pageserver_operator.formats.generation import Generation
 from pageserver_operator.formats.lsn import Lsn
 from pageserver_operator.remote import base
 from pageserver_operator.remote import errors as remote_errors
@@ -43,6 +44,7 @@ def inspect_tenant(
     # as load sees them (`setup.TimelineSetup.read_local_timelines`): a timeline the pageserver is creating
     # (an ``___uninit`` sibling, or no metadata yet) is not a timeline of the tenant yet
     uninit = {n.removesuffix("." + paths.UNINIT_SUFFIX) for n in names if n.endswith(paths.UNINIT_SUFFIX)}
+    newest: Generation | None = None  # the highest index generation in remote storage (read: the current one)
     try:
         for name in names:
             if name in uninit:
@@ -59,7 +61,11 @@ def inspect_tenant(
             remote_names: set[object] = set()
             if storage is not None:
                 try:
-                    idx = index_part.IndexPart.parse(storage.get_bytes(paths.remote_index_key(tenant_id, tlid)))
+                    gens = remote_index.generations_of(storage.list_objects(paths.remote_index_prefix(tenant_id, tlid)))
+                    if not gens:
+                        raise remote_errors.NotFound(f"no index of timeline {tlid}")
+                    newest = gens[-1] if newest is None else max(newest, gens[-1])
+                    idx = index_part.IndexPart.parse(storage.get_bytes(paths.remote_index_key(tenant_id, tlid, gens[-1])))
                     rcl = idx.metadata.disk_consistent_lsn
                     remote_names = set(idx.layers)
                 except remote_errors.NotFound:
@@ -83,8 +89,11 @@ def inspect_tenant(
                 )
             )
     except EngineError as e:
-        return snapshot.TenantSnapshot(str(tenant_id), snapshot.TenantState.BROKEN, e.reason, e.message, empty, timelines)
+        return snapshot.TenantSnapshot(
+            str(tenant_id), snapshot.TenantState.BROKEN, e.reason, e.message, empty, timelines, generation=newest
+        )
     n = len(timelines)
     return snapshot.TenantSnapshot(
-        str(tenant_id), snapshot.TenantState.ACTIVE, "Active", f"{n} timeline{'s' if n != 1 else ''} on the volume", empty, timelines
+        str(tenant_id), snapshot.TenantState.ACTIVE, "Active", f"{n} timeline{'s' if n != 1 else ''} on the volume",
+        empty, timelines, generation=newest,
     )

@@ -20,7 +20,9 @@ from typing import TypeVar
 from pageserver_operator.engine import crashsafe, fence, paths, remote_io, tenant, upload_queue
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
+from pageserver_operator.formats import generation as generation_mod
 from pageserver_operator.formats import ids
+from pageserver_operator.formats.generation import Generation
 from pageserver_operator.remote import base
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,14 @@ class TenantManager:
         *,
         workers: int | None = None,
         backoff: upload_queue.Backoff = upload_queue.DEFAULT_BACKOFF,
+        generation: Generation = generation_mod.NONE,
     ) -> None:
         self.workdir = workdir
         self.io = remote_io.RemoteIO(storage, workers)
         self.backoff = backoff
+        #: The generation every tenant created here starts with (the CLI's ``--generation``;
+        #: the operator sets each tenant's own after bumping it).
+        self.generation = generation
         self.tenants: dict[ids.TenantId, tenant.Tenant] = {}
 
     @property
@@ -58,7 +64,7 @@ class TenantManager:
     def get(self, tenant_id: ids.TenantId) -> tenant.Tenant:
         t = self.tenants.get(tenant_id)
         if t is None:
-            t = tenant.Tenant(self.workdir, tenant_id, self.io, backoff=self.backoff)
+            t = tenant.Tenant(self.workdir, tenant_id, self.io, backoff=self.backoff, generation=self.generation)
             self.tenants[tenant_id] = t
         return t
 

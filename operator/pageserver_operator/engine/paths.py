@@ -9,9 +9,17 @@ Local layout (docs/architecture.md, "engine/", Layouts)::
 
     <workdir>/tenants/<tid>/{config, attaching, timelines/<tlid>/{metadata, <layers>}}
 
+plus, only while remote deletions wait for the validation of the generation,
+``<workdir>/tenants/<tid>/deletion_queue.json`` (engine/deletion_queue.py).
+
 Remote layout (without a leading slash)::
 
-    tenants/<tid>/timelines/<tlid>/{index_part.json, <layers>}
+    tenants/<tid>/timelines/<tlid>/{index_part.json[-<gen>], <layer>[-<gen>]}
+
+Every object name carries the generation it was written in (``-{gen:08x}``, Neon's format;
+formats/generation.py); objects written without a generation (the seed's format, generation
+none) have no suffix. A layer keeps the key of the generation that uploaded it: a later index
+refers to it under that key (nothing is copied).
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pageserver_operator.formats import ids, layer_name
+from pageserver_operator.formats import generation, ids, layer_name
+from pageserver_operator.formats.generation import Generation
 
 TENANTS_DIR = "tenants"
 TIMELINES_DIR = "timelines"
@@ -95,11 +104,23 @@ def remote_timeline_prefix(tenant_id: ids.TenantId, timeline_id: ids.TimelineId)
     return f"{remote_timelines_prefix(tenant_id)}{timeline_id}/"
 
 
-def remote_index_key(tenant_id: ids.TenantId, timeline_id: ids.TimelineId) -> str:
+_NONE = Generation.none()
+
+
+def remote_index_key(
+    tenant_id: ids.TenantId, timeline_id: ids.TimelineId, gen: Generation = _NONE
+) -> str:
+    """The index object of generation ``gen`` (none: the seed's unsuffixed ``index_part.json``)."""
+    return remote_timeline_prefix(tenant_id, timeline_id) + generation.index_file_name(gen)
+
+
+def remote_index_prefix(tenant_id: ids.TenantId, timeline_id: ids.TimelineId) -> str:
+    """The listing prefix of every generation's index object of a timeline."""
     return remote_timeline_prefix(tenant_id, timeline_id) + INDEX_PART_FILE
 
 
 def remote_layer_key(
-    tenant_id: ids.TenantId, timeline_id: ids.TimelineId, name: layer_name.LayerName
+    tenant_id: ids.TenantId, timeline_id: ids.TimelineId, name: layer_name.LayerName, gen: Generation = _NONE
 ) -> str:
-    return remote_timeline_prefix(tenant_id, timeline_id) + str(name)
+    """The object of layer ``name`` as uploaded in generation ``gen`` (the layer's own)."""
+    return remote_timeline_prefix(tenant_id, timeline_id) + generation.layer_object_name(name, gen)

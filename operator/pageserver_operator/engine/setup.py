@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pageserver_operator.engine import (
@@ -35,6 +35,7 @@ from pageserver_operator.engine import (
     download,
     paths,
     progress,
+    remote_index,
     remote_io,
     timeline,
     upload_queue,
@@ -42,7 +43,7 @@ from pageserver_operator.engine import (
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids, index_part, layer_name, tenant_config
-from pageserver_operator.remote import errors as remote_errors
+from pageserver_operator.formats.generation import Generation
 
 #: what sets up timelines: attach (no writer), load (after a restart), sync (while Active)
 Mode = Literal["attach", "load", "sync"]
@@ -74,6 +75,12 @@ class TimelineSetup:
         self._log = log
         self.notify = notify
         self.publish = publish
+        #: The tenant's generation: keys of what it writes, the highest index it may read.
+        self.generation = Generation.none()
+        #: The generation of the index each timeline was set up from (its own or an older one).
+        self.index_generations: dict[ids.TimelineId, Generation] = {}
+        #: Takes the keys of remote objects an uploaded index unlinked (the deletion queue).
+        self.on_unlinked: Callable[[Sequence[str]], Awaitable[None]] | None = None
 
     @property
     def where(self) -> str:
@@ -171,16 +178,21 @@ class TimelineSetup:
     async def fetch_indexes(
         self, timeline_ids: set[ids.TimelineId], required: set[ids.TimelineId]
     ) -> dict[ids.TimelineId, index_part.IndexPart]:
+        own = self.generation
+
         async def fetch(tlid: ids.TimelineId) -> tuple[ids.TimelineId, index_part.IndexPart | None]:
-            key = paths.remote_index_key(self.id, tlid)
-            try:
-                data = await self.io.get_bytes(key)
-            except remote_errors.NotFound as e:
+            fetched = await remote_index.fetch_latest(self.io, self.id, tlid, own)
+            if fetched is None:
                 if tlid in required:
+                    key = paths.remote_index_key(self.id, tlid, own)
                     raise EngineError(
-                        "RemoteIndexMissing", f"timeline {self.id}/{tlid}: {key} does not exist in remote storage"
-                    ) from e
+                        "RemoteIndexMissing",
+                        f"timeline {self.id}/{tlid}: no index of generation {own} or older exists in "
+                        f"remote storage (looked for {key})",
+                    )
                 return tlid, None
+            key, data = fetched.key, fetched.data
+            self.index_generations[tlid] = fetched.generation
             try:
                 # off the event loop: a huge index takes seconds to parse, and the loop serves
                 # every other tenant (and the liveness probe) meanwhile
@@ -251,7 +263,20 @@ class TimelineSetup:
             sizes_learnt = index is not None and any(
                 m.file_size is None and t.queue.latest_files.get(n) is not None for n, m in index.layers.items()
             )
-            t.schedule_local_only(force_index=index is None or sizes_learnt or t.timeline_id in learnt)
+            removed = sorted(t.removed_at_load, key=lambda n: n.sort_key())
+            if removed and index is not None and timeline.vanished_wholesale(len(index.layers), removed, t.layers, t.metadata):
+                raise EngineError(
+                    "LocalLayersVanished",
+                    f"{t.where}: {len(removed)} of the {len(index.layers)} layers the remote index names are "
+                    f"gone from the volume (first: {removed[0]}), and the layers left do not account for "
+                    "them (no compaction or GC output covers them): damage; nothing is deleted remotely",
+                )
+            # an index of an older generation is continued at once with one of ours: our claim
+            # is visible in remote storage before anything else is written (DESIGN §8.2)
+            older = not self.generation.is_none() and t.queue.index_generation != self.generation
+            t.schedule_local_only(
+                force_index=index is None or sizes_learnt or t.timeline_id in learnt or older, removed=removed
+            )
 
     def _prepare_timelines(
         self,
@@ -271,21 +296,37 @@ class TimelineSetup:
             crashsafe.durable_mkdir(directory, parents=False)
             scan = timeline.scan_timeline_dir(directory, chosen.disk_consistent_lsn)
             timeline.clean_timeline_dir(directory, scan, attaching=mode == "attach")
-            queue = upload_queue.UploadQueue(self.io, self.id, tlid, directory, self.backoff)
+            queue = upload_queue.UploadQueue(
+                self.io, self.id, tlid, directory, self.backoff, generation=self.generation
+            )
             queue.on_change = self.notify  # an upload error appears or clears: status, Event
+            queue.on_unlinked = self.on_unlinked
             if index is not None:
-                queue.init_from_index(index)
+                queue.init_from_index(index, self.index_generations.get(tlid))
             else:
                 queue.init_empty(chosen)
             t = timeline.Timeline(self.id, tlid, directory, chosen, queue)
             t.layers = scan.layers
-            plan = self._plan_downloads(t, index, set_aside=mode != "sync")
+            # At load, the volume's layers are what the writer kept: one the index names that is
+            # gone was removed by it (compaction, GC) while we were down -- a deletion, not a
+            # download (an attach completed before, so every indexed layer was here once).
+            deletions = mode == "load" and local.get(tlid) is not None
+            occupied = scan.in_use()
+            plan = self._plan_downloads(
+                t, index, set_aside=mode != "sync", missing_are_deletions=deletions, occupied=occupied
+            )
             t.awaits_download = bool(plan)
             prepared.append((t, plan))
         return prepared
 
     def _plan_downloads(
-        self, t: timeline.Timeline, index: index_part.IndexPart | None, *, set_aside: bool
+        self,
+        t: timeline.Timeline,
+        index: index_part.IndexPart | None,
+        *,
+        set_aside: bool,
+        missing_are_deletions: bool = False,
+        occupied: set[str] | None = None,
     ) -> list[tuple[layer_name.LayerName, int | None]]:
         """Wrong-size local files set aside, missing ones planned, future ones skipped
         (docs/architecture.md, "Where the engine's rules come from", Download plan).
@@ -297,6 +338,9 @@ class TimelineSetup:
             return []
         plan: list[tuple[layer_name.LayerName, int | None]] = []
         for name, meta in index.layers.items():  # sorted by name (IndexPart.layers)
+            if missing_are_deletions and meta.file_size is not None and str(name) not in (occupied or set()):
+                t.removed_at_load.append(name)  # removed by the writer: unlinked, not downloaded
+                continue
             if name in t.layers:
                 size = t.layers[name]
                 if meta.file_size is None:

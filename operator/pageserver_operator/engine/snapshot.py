@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pageserver_operator.engine import progress, timeline
+from pageserver_operator.formats.generation import Generation
 from pageserver_operator.formats.lsn import Lsn
 
 #: Transitions a tenant keeps in its history.
@@ -86,6 +87,10 @@ class TenantSnapshot:
     progress: progress.ProgressSnapshot
     timelines: list[TimelineSnapshot]
     history: list[Transition] = field(default_factory=list)
+    #: the generation of the attachment (`status.placement.generation`); None: not known
+    generation: Generation | None = None
+    #: remote deletions of this attachment: (pending, executed, leaked); None: no queue open
+    deletions: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         _check(self, "state", TenantState, optional=True)
@@ -114,7 +119,7 @@ def _check(snap: object, name: str, kind: type, optional: bool = False) -> None:
 def of_timeline(t: timeline.Timeline) -> TimelineSnapshot:
     """A frozen view of one timeline of a tenant (its metadata, layers and upload queue)."""
     m = t.metadata
-    rcl = t.queue.remote_consistent_lsn
+    rcl = t.queue.validated_consistent_lsn  # what survives a takeover: validated after its upload
     return TimelineSnapshot(
         timeline_id=str(t.timeline_id),
         ancestor_timeline_id=str(m.ancestor_timeline) if m.ancestor_timeline else None,

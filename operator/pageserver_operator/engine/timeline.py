@@ -21,6 +21,7 @@ import contextlib
 import enum
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,17 @@ class DirScan:
     writer: list[str] = field(default_factory=list)
     #: anything else that is not a layer nor ``metadata``: never touched, reported
     unknown: list[str] = field(default_factory=list)
+    #: layer names with a copy set aside (``<name>.<N>.old``): a repair of ours was under way
+    set_aside: set[str] = field(default_factory=set)
     has_metadata: bool = False
+
+    def in_use(self) -> set[str]:
+        """Layer names something on the volume stands for: a layer file (of any size), another
+        kind of entry by that name, one from the future, our partial download of it, or a copy
+        we set aside to download it again. A name the index lists and this does not is gone:
+        the writer removed it (load treats it as a deletion, DESIGN §8.1)."""
+        partial = {n.removesuffix(paths.TEMP_DOWNLOAD_SUFFIX) for n in self.removable}
+        return {str(n) for n in self.layers} | {str(n) for n in self.future} | set(self.unknown) | partial | self.set_aside
 
 
 def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
@@ -70,6 +81,7 @@ def scan_timeline_dir(directory: Path, disk_consistent_lsn: lsn.Lsn) -> DirScan:
         elif name.endswith(paths.TEMP_SUFFIX) or name.startswith("ephemeral-"):
             scan.writer.append(name)
         elif name.endswith(paths.OLD_SUFFIX):
+            scan.set_aside.add(name.rsplit(".", 2)[0])
             continue
         else:
             try:
@@ -172,6 +184,10 @@ class Timeline:
         self.layers: dict[layer_name.LayerName, int] = {}
         self.state = TimelineState.SUSPENDED
         self.awaits_download = False
+        #: the indexes of older generations were recorded for deletion (once per attachment)
+        self.old_indexes_unlinked = False
+        #: layers the remote index names that load found gone from the volume (the writer's removals)
+        self.removed_at_load: list[layer_name.LayerName] = []
 
     @property
     def where(self) -> str:
@@ -192,16 +208,78 @@ class Timeline:
         latest = self.queue.latest_files
         return {n: s for n, s in self.layers.items() if n not in latest}
 
-    def schedule_local_only(self, *, force_index: bool = False) -> int:
-        """Upload every local-only layer, then the index. Returns the number of operations
-        scheduled (layers and index; 0: the desired remote state already is the local one)."""
+    def schedule_local_only(
+        self, *, force_index: bool = False, removed: list[layer_name.LayerName] | None = None
+    ) -> int:
+        """Upload every local-only layer, then the index (without the ``removed`` layers: the
+        writer deleted them locally), then hand the removed layers' objects to the deletion
+        queue. One index carries both the replacements and the removal, so it is
+        self-consistent. Returns the number of operations scheduled (0: nothing to do)."""
         only = self.local_only()
         for name, size in sorted(only.items(), key=lambda kv: kv[0].sort_key()):
             self.queue.schedule_layer_upload(name, size)
-        if only or force_index or self.queue.latest_metadata != self.metadata:
+        unlinked = self.queue.unlink(removed) if removed else ()
+        if only or unlinked or force_index or self.queue.latest_metadata != self.metadata:
             self.queue.schedule_index_upload(self.metadata)
-            return len(only) + 1
+            if unlinked:
+                self.queue.schedule_deletion(unlinked)
+            return len(only) + 1 + (1 if unlinked else 0)
         return 0
+
+    def removed_layers(self) -> list[layer_name.LayerName]:
+        """Layers of the desired remote state that are no longer on the volume (sorted)."""
+        return sorted((n for n in self.queue.latest_files if n not in self.layers), key=lambda n: n.sort_key())
 
     def write_metadata(self) -> None:
         crashsafe.durable_write(self.directory / paths.METADATA_FILE, self.metadata.to_bytes())
+
+
+#: More than this fraction of a timeline's layers gone at once is a wholesale disappearance when
+#: what is left does not account for them (DESIGN §8.1): damage, not compaction or GC.
+VANISHED_FRACTION = 0.5
+
+
+def accounted_for(
+    gone: layer_name.LayerName, remaining: Iterable[layer_name.LayerName], gc_cutoff: lsn.Lsn
+) -> bool:
+    """True if the removal of ``gone`` is what compaction or GC do: remaining layers cover its
+    keys (together: compaction partitions the key space) over its whole LSN range -- deltas that
+    span it, or images at or after its end (GC after image creation) -- or it ends at or below
+    the GC cutoff."""
+    if isinstance(gone, layer_name.DeltaLayerName):
+        start, end = gone.lsn_start.value, gone.lsn_end.value
+    else:
+        start, end = gone.lsn.value, gone.lsn.value + 1
+    if end <= gc_cutoff.value:
+        return True
+    spans = []
+    for r in remaining:
+        if isinstance(r, layer_name.DeltaLayerName):
+            covers = r.lsn_start.value <= start and end <= r.lsn_end.value
+        else:
+            covers = r.lsn.value + 1 >= end
+        if covers:
+            spans.append((r.key_start.value, r.key_end.value))
+    reached = gone.key_start.value
+    for lo, hi in sorted(spans):
+        if lo > reached:
+            break
+        reached = max(reached, hi)
+        if reached >= gone.key_end.value:
+            return True
+    return False
+
+
+def vanished_wholesale(
+    known: int,
+    removed: list[layer_name.LayerName],
+    remaining: Iterable[layer_name.LayerName],
+    meta: metadata.TimelineMetadata,
+) -> bool:
+    """True when ``removed`` (of ``known`` layers) disappearing at once is damage: more than
+    `VANISHED_FRACTION` of them (at least two), and what is left does not account for all of
+    them (`accounted_for`)."""
+    if len(removed) < 2 or len(removed) <= known * VANISHED_FRACTION:
+        return False
+    left = list(remaining)
+    return not all(accounted_for(g, left, meta.latest_gc_cutoff_lsn) for g in removed)

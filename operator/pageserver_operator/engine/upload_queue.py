@@ -6,9 +6,13 @@ Invariants:
 - An index upload starts only when nothing is in flight, so every layer an index names has
   been uploaded before the index that names it.
 - A deletion starts only when everything in flight is a deletion, and is always preceded by an
-  index upload that no longer names the file (`schedule_layer_deletion`).
+  index upload that no longer names the file (`schedule_layer_deletion`). A deletion here only
+  hands the unlinked objects' keys to the tenant's durable deletion queue (`on_unlinked`,
+  engine/deletion_queue.py), which deletes them once the generation is validated (DESIGN §8.2).
 - A barrier (`wait_completion`) resolves when everything scheduled before it has completed.
-- `remote_consistent_lsn` is the ``disk_consistent_lsn`` of the last *completed* index upload.
+- `remote_consistent_lsn` is the ``disk_consistent_lsn`` of the last *completed* index upload;
+  `validated_consistent_lsn` (what the status shows) follows it only when the tenant's
+  generation was validated after that upload (`confirm`).
 
 The queue is not persisted: after a crash, reconcile_with_remote rebuilds it from the remote
 index and the local files. Accepted leaks (as in the original): a layer uploaded but never
@@ -43,14 +47,16 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pageserver_operator import backoff as backoff_mod
 from pageserver_operator.engine import metrics, paths, remote_io
 from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.formats import generation as generation_mod
 from pageserver_operator.formats import ids, index_part, layer_name, lsn, metadata
+from pageserver_operator.formats.generation import Generation
 from pageserver_operator.remote import errors as remote_errors
 
 log = logging.getLogger(__name__)
@@ -78,13 +84,8 @@ class Op:
     files: dict[layer_name.LayerName, int | None] = field(default_factory=dict)
     metadata: metadata.TimelineMetadata | None = None
     barrier: asyncio.Future[None] | None = None
-
-
-class SplitBrain(EngineError):
-    """The remote index changed under us: another writer owns this timeline too."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("SplitBrainDetected", message)
+    keys: tuple[str, ...] = ()
+    """DELETE: the keys of the objects the index before it unlinked (each with its generation)."""
 
 
 class QueueStopped(EngineError):
@@ -133,8 +134,12 @@ class UploadQueue:
         timeline_id: ids.TimelineId,
         timeline_dir: Path,
         backoff: Backoff = DEFAULT_BACKOFF,
+        *,
+        generation: Generation = generation_mod.NONE,
     ) -> None:
         self.io = io
+        #: Ours: the suffix of every object this queue writes (DESIGN §8.2).
+        self.generation = generation
         self.tenant_id = tenant_id
         self.timeline_id = timeline_id
         self.timeline_dir = timeline_dir
@@ -145,6 +150,12 @@ class UploadQueue:
         self.latest_files: dict[layer_name.LayerName, int | None] = {}
         self.latest_metadata: metadata.TimelineMetadata | None = None
         self.remote_consistent_lsn: lsn.Lsn | None = None
+        #: `remote_consistent_lsn` as of the last validation of the generation (`confirm`)
+        self.validated_consistent_lsn: lsn.Lsn | None = None
+        #: an index of our own generation completed (older generations' indexes are obsolete)
+        self.own_index_uploaded = False
+        #: takes the keys a completed index unlinked (the tenant's durable deletion queue)
+        self.on_unlinked: Callable[[Sequence[str]], Awaitable[None]] | None = None
         #: Names of layers known to be in the remote index that has completed last.
         self.remote_files: dict[layer_name.LayerName, int | None] = {}
         #: Called (no arguments) when `upload_error` appears, changes or clears.
@@ -152,12 +163,13 @@ class UploadQueue:
         self._failing: dict[int, UploadError] = {}
         self._stopping = asyncio.Event()
         self._shown: UploadError | None = None
-        #: The index we believe is in remote storage (normalised); None: no index yet.
-        self.expected_remote: bytes | None = None
-        #: A failure that stopped the queue for good (split brain).
+        #: The generation of each layer of `latest_files` that an earlier generation uploaded
+        #: (from the index); a layer missing here is one this queue uploads, under its own.
+        self.generations: dict[layer_name.LayerName, Generation] = {}
+        #: The generation of the index this queue was initialised from (None: no index).
+        self.index_generation: Generation | None = None
+        #: A failure that stopped the queue for good.
         self.fatal: EngineError | None = None
-        self._guard_lock = asyncio.Lock()
-        self._batch_checked = False
         self.abandoned: set[layer_name.LayerName] = set()
         #: Uploads abandoned so far (the caller rescans when it moved during a sync).
         self.abandons = 0
@@ -168,19 +180,27 @@ class UploadQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 0
         self._log = logging.LoggerAdapter(
-            log, {"tenant_id": str(tenant_id), "timeline_id": str(timeline_id)}
+            log,
+            {
+                "tenant_id": str(tenant_id),
+                "timeline_id": str(timeline_id),
+                "generation": "none" if generation.value is None else str(generation.value),
+            },
         )
 
     # ---- initialisation -------------------------------------------------------------------
 
-    def init_from_index(self, index: index_part.IndexPart) -> None:
+    def init_from_index(self, index: index_part.IndexPart, loaded_from: Generation | None = None) -> None:
+        """Start from ``index`` (written by generation ``loaded_from``; None: unknown, ours)."""
         self._init()
-        self.expected_remote = index.to_json_bytes()
+        self.index_generation = self.generation if loaded_from is None else loaded_from
         self.latest_files = {name: meta.file_size for name, meta in index.layers.items()}
+        self.generations = {name: meta.generation for name, meta in index.layers.items()}
         self.remote_files = dict(self.latest_files)
         self.latest_metadata = index.metadata
         self.remote_metadata = index.metadata
         self.remote_consistent_lsn = index.metadata.disk_consistent_lsn  # metadata_bytes are authoritative
+        self.validated_consistent_lsn = self.remote_consistent_lsn
 
     def init_empty(self, meta: metadata.TimelineMetadata) -> None:
         self._init()
@@ -216,11 +236,41 @@ class UploadQueue:
         self._check_open()
         if self.latest_metadata is None:
             raise RuntimeError("no index to unlink the layers from yet")
+        keys = self.unlink(names)
+        self._enqueue(Op(OpKind.UPLOAD_INDEX, files=dict(self.latest_files), metadata=self.latest_metadata))
+        self.schedule_deletion(keys)
+
+    def unlink(self, names: Sequence[layer_name.LayerName]) -> tuple[str, ...]:
+        """Take ``names`` out of the desired remote state (the next index scheduled leaves them
+        out); returns their objects' keys for `schedule_deletion` after that index."""
+        self._check_open()
+        keys = tuple(
+            paths.remote_layer_key(self.tenant_id, self.timeline_id, name, self.layer_generation(name)) for name in names
+        )
         for name in names:
             self.latest_files.pop(name, None)
-        self._enqueue(Op(OpKind.UPLOAD_INDEX, files=dict(self.latest_files), metadata=self.latest_metadata))
-        for name in names:
-            self._enqueue(Op(OpKind.DELETE, name=name))
+            self.generations.pop(name, None)
+        return keys
+
+    def schedule_deletion(self, keys: Sequence[str]) -> None:
+        """Hand ``keys`` to the deletion queue once everything scheduled before has completed
+        (the index that unlinked them among it)."""
+        self._check_open()
+        self._enqueue(Op(OpKind.DELETE, keys=tuple(keys)))
+
+    def confirm(self) -> None:
+        """The generation was validated after the last completed index upload: what it made
+        consistent remotely is so for good (``remoteConsistentLsn`` may move)."""
+        self.validated_consistent_lsn = self.remote_consistent_lsn
+
+    @property
+    def unconfirmed(self) -> bool:
+        """An index upload completed since the last `confirm`."""
+        return self.remote_consistent_lsn != self.validated_consistent_lsn
+
+    def layer_generation(self, name: layer_name.LayerName) -> Generation:
+        """The generation whose key holds layer ``name`` (an older one's, or ours)."""
+        return self.generations.get(name, self.generation)
 
     async def wait_completion(self) -> None:
         """Barrier: returns when everything scheduled before the call has completed."""
@@ -332,11 +382,7 @@ class UploadQueue:
                     await self._perform(op)
                     if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
                         self.abandoned.discard(op.name)  # the object exists now
-                    break
-                except SplitBrain as e:
-                    self._log.error("%s", e.message)
-                    self.fatal = e
-                    self.stop(e)
+                        self.generations.pop(op.name, None)  # under our key from now on
                     break
                 except FileNotFoundError as e:
                     if op.kind is OpKind.UPLOAD_LAYER and op.name is not None:
@@ -370,36 +416,6 @@ class UploadQueue:
             for o in (*self._queued, *self._in_flight.values())
         )
 
-    async def _check_remote_unchanged(self, pending: bytes | None = None) -> None:
-        """Split-brain guard: before replacing the index (and before the first layer upload of a
-        batch, so that a layer object another writer indexed is not overwritten), make sure the
-        index is still the one we read or wrote last. If another operator or pageserver uploaded an index for this timeline in the
-        meantime, refuse: overwriting it could make the remote state go backwards (lose layers or
-        LSN). Best effort (GET then PUT is not atomic); generation numbers close the window
-        (docs/reliability.md).
-
-        ``pending``: the index this queue is about to (re)upload. Finding exactly it is no
-        other writer: an earlier attempt of the same upload reached the server, but its answer
-        was lost (connection reset after the PUT was applied) and the backend gave up."""
-        key = paths.remote_index_key(self.tenant_id, self.timeline_id)
-        try:
-            raw = await self.io.get_bytes(key)
-        except remote_errors.NotFound:
-            current: bytes | None = None
-        else:
-            try:
-                current = index_part.IndexPart.parse(raw).to_json_bytes()
-            except Exception:
-                current = raw
-        if current != self.expected_remote and (pending is None or current != pending):
-            what = "appeared" if self.expected_remote is None else ("disappeared" if current is None else "changed")
-            raise SplitBrain(
-                f"timeline {self.tenant_id}/{self.timeline_id}: the remote {key} {what} since this "
-                "operator last read or wrote it: another writer is attached to this tenant; refusing "
-                "to overwrite it (make sure only one operator/pageserver owns the tenant, then detach "
-                "and attach again)"
-            )
-
     def _record_failure(self, task_id: int, op: Op, e: BaseException, attempt: int) -> None:
         what = f"{op.kind.value} {op.name}" if op.name else op.kind.value
         permanent = isinstance(e, remote_errors.PermanentRemoteError)
@@ -429,12 +445,8 @@ class UploadQueue:
             actual = (await self.io.run(local.stat)).st_size
             if actual != op.size:
                 raise OSError(f"local layer {local} has {actual} bytes, {op.size} were scheduled")
-            async with self._guard_lock:  # one index GET per batch of layer uploads
-                if not self._batch_checked:
-                    await self._check_remote_unchanged()
-                    self._batch_checked = True
             await self.io.upload_file(
-                paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name), local, op.size
+                paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name, self.generation), local, op.size
             )
             metrics.LAYER_UPLOADS.labels(str(self.tenant_id)).inc()
         elif op.kind is OpKind.UPLOAD_INDEX:
@@ -462,20 +474,21 @@ class UploadQueue:
             for n, s in files.items():
                 if s is None and self.latest_files.get(n) is not None:
                     files[n] = self.latest_files[n]
-            index = index_part.IndexPart.build(files, meta)
+            index = index_part.IndexPart.build(
+                {n: index_part.LayerFileMetadata(s, self.layer_generation(n)) for n, s in files.items()}, meta
+            )
             data = index.to_json_bytes()
-            await self._check_remote_unchanged(pending=data)
-            await self.io.put_bytes(paths.remote_index_key(self.tenant_id, self.timeline_id), data)
-            self.expected_remote = data
-            self._batch_checked = False
+            await self.io.put_bytes(paths.remote_index_key(self.tenant_id, self.timeline_id, self.generation), data)
             self.remote_consistent_lsn = meta.disk_consistent_lsn
             self.remote_metadata = meta
+            self.own_index_uploaded = True
             self.remote_files = files
             if meta is not op.metadata and self.latest_metadata == op.metadata:
                 self.latest_metadata = meta  # makes the next scan schedule the real index
         elif op.kind is OpKind.DELETE:
-            assert op.name is not None
-            await self.io.delete(paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name))
+            if self.on_unlinked is None:
+                raise RuntimeError(f"timeline {self.timeline_id}: no deletion queue to hand {len(op.keys)} unlinked object(s) to")
+            await self.on_unlinked(op.keys)
 
 
 def _reason(e: BaseException) -> str:

@@ -140,6 +140,8 @@ class Generation:
 
 
 _NONE: Final = Generation(None)
+#: The generation "none" as a constant (argument defaults: `Generation.none()` is the same object).
+NONE: Final = _NONE
 Generation.MAX = Generation(GENERATION_LIMIT - 1)
 
 

@@ -38,10 +38,12 @@ from typing import Any
 from pageserver_operator import backoff
 from pageserver_operator import settings as settings_mod
 from pageserver_operator.api import v1alpha1
+from pageserver_operator.engine import errors as engine_errors
 from pageserver_operator.engine import progress, tenant
 from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine.errors import EngineError
-from pageserver_operator.k8s import kube, status
+from pageserver_operator.formats.generation import Generation
+from pageserver_operator.k8s import generations, kube, status
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,12 @@ class TenantController:
         self._last_event: asyncio.Future[None] | None = None
         self._sync_note: str | None = None
         self._note_base = ""
+        #: the generation issued to this controller's bring-ups (None: not yet, or given up)
+        self.issued: generations.Issued | None = None
+        #: the retry token seen when the tenant was found stale (None: not stale); only a new
+        #: value of the retry annotation makes this manager take the tenant over again
+        self._stale_token: str | None = None
+        self.stale = False
         self.writer = status.StatusWriter(self._patch, self._snapshot, s.status_interval, old)
         self.update(body)
 
@@ -147,6 +155,11 @@ class TenantController:
             self.writer.mark(urgent=True)
 
     def follow_detach(self) -> None:
+        if self.owns_tenant and self.issued is None and not self.tenant.needs_generation:
+            self._want_generation()  # a detach that loads the tenant first writes under a new one
+        self._follow_detach()
+
+    def _follow_detach(self) -> None:
         """While the delete handler detaches (the loop is stopped), the tenant's state changes
         (Stopping, "detach blocked: ...") still reach ``status`` (also after a restart, when
         this controller never ran)."""
@@ -164,7 +177,60 @@ class TenantController:
     # ---- helpers --------------------------------------------------------------------------------
 
     async def _patch(self, patch: dict[str, Any]) -> None:
-        await self.kube.patch_status(self.key[0], self.key[1], patch)
+        try:
+            await self.kube.patch_status(self.key[0], self.key[1], patch)
+        except kube.StaleStatusWrite as e:
+            # the API server refused it: a newer generation was issued to another manager
+            self._became_stale(self.tenant.where, f"the API server refused this manager's status write ({e})")
+
+    async def _is_current(self) -> bool:
+        """The engine's validation of its generation (an uncached read of the Tenant)."""
+        issued = self.issued
+        if issued is None:
+            return False
+        try:
+            current = await generations.is_current(self.kube, self.key[0], self.key[1], issued.generation)
+        except RuntimeError as e:
+            raise EngineError("ControlPlaneUnavailable", f"{self.tenant.where}: validating the generation: {e}", transient=True) from e
+        if not current:
+            self._became_stale(self.tenant.where, "the Tenant resource holds a newer generation")
+        return current
+
+    def _want_generation(self) -> None:
+        """The next attach or load of the tenant starts by issuing a new generation (`_issue`)."""
+        self.issued = None
+        self.tenant.issuer = self._issue
+        self.tenant.needs_generation = True
+
+    async def _issue(self, floor: Generation | None) -> None:
+        """A new generation for this manager, past ``floor`` (the newest in remote storage);
+        called by the engine before anything of the tenant is written remotely."""
+        try:
+            issued = await generations.issue(self.kube, self.key[0], self.key[1], self.settings.pageserver, floor)
+        except (generations.IssueFailed, RuntimeError) as e:
+            raise EngineError(
+                "GenerationNotIssued", f"{self.tenant.where}: bumping status.placement.generation: {e}", transient=True
+            ) from e
+        self.issued = issued
+        self.stale = False
+        # the bump wrote it: the status patches (which carry the generation) need not repeat it
+        self.writer.written_elsewhere({"placement": {"generation": issued.generation.value}})
+        self.tenant.generation = issued.generation
+        self.tenant.previous_generation = issued.previous
+        self.tenant.control_plane = self._is_current
+
+    def _became_stale(self, where: str, why: str) -> None:
+        """A newer generation exists: stop writing (the queues stop, nothing is deleted), say
+        so (Broken ``Stale`` and a Warning Event), and wait for the retry annotation."""
+        if self.stale:
+            return
+        self.stale = True
+        self._stale_token = self.retry_token
+        g = self.issued.generation if self.issued is not None else self.tenant.generation
+        err = engine_errors.stale(where, g, None, why)
+        log.warning("%s", err.message, extra={"tenant_id": str(self.tenant.id)})
+        self.tenant.mark_broken(err)
+        self._wake.set()  # the loop leaves its sleep and waits as a stale manager
 
     def _snapshot(self) -> engine_snapshot.TenantSnapshot:
         if self.owns_tenant:
@@ -284,8 +350,13 @@ class TenantController:
         while True:
             generation, config = self.generation, self._config()
             try:
+                if self.issued is None and not self.tenant.needs_generation:
+                    self._want_generation()
                 await self.tenant.start(config)
             except EngineError as e:
+                if e.reason == "Stale" or self.stale:
+                    await self._wait_while_stale()
+                    continue
                 if e.transient:
                     self.writer.mark(urgent=True)
                     transient_failures += 1
@@ -298,7 +369,18 @@ class TenantController:
             self._observe(generation)
             self.writer.extra = {"attempts": self.attempts, "nextRetryTime": None}
             self.writer.mark(urgent=True)
+            await self._settle()
             return
+
+    async def _settle(self) -> None:
+        """Right after a bring-up: validate the generation of the index it wrote and execute
+        the deletions it recorded (the first sync would, a sync period later)."""
+        try:
+            await self.tenant.settle()
+        except EngineError as e:
+            if e.reason == "Stale" or self.stale:
+                self._became_stale(self.tenant.where, e.message)
+            # anything else: the next sync meets it again
 
     async def _retry_later(self, e: EngineError) -> None:
         """Broken: schedule the automatic retry (capped exponential backoff) and wait for it, or
@@ -318,9 +400,24 @@ class TenantController:
             extra={"tenant_id": str(self.tenant.id)},
         )
 
+    async def _wait_while_stale(self) -> None:
+        """Stale: nothing is written until a new value of the retry annotation asks this
+        manager to take the tenant over (a new generation). Spec changes do not: two managers
+        would otherwise take it from each other at every change."""
+        if not self.stale:
+            self._became_stale(self.tenant.where, "found at its last validation")
+        self.writer.extra = {"attempts": self.attempts, "nextRetryTime": None}
+        while self.retry_token == self._stale_token:
+            await self._sleep(3600.0)
+        log.info("taking tenant %s over (retry annotation)", self.tenant.id, extra={"tenant_id": str(self.tenant.id)})
+        self._want_generation()
+
     async def _sync_while_active(self) -> None:
         while True:
             woken = await self._sleep(self.settings.sync_period)
+            if self.stale:
+                await self._wait_while_stale()
+                return
             generation, config = self.generation, self._config()
             try:
                 if woken or generation != self.writer.generation:
@@ -328,6 +425,9 @@ class TenantController:
                     self._observe(generation)
                 await self.tenant.sync(timeout=max(self.settings.sync_period * 10, 600))
             except EngineError as e:
+                if e.reason == "Stale" or self.stale:
+                    await self._wait_while_stale()
+                    return
                 if e.transient:
                     if self._sync_note is None or self.tenant.message != self._sync_note:
                         self._note_base = self.tenant.message

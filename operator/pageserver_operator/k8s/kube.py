@@ -30,6 +30,19 @@ class ClusterUnreachable(RuntimeError):
     pass
 
 
+class Conflict(RuntimeError):
+    """A write's ``resourceVersion`` precondition failed: the object changed since it was read."""
+
+
+class StaleStatusWrite(RuntimeError):
+    """The API server refused a status write whose ``placement.generation`` is below the stored
+    one (the CRD's rule `crd.GENERATION_NEVER_DECREASES`): the writer's generation is stale."""
+
+
+#: What the API server's refusal of a stale status write contains (the rule's message).
+_STALE_MARK = "placement.generation may not decrease"
+
+
 def load_config(kubeconfig: str | None) -> kubernetes.client.ApiClient:
     """KUBECONFIG (or the given file), else the in-cluster service account."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
@@ -101,6 +114,8 @@ class Kube:
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch of the status subresource. With ``metadata.resourceVersion`` in
+        ``patch`` it is a compare-and-swap: `Conflict` when the object changed since then."""
         try:
             await self._run(
                 self.custom.patch_namespaced_custom_object_status,
@@ -110,7 +125,26 @@ class Kube:
         except ApiException as e:
             if e.status == 404:
                 return  # the resource is gone
+            if e.status == 409:
+                raise Conflict(f"PATCH status of {namespace}/{name}: the object changed meanwhile") from e
+            if e.status == 422 and _STALE_MARK in str(e.body):
+                raise StaleStatusWrite(f"PATCH status of {namespace}/{name}: {_STALE_MARK}") from e
             raise RuntimeError(f"PATCH status of {namespace}/{name}: {e.status} {e.reason}: {e.body}") from e
+
+    async def get_tenant(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Tenant as the API server holds it now (an uncached read: a quorum read from
+        etcd, never kopf's watch cache); None when it does not exist."""
+        try:
+            obj: dict[str, Any] = await self._run(
+                self.custom.get_namespaced_custom_object,
+                v1alpha1.GROUP, v1alpha1.VERSION, namespace, v1alpha1.PLURAL, name,
+                _request_timeout=30,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise RuntimeError(f"GET {namespace}/{name}: {e.status} {e.reason}") from e
+        return obj
 
     async def event(self, ref: dict[str, Any], type_: str, reason: str, message: str) -> None:
         now = datetime.now(UTC)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 def run(s: settings_mod.OperatorSettings) -> None:
     logs.setup(s.log_format, s.log_level)
+    logs.set_process_context(pageserver=s.pageserver)
     try:
         api = kube.load_config(str(s.kubeconfig) if s.kubeconfig else None)
         kube.check_cluster(api)

@@ -229,6 +229,12 @@ class StatusWriter:
         elif self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
 
+    def written_elsewhere(self, part: dict[str, Any]) -> None:
+        """``part`` of the status was written by someone else (the generation bump): the next
+        patch need not repeat it."""
+        if self._last is not None:
+            self._last = {**self._last, **_comparable(part)}
+
     def mark(self, urgent: bool = False) -> None:
         self._urgent = self._urgent or urgent
         self._dirty.set()

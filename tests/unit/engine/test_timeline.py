@@ -214,3 +214,22 @@ def test_read_local_metadata(tmp_path: Path) -> None:
     assert e.value.reason == "LocalMetadataInvalid"
     assert "metadata checksum mismatch" in e.value.message
     assert f"timeline {TENANT}/{TIMELINE}" in e.value.message and str(path) in e.value.message
+
+
+def test_removals_are_accounted_for_by_compaction_output_and_gc_not_by_nothing() -> None:
+    from pageserver_operator.engine import timeline as tl_mod
+    from pageserver_operator.formats import layer_name as ln
+    from pageserver_operator.formats.lsn import Lsn
+
+    lo, mid, hi = ln.Key.MIN, ln.Key.parse("030000000000000000000000000000000002"), ln.Key.MAX
+    l0a = ln.DeltaLayerName(lo, hi, Lsn(0x100), Lsn(0x200))
+    l0b = ln.DeltaLayerName(lo, hi, Lsn(0x200), Lsn(0x300))
+    # compaction output partitioned by key: together they cover both L0s' keys and LSNs
+    l1s = [ln.DeltaLayerName(lo, mid, Lsn(0x100), Lsn(0x300)), ln.DeltaLayerName(mid, hi, Lsn(0x100), Lsn(0x300))]
+    assert tl_mod.accounted_for(l0a, l1s, Lsn(0)) and tl_mod.accounted_for(l0b, l1s, Lsn(0))
+    assert not tl_mod.accounted_for(l0a, l1s[:1], Lsn(0)), "half the keys are not covered"
+    image = ln.ImageLayerName(lo, hi, Lsn(0x2FF))
+    assert tl_mod.accounted_for(l0b, [image], Lsn(0)), "an image at its end supersedes it"
+    assert not tl_mod.accounted_for(l0b, [ln.ImageLayerName(lo, hi, Lsn(0x100))], Lsn(0))
+    assert tl_mod.accounted_for(l0a, [], Lsn(0x200)), "below the GC cutoff"
+    assert not tl_mod.accounted_for(l0a, [], Lsn(0x1FF))

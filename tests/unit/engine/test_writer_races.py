@@ -5,7 +5,6 @@ simulation caught it at (DESIGN §8.1: the writer may write at any time, also wh
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +65,30 @@ def test_a_layer_removed_by_compaction_during_the_scan_does_not_break_the_tenant
     (d / str(l1)).write_bytes(b"\x01" * 4000)  # the L1 over a and b; the metadata needs no change
     real_scandir = os.scandir
 
-    def scandir(path: Any = ".") -> Iterator[os.DirEntry[str]]:
-        entries = list(real_scandir(path))
+    class Listing:
+        """What os.scandir returns: an iterator, and a context manager (os.walk uses it so)."""
+
+        def __init__(self, entries: list[os.DirEntry[str]]) -> None:
+            self._it = iter(entries)
+
+        def __iter__(self) -> Listing:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            return next(self._it)
+
+        def __enter__(self) -> Listing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def scandir(path: Any = ".") -> Listing:
+        with real_scandir(path) as listing:
+            entries = Listing(list(listing))
         if Path(path) == d and (d / str(a)).exists():
             (d / str(a)).unlink()  # compaction removes the L0 right after our listing
-        return iter(entries)
+        return entries
 
     monkeypatch.setattr(os, "scandir", scandir)
     t = env.tenant(tid)

@@ -19,6 +19,8 @@ from pageserver_operator.engine import snapshot as engine_snapshot
 from pageserver_operator.engine import tenant
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
+from pageserver_operator.formats.generation import Generation
+from pageserver_operator.k8s import kube as kube_mod
 from pageserver_operator.k8s import ownership
 
 NS = "ns"
@@ -47,11 +49,30 @@ class FakeKube:
         self.objects[(m["namespace"], m["name"])] = body
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """As the API server: ``metadata.resourceVersion`` in a patch is a precondition, and a
+        status whose ``placement.generation`` would go down is refused (the CRD's rule)."""
         await asyncio.sleep(0)
-        self.patches.append(((namespace, name), copy.deepcopy(patch)))
         obj = self.objects.setdefault((namespace, name), {"metadata": {"name": name, "namespace": namespace}})
+        meta = obj["metadata"]
+        expected = (patch.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and expected != str(meta.get("resourceVersion", "1")):
+            raise kube_mod.Conflict(f"{namespace}/{name} changed")
+        stored = ((obj.get("status") or {}).get("placement") or {}).get("generation")
+        given = ((patch["status"] or {}).get("placement") or {}).get("generation")
+        if stored is not None and given is not None and given < stored:
+            raise kube_mod.StaleStatusWrite("placement.generation may not decrease")
+        self.patches.append(((namespace, name), copy.deepcopy(patch)))
         obj.setdefault("status", {})
         merge(obj["status"], patch["status"])
+        meta["resourceVersion"] = str(int(meta.get("resourceVersion", "1")) + 1)
+
+    async def get_tenant(self, namespace: str, name: str) -> dict[str, Any] | None:
+        await asyncio.sleep(0)
+        obj = self.objects.get((namespace, name))
+        if obj is None:
+            return None
+        obj["metadata"].setdefault("resourceVersion", "1")
+        return copy.deepcopy(obj)
 
     async def event(self, ref: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((ref["metadata"]["name"], type_, reason, message))
@@ -61,7 +82,12 @@ class FakeKube:
         return st
 
     def patches_of(self, name: str) -> list[dict[str, Any]]:
-        return [p["status"] for (_, n), p in self.patches if n == name]
+        """The status writes of ``name`` (the generation bumps not included: `bumps_of`)."""
+        return [p["status"] for (_, n), p in self.patches if n == name and "metadata" not in p]
+
+    def bumps_of(self, name: str) -> list[int]:
+        """The generations issued to ``name`` (compare-and-swap writes of status.placement)."""
+        return [p["status"]["placement"]["generation"] for (_, n), p in self.patches if n == name and "metadata" in p]
 
 
 Script = Callable[["StandIn", Any], Awaitable[None]]
@@ -81,10 +107,15 @@ class StandIn(tenant.Tenant):
         self.apply_gate: asyncio.Event | None = None
         #: what `upload_error` answers (the engine's: a timeline whose uploads keep failing)
         self.scripted_upload_error: tuple[str, str] | None = None
+        #: the newest index generation "in remote storage" (the floor of a bump)
+        self.remote_newest: Generation | None = None
 
     @property
     def upload_error(self) -> tuple[str, str] | None:
         return self.scripted_upload_error
+
+    async def newest_remote_generation(self) -> Generation | None:
+        return self.remote_newest
 
     async def become_active(self, config: Any) -> None:
         self.progress.start(0, 0)
@@ -98,6 +129,7 @@ class StandIn(tenant.Tenant):
     async def start(self, config: Any = None) -> None:
         self.calls.append(("start", config))
         try:
+            await self._ensure_generation()  # as attach and load do first
             await self.on_start(self, config)
         except EngineError as e:
             if e.transient:
@@ -111,6 +143,9 @@ class StandIn(tenant.Tenant):
     async def sync(self, timeout: float | None = None) -> None:
         self.calls.append(("sync", None))
         await self.on_sync(self, None)
+
+    async def settle(self) -> None:
+        self.calls.append(("settle", None))
 
     async def apply_config(self, config: Any) -> None:
         self.calls.append(("apply_config", config))

@@ -32,21 +32,20 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pageserver_operator.engine import (
+    attachment,
     crashsafe,
-    deletion_queue,
     download,
     errors,
     fence,
     metrics,
     paths,
     progress,
-    remote_index,
     remote_io,
     setup,
     snapshot,
@@ -97,35 +96,19 @@ class Tenant:
         self._setup = setup.TimelineSetup(
             self.paths, io, self._pool, backoff, self.progress, self._log, self._notify, self._publish
         )
+        #: generation, its issuer and validation, deletions (engine/attachment.py)
+        self.attachment = attachment.Attachment(self.paths, io, self._pool, self._setup, self._log, self._log_context)
         self.generation = generation
-        #: How the tenant learns that its generation is still current (DESIGN §8.2): the
-        #: operator's reads the Tenant resource; None: remote storage decides (the CLI has no
-        #: control plane: an index of a generation above ours means another attachment is newer).
-        self.control_plane: Callable[[], Awaitable[bool]] | None = None
-        #: The generation this same manager held before ``generation`` (proven by the control
-        #: plane): the deletions it recorded then are adopted (`deletion_queue`). None: dropped.
-        self.previous_generation: Generation | None = None
-        #: Remote objects unlinked by an uploaded index, deleted once the generation is validated.
-        self.deletions: deletion_queue.DeletionQueue | None = None
-        self._setup.on_unlinked = self._unlinked
-        #: Issues this attachment's generation before anything is written remotely (the
-        #: operator: a compare-and-swap on the Tenant resource), given the newest generation in
-        #: remote storage; it sets `generation`. Used when `needs_generation` (set by the
-        #: issuer's owner); None: the generation is given (the CLI's ``--generation``).
-        self.issuer: Callable[[Generation | None], Awaitable[None]] | None = None
-        self.needs_generation = False
 
     @property
     def generation(self) -> Generation:
-        """The generation of this attachment: the suffix of every object it writes, the highest
-        index it reads. Set before attach/load (the operator after its bump, the CLI from
-        ``--generation``); the timelines set up afterwards use it."""
-        return self._setup.generation
+        """The generation of this attachment (`attachment.Attachment.generation`). Set before
+        attach/load (the operator's issuer, the CLI from ``--generation``)."""
+        return self.attachment.generation
 
     @generation.setter
     def generation(self, value: Generation) -> None:
-        self._setup.generation = value
-        self._log_context["generation"] = errors.show_generation(value)  # on every line of the tenant
+        self.attachment.generation = value
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -182,9 +165,7 @@ class Tenant:
             history=list(self.history),
             generation=self.generation,
             deletions=(
-                (self.deletions.pending, self.deletions.deleted, self.deletions.leaked)
-                if self.deletions is not None
-                else None
+                (q.pending, q.deleted, q.leaked) if (q := self.attachment.deletions) is not None else None
             ),
         )
 
@@ -245,7 +226,8 @@ class Tenant:
                 return
             try:
                 await asyncio.gather(*(t.queue.wait_completion() for t in self.timelines.values()))
-                await self._settle_remote()
+                if await self.attachment.settle(self.timelines):
+                    self._notify()
             except Exception as e:
                 err = errors.classify(e, self.where)
                 if not err.transient:
@@ -309,7 +291,7 @@ class Tenant:
     async def _attach(self, config: Mapping[str, Any] | None) -> None:
         p = self.paths
         await self._reset_timelines()
-        await self._ensure_generation()
+        await self.attachment.ensure_generation()
         # Resuming only if an earlier attempt got as far as a timeline directory: a retry of an
         # attach that failed before (e.g. nothing found in remote storage) starts afresh.
         resuming = p.marker.exists() and p.timelines_dir.is_dir() and any(p.timelines_dir.iterdir())
@@ -319,7 +301,7 @@ class Tenant:
             f"attaching from {self.io.storage.describe()}" + (" (resuming)" if resuming else ""),
         )
         await self._pool.run(self._setup.create_marker)
-        await self._open_deletions()
+        await self.attachment.open_deletions()
         await self._setup.write_config(config)
         remote_ids = await self._setup.list_remote_timelines()
         if not remote_ids:
@@ -329,7 +311,7 @@ class Tenant:
                 f"{paths.remote_timelines_prefix(self.id)} of {self.io.storage.describe()}; "
                 "check the tenant id, the bucket and the prefix",
             )
-        await self._refuse_if_stale(remote_ids)
+        await self.attachment.refuse_if_stale(remote_ids)
         indexes = await self._setup.fetch_indexes(set(remote_ids), required=set())
         skipped = sorted(str(t) for t in set(remote_ids) - set(indexes))
         if skipped:
@@ -353,9 +335,9 @@ class Tenant:
         await self._reset_timelines()
         if not detaching:
             self._set_state(TenantState.LOADING, "LoadStarted", "loading from the volume")
-        await self._ensure_generation()
+        await self.attachment.ensure_generation()
         await self._pool.run(self._setup.refuse_symlinks)
-        await self._open_deletions()
+        await self.attachment.open_deletions()
         await self._setup.write_config(config)
         await self._pool.run(self._setup.check_config)
         # Load works from the local timelines only (docs/architecture.md, "engine/", Load):
@@ -363,7 +345,7 @@ class Tenant:
         # deleted it here). A directory without metadata is completed from its remote index
         # (an interrupted download of ours) or, without one, left to the writer creating it.
         found = await self._pool.run(self._setup.read_local_timelines, True)
-        await self._refuse_if_stale(found)
+        await self.attachment.refuse_if_stale(found)
         indexes = await self._setup.fetch_indexes(set(found), required=set())
         local = {tlid: meta for tlid, meta in found.items() if meta is not None or tlid in indexes}
         creating = sorted(str(tlid) for tlid in set(found) - set(local))
@@ -372,119 +354,6 @@ class Tenant:
         await self._setup.setup_timelines(local, indexes, "load")
         if not detaching:
             self._activate()
-
-    async def _ensure_generation(self) -> None:
-        """The first step of attach and load: a new generation when one is due (before the
-        deletion queue is opened under it and before any remote write)."""
-        if self.issuer is None or not self.needs_generation:
-            return
-        await self.issuer(await self.newest_remote_generation())
-        self.needs_generation = False
-
-    async def _open_deletions(self) -> None:
-        """The tenant's deletion queue under the current generation; what an earlier incarnation
-        recorded is adopted when the control plane proved it was ours (`previous_generation`)."""
-        q = deletion_queue.DeletionQueue(
-            self.paths.tenant_dir / deletion_queue.QUEUE_FILE, self.io, self.generation, self._log, tenant_id=self.id
-        )
-        await self._pool.run(q.recover, self.previous_generation)
-        self.deletions = q
-
-    async def _unlinked(self, keys: Sequence[str]) -> None:
-        """An uploaded index no longer names these objects: record them for deletion."""
-        if self.deletions is None:
-            raise RuntimeError(f"{self.where}: no deletion queue")
-        await self.deletions.push(keys)
-
-    async def _is_current(self) -> bool:
-        """Validate the generation (DESIGN §8.2): the control plane's uncached answer, and no
-        index of a newer generation in remote storage (a second Tenant resource naming the same
-        tenant and bucket has its own control plane; its indexes are what it leaves there)."""
-        if self.control_plane is not None and not await self.control_plane():
-            return False
-        own = self.generation
-        for tlid in sorted(self.timelines):
-            if await remote_index.newer_generations(self.io, self.id, tlid, own):
-                return False
-        return True
-
-    async def newest_remote_generation(self) -> Generation | None:
-        """The highest generation of any index of the tenant in remote storage (None: no index)."""
-        newest: Generation | None = None
-        try:
-            for tlid in await self._setup.list_remote_timelines():
-                gens = await remote_index.list_generations(self.io, self.id, tlid)
-                if gens and (newest is None or gens[-1] > newest):
-                    newest = gens[-1]
-        except Exception as e:
-            raise errors.classify(e, self.where) from e
-        return newest
-
-    async def _settle_remote(self) -> None:
-        """Once the queues drained: validate the generation (one uncached read, only if
-        something waits for it), then advance ``remoteConsistentLsn``, execute the recorded
-        deletions and delete the indexes of older generations (nobody reads them once ours is
-        validated; not queued durably: they are found again by the next attachment) -- or, if a
-        newer generation exists, drop the deletions (leaked, counted) and stop as ``Stale``."""
-        q = self.deletions
-        if q is None:
-            return
-        old = await self._old_indexes()
-        unconfirmed = [t for t in self.timelines.values() if t.queue.unconfirmed]
-        if not unconfirmed and not q.pending and not old:
-            return
-        verdict: list[bool] = []
-
-        async def validate() -> bool:
-            if not verdict:
-                verdict.append(await self._is_current())
-            return verdict[0]
-
-        result = await q.flush(validate)
-        if (unconfirmed or old) and await validate():
-            for t in unconfirmed:
-                t.queue.confirm()
-            await remote_io.gather_first_error([self.io.delete(key) for _, key in old])
-            for t, _ in old:
-                t.old_indexes_unlinked = True
-        if result.deleted or result.leaked or old:
-            self._log.info(
-                "deletions: %d executed, %d leaked; %d index(es) of older generations", result.deleted, result.leaked, len(old)
-            )
-        if verdict and not verdict[0]:
-            raise errors.stale(
-                self.where, self.generation, None,
-                f"found when validating it before deleting or confirming uploads; {result.leaked} deletion(s) dropped",
-            )
-        self._notify()
-
-    async def _old_indexes(self) -> list[tuple[timeline.Timeline, str]]:
-        """The index objects of generations older than ours, of every timeline whose index of
-        our generation completed (once per attachment)."""
-        own = self.generation
-        if own.is_none():
-            return []
-        found = []
-        for t in self.timelines.values():
-            if t.old_indexes_unlinked or not t.queue.own_index_uploaded:
-                continue
-            older = [g for g in await remote_index.list_generations(self.io, self.id, t.timeline_id) if g < own]
-            found += [(t, paths.remote_index_key(self.id, t.timeline_id, g)) for g in older]
-            if not older:
-                t.old_indexes_unlinked = True
-        return found
-
-    async def _refuse_if_stale(self, timeline_ids: Iterable[ids.TimelineId]) -> None:
-        """Without a control plane (the CLI), remote storage tells whether a newer attachment
-        exists: an index of a generation above ours. Such a tenant is not ours to write
-        (Broken ``Stale``; the caller passes a higher ``--generation`` to take it over)."""
-        if self.control_plane is not None:
-            return  # the control plane issued our generation just now
-        own = self.generation
-        for tlid in sorted(timeline_ids):
-            newer = await remote_index.newer_generations(self.io, self.id, tlid, own)
-            if newer:
-                raise errors.stale(self.where, own, newer[-1], f"timeline {tlid}")
 
     async def _reset_timelines(self) -> None:
         """Attach and load rebuild every timeline from the volume and the remote index, once
@@ -519,7 +388,8 @@ class Tenant:
             scheduled += await self._sync_pass(timeout)
             if all(t.queue.abandons == before.get(tlid, 0) for tlid, t in self.timelines.items()):
                 break
-        await self._settle_remote()
+        if await self.attachment.settle(self.timelines):
+            self._notify()
         return scheduled
 
     async def _sync_pass(self, timeout: float | None) -> int:

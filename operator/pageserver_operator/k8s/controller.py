@@ -155,7 +155,7 @@ class TenantController:
             self.writer.mark(urgent=True)
 
     def follow_detach(self) -> None:
-        if self.owns_tenant and self.issued is None and not self.tenant.needs_generation:
+        if self.owns_tenant and self.issued is None and not self.tenant.attachment.needs_generation:
             self._want_generation()  # a detach that loads the tenant first writes under a new one
         self._follow_detach()
 
@@ -199,8 +199,8 @@ class TenantController:
     def _want_generation(self) -> None:
         """The next attach or load of the tenant starts by issuing a new generation (`_issue`)."""
         self.issued = None
-        self.tenant.issuer = self._issue
-        self.tenant.needs_generation = True
+        self.tenant.attachment.issuer = self._issue
+        self.tenant.attachment.needs_generation = True
 
     async def _issue(self, floor: Generation | None) -> None:
         """A new generation for this manager, past ``floor`` (the newest in remote storage);
@@ -216,8 +216,8 @@ class TenantController:
         # the bump wrote it: the status patches (which carry the generation) need not repeat it
         self.writer.written_elsewhere({"placement": {"generation": issued.generation.value}})
         self.tenant.generation = issued.generation
-        self.tenant.previous_generation = issued.previous
-        self.tenant.control_plane = self._is_current
+        self.tenant.attachment.previous_generation = issued.previous
+        self.tenant.attachment.control_plane = self._is_current
 
     def _became_stale(self, where: str, why: str) -> None:
         """A newer generation exists: stop writing (the queues stop, nothing is deleted), say
@@ -350,7 +350,7 @@ class TenantController:
         while True:
             generation, config = self.generation, self._config()
             try:
-                if self.issued is None and not self.tenant.needs_generation:
+                if self.issued is None and not self.tenant.attachment.needs_generation:
                     self._want_generation()
                 await self.tenant.start(config)
             except EngineError as e:

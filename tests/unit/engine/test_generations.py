@@ -31,7 +31,7 @@ def _trusted(t: object) -> None:
     async def current() -> bool:
         return True
 
-    t.control_plane = current  # type: ignore[attr-defined]
+    t.attachment.control_plane = current  # type: ignore[attr-defined]
 
 
 def test_a_seed_tenant_is_continued_with_suffixed_keys_that_refer_to_the_old_objects(local: EngineEnv) -> None:

@@ -39,7 +39,7 @@ def _attached(env: EngineEnv, gen: int, seed: int = 11, layers: int = 4) -> tupl
     t = env.tenant(tid)
     t.generation = G(gen)
     cp = ControlPlane()
-    t.control_plane = cp
+    t.attachment.control_plane = cp
 
     async def attach_and_sync() -> None:  # one event loop: the attach's index upload completes in it
         await t.attach()
@@ -78,14 +78,14 @@ def test_a_removed_layer_leaves_the_index_and_is_deleted_after_validation(local:
     old_keys = {paths.remote_layer_key(tid, tlid, n, t.timelines[tlid].queue.layer_generation(n)) for n in old}
     assert old_keys <= _objects(local)
     calls = cp.calls
-    assert t.deletions is not None and t.deletions.deleted == 0
+    assert t.attachment.deletions is not None and t.attachment.deletions.deleted == 0
     assert paths.remote_index_key(tid, tlid) not in _objects(local), "the seed's index, once ours was validated"
     run(lambda: t.sync(timeout=20))
     idx = _newest(local, tid, tlid)
     assert not set(old) & set(idx.layers) and new in idx.layers
     assert not old_keys & _objects(local), "the unlinked objects were not deleted"
     assert cp.calls == calls + 1, "one validation per sync"
-    assert t.deletions.deleted == len(old) and t.deletions.pending == 0
+    assert t.attachment.deletions.deleted == len(old) and t.attachment.deletions.pending == 0
     assert not (local.paths(tid).tenant_dir / deletion_queue.QUEUE_FILE).exists()
     # the bucket holds exactly the newest index and what it names
     expected = {paths.remote_index_key(tid, tlid, G(3))} | {
@@ -105,7 +105,7 @@ def test_a_stale_generation_deletes_nothing_counts_the_leak_and_stops(local: Eng
     assert caught.value.reason == "Stale"
     for n in old:
         assert paths.remote_layer_key(tid, tlid, n) in _objects(local), f"{n} was deleted by a stale generation"
-    assert t.deletions is not None and t.deletions.leaked == len(old) and t.deletions.pending == 0
+    assert t.attachment.deletions is not None and t.attachment.deletions.leaked == len(old) and t.attachment.deletions.pending == 0
     assert t.timelines[tlid].queue.validated_consistent_lsn == before_rcl, "remoteConsistentLsn moved without validation"
 
 
@@ -158,9 +158,9 @@ def test_a_restart_after_gc_downloads_none_of_the_removed_layers(local: EngineEn
     old, new = _compact(local, tid, tlid)
     # restart: generation 2, this manager's previous one was 1
     t2 = local.tenant(tid)
-    t2.generation, t2.previous_generation = G(2), G(1)
+    t2.generation, t2.attachment.previous_generation = G(2), G(1)
     cp = ControlPlane()
-    t2.control_plane = cp
+    t2.attachment.control_plane = cp
 
     async def load_and_sync() -> None:
         await t2.load()
@@ -187,10 +187,10 @@ def test_deletions_recorded_by_the_previous_incarnation_are_adopted_or_dropped(l
     for previous, adopted in ((G(4), True), (None, False)):
         qfile.write_text(json.dumps({"version": 1, "entries": [{"generation": 4, "keys": [f"tenants/{tid}/timelines/{tlid}/x"]}]}))
         t2 = local.tenant(tid)
-        t2.generation, t2.previous_generation = G(5), previous
-        t2.control_plane = ControlPlane()
+        t2.generation, t2.attachment.previous_generation = G(5), previous
+        t2.attachment.control_plane = ControlPlane()
         run(t2.load)
-        assert t2.deletions is not None
-        assert (t2.deletions.pending == 1) is adopted and (t2.deletions.leaked == 0) is adopted
+        assert t2.attachment.deletions is not None
+        assert (t2.attachment.deletions.pending == 1) is adopted and (t2.attachment.deletions.leaked == 0) is adopted
         t2.stop()
     assert key in _objects(local)

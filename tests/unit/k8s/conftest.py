@@ -109,12 +109,13 @@ class StandIn(tenant.Tenant):
         self.scripted_upload_error: tuple[str, str] | None = None
         #: the newest index generation "in remote storage" (the floor of a bump)
         self.remote_newest: Generation | None = None
+        self.attachment.newest_remote_generation = self.scripted_newest  # type: ignore[method-assign]
 
     @property
     def upload_error(self) -> tuple[str, str] | None:
         return self.scripted_upload_error
 
-    async def newest_remote_generation(self) -> Generation | None:
+    async def scripted_newest(self) -> Generation | None:
         return self.remote_newest
 
     async def become_active(self, config: Any) -> None:
@@ -129,7 +130,7 @@ class StandIn(tenant.Tenant):
     async def start(self, config: Any = None) -> None:
         self.calls.append(("start", config))
         try:
-            await self._ensure_generation()  # as attach and load do first
+            await self.attachment.ensure_generation()  # as attach and load do first
             await self.on_start(self, config)
         except EngineError as e:
             if e.transient:

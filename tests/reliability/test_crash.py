@@ -206,6 +206,7 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
     durations: dict[str, float] = {}
     rounds = 0
     deletions = 0
+    leaked = 0
     while tally.total < CLI_KILLS:
         rounds += 1
         assert rounds <= 3 * CLI_KILLS + 10, f"{ctx} too few kills landed: {tally.log[-20:]}"
@@ -277,14 +278,20 @@ def test_sigkill_of_the_cli_at_random_points(tmp_path: Path, remote: Remote) -> 
                 tl, victim = compacted
                 assert victim not in {str(n) for n in common.remote_indexes(storage, tid)[str(tl)].layers}, where
                 left = storage.list_objects(paths.remote_timeline_prefix(tid, tl))
-                assert not any(key.rsplit("/", 1)[1] == victim for key in left), f"{where}: {victim} not deleted"
-                deletions += 1
+                if any(key.rsplit("/", 1)[1] == victim for key in left):
+                    # the accepted leak (docs/reliability.md): killed after the index that unlinked
+                    # it was uploaded and before its deletion was recorded; never without a kill
+                    assert killed, f"{where}: {victim} not deleted"
+                    leaked += 1
+                else:
+                    deletions += 1
         if killed:
             tally.survived[phase] += 1
     record(
         tally.line(
             f"crash suite, CLI ({len(flushed.layers)} timelines, {flushed.n} layers flushed, "
-            f"{deletions} compacted layers unlinked and deleted)", seed,
+            f"{deletions} compacted layers unlinked and deleted, {leaked} leaked by a kill between the "
+            "unlinking index and the queue's write)", seed,
         )
     )
     print(" ".join(tally.log))

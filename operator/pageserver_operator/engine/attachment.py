@@ -127,49 +127,60 @@ class Attachment:
         (Broken ``Stale``; the caller passes a higher ``--generation`` to take it over)."""
         if self.control_plane is not None:
             return  # the control plane issued our generation just now
-        own = self.generation
-        for tlid in sorted(timeline_ids):
-            newer = await remote_index.newer_generations(self.io, self.id, tlid, own)
-            if newer:
-                raise errors.stale(self.where, own, newer[-1], f"timeline {tlid}")
+        newer = self._newer(await self._listing(timeline_ids))
+        if newer is not None:
+            raise errors.stale(self.where, self.generation, newer[1], f"timeline {newer[0]}")
 
-    async def is_current(self, timeline_ids: Iterable[ids.TimelineId]) -> bool:
-        """Validate the generation: the control plane's uncached answer, and no index of a newer
-        generation in remote storage (a second Tenant resource naming the same tenant and bucket
-        has its own control plane; its indexes are what it leaves there)."""
-        if self.control_plane is not None and not await self.control_plane():
-            return False
-        own = self.generation
-        for tlid in sorted(timeline_ids):
-            if await remote_index.newer_generations(self.io, self.id, tlid, own):
-                return False
-        return True
+    async def _listing(self, timeline_ids: Iterable[ids.TimelineId]) -> dict[ids.TimelineId, list[Generation]]:
+        """The index generations of each timeline in remote storage (one LIST per timeline)."""
+        return {tlid: await remote_index.list_generations(self.io, self.id, tlid) for tlid in sorted(timeline_ids)}
+
+    def _newer(self, listing: Mapping[ids.TimelineId, list[Generation]]) -> tuple[ids.TimelineId, Generation] | None:
+        """A timeline with an index of a generation above ours, and the highest such generation."""
+        for tlid, gens in listing.items():
+            if gens and gens[-1] > self.generation:
+                return tlid, gens[-1]
+        return None
 
     async def settle(self, timelines: Mapping[ids.TimelineId, timeline.Timeline]) -> bool:
-        """Once the queues drained: validate the generation (one uncached read, only if
-        something waits for it), then advance ``remoteConsistentLsn``, execute the recorded
-        deletions and delete the indexes of older generations -- or, if a newer generation
-        exists, drop the deletions (leaked, counted) and raise ``Stale``. True if it acted."""
+        """Once the queues drained: validate the generation (only if something waits for it:
+        one LIST of index objects per timeline, shared by the validation and the search for
+        older indexes, and one uncached read of the control plane), then advance
+        ``remoteConsistentLsn``, execute the recorded deletions and delete the indexes of older
+        generations -- or, if a newer generation exists, drop the deletions (leaked, counted)
+        and raise ``Stale``. The listing is taken after every key of the batch was recorded.
+        True if it acted."""
         q = self.deletions
         if q is None:
             return False
-        old = await self._old_indexes(timelines.values())
         unconfirmed = [t for t in timelines.values() if t.queue.unconfirmed]
-        if not unconfirmed and not q.pending and not old:
+        cleaning = [
+            t for t in timelines.values()
+            if not self.generation.is_none() and t.queue.own_index_uploaded and not t.old_indexes_unlinked
+        ]  # fmt: skip
+        if not unconfirmed and not q.pending and not cleaning:
             return False
+        listing = await self._listing(timelines)
+        old = [
+            (t, paths.remote_index_key(self.id, t.timeline_id, g))
+            for t in cleaning
+            for g in listing[t.timeline_id]
+            if g < self.generation
+        ]
         verdict: list[bool] = []
 
         async def validate() -> bool:
             if not verdict:
-                verdict.append(await self.is_current(timelines))
+                current = self.control_plane is None or await self.control_plane()
+                verdict.append(current and self._newer(listing) is None)
             return verdict[0]
 
         result = await q.flush(validate)
-        if (unconfirmed or old) and await validate():
+        if (unconfirmed or cleaning) and await validate():
             for t in unconfirmed:
                 t.queue.confirm()
             await remote_io.gather_first_error([self.io.delete(key) for _, key in old])
-            for t, _ in old:
+            for t in cleaning:
                 t.old_indexes_unlinked = True
         if result.deleted or result.leaked or old:
             self._log.info(
@@ -181,19 +192,3 @@ class Attachment:
                 f"found when validating it before deleting or confirming uploads; {result.leaked} deletion(s) dropped",
             )
         return True
-
-    async def _old_indexes(self, timelines: Iterable[timeline.Timeline]) -> list[tuple[timeline.Timeline, str]]:
-        """The index objects of generations older than ours, of every timeline whose index of
-        our generation completed (once per attachment)."""
-        own = self.generation
-        if own.is_none():
-            return []
-        found = []
-        for t in timelines:
-            if t.old_indexes_unlinked or not t.queue.own_index_uploaded:
-                continue
-            older = [g for g in await remote_index.list_generations(self.io, self.id, t.timeline_id) if g < own]
-            found += [(t, paths.remote_index_key(self.id, t.timeline_id, g)) for g in older]
-            if not older:
-                t.old_indexes_unlinked = True
-        return found

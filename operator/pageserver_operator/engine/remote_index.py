@@ -5,8 +5,8 @@ generation none, has no suffix). A manager of generation ``g`` loads the index o
 generation not above ``g``: a GET of ``g`` (its own, after a restart that kept it), then of
 ``g.previous()`` (the usual case: the generation before ours was the last to write), then a LIST
 of the timeline's index objects. An index of a generation above ``g`` is never read: a newer
-attachment exists and we are stale (`newer_generations` is how a caller without a control
-plane finds out).
+attachment exists and we are stale (`list_generations` is how a caller without a control
+plane finds out: engine/attachment.py).
 
 Invariants: read-only (nothing here writes or deletes); a listed index that vanished before
 its GET (an old generation's index deleted by its successor) is retried from a fresh LIST,
@@ -46,13 +46,6 @@ def generations_of(keys: Iterable[str]) -> list[Generation]:
     """The generations of the index objects among ``keys`` (a listing), sorted (none first)."""
     found = {generation.parse_index_file_name(key.rpartition("/")[2]) for key in keys}
     return sorted(g for g in found if g is not None)
-
-
-async def newer_generations(
-    io: remote_io.RemoteIO, tenant_id: ids.TenantId, timeline_id: ids.TimelineId, own: Generation
-) -> list[Generation]:
-    """Index generations above ``own`` present in remote storage (empty: none is newer)."""
-    return [g for g in await list_generations(io, tenant_id, timeline_id) if g > own]
 
 
 async def fetch_latest(

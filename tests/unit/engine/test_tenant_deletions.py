@@ -6,6 +6,7 @@ removed layers and the bucket ends with exactly the newest index's objects."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -194,3 +195,28 @@ def test_deletions_recorded_by_the_previous_incarnation_are_adopted_or_dropped(l
         assert (t2.attachment.deletions.pending == 1) is adopted and (t2.attachment.deletions.leaked == 0) is adopted
         t2.stop()
     assert key in _objects(local)
+
+
+def test_settling_lists_the_index_objects_once_per_timeline(local: EngineEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validation and the search for older indexes share one LIST per timeline (the first
+    sync of a generation needs both: it validates its first index and deletes the seed's)."""
+    made = make_tenant(local.storage, seed=12, timelines=2, layers=3)
+    t = local.tenant(made.tenant_id)
+    t.generation = G(2)
+    t.attachment.control_plane = ControlPlane()
+    listed: list[str] = []
+    real = local.storage.list_objects
+
+    def counting(prefix: str) -> dict[str, int]:
+        listed.append(prefix)
+        return real(prefix)
+
+    async def scenario() -> None:
+        await t.attach()
+        await asyncio.gather(*(tl.queue.wait_completion() for tl in t.timelines.values()))
+        monkeypatch.setattr(local.storage, "list_objects", counting)
+        await t.sync(timeout=20)
+
+    run(scenario)
+    assert sorted(listed) == sorted(paths.remote_index_prefix(made.tenant_id, tl) for tl in made.timelines), listed
+    assert all(paths.remote_index_key(made.tenant_id, tl) not in _objects(local) for tl in made.timelines)

@@ -49,7 +49,8 @@ def test_openapi_is_published_for_kubectl_explain(kube: helpers.Kubectl, crd_ins
     text = helpers.wait_for(explained, 30, "kubectl explain to know the Tenant status")
     for field in ("timelineId", "diskConsistentLsn", "remoteConsistentLsn", "awaitsDownload"):
         assert field in text
-    assert kube.run("api-resources", f"--api-group={v1alpha1.GROUP}").stdout.split("\n")[1].split()[:2] == [
-        v1alpha1.PLURAL,
-        ",".join(v1alpha1.SHORT_NAMES),
-    ]
+    rows = {line.split()[0]: line.split() for line in kube.run("api-resources", f"--api-group={v1alpha1.GROUP}").stdout.splitlines()[1:]}
+    assert rows[v1alpha1.PLURAL][:2] == [v1alpha1.PLURAL, ",".join(v1alpha1.SHORT_NAMES)]
+    # the Pageserver is cluster-scoped (NAMESPACED false)
+    assert rows[v1alpha1.PAGESERVER_PLURAL][:2] == [v1alpha1.PAGESERVER_PLURAL, ",".join(v1alpha1.PAGESERVER_SHORT_NAMES)]
+    assert "false" in rows[v1alpha1.PAGESERVER_PLURAL]

@@ -1,8 +1,9 @@
-"""The Tenant CRD, generated from the pydantic models of `v1alpha1`.
+"""The CRDs (Tenant, Pageserver), generated from the pydantic models of `v1alpha1`.
 
-``python -m pageserver_operator.api.crd > crds/tenants.pageserver.dev.yaml`` writes it; a test
-regenerates it and fails when the committed file differs, so the models and the schema cannot
-drift. The generated schema is structural: ``$ref``s inlined, ``nullable`` instead of
+``python -m pageserver_operator.api.crd > crds/tenants.pageserver.dev.yaml`` and
+``python -m pageserver_operator.api.crd pageservers > crds/pageservers.pageserver.dev.yaml``
+write them; a test regenerates them and fails when a committed file differs, so the models and
+the schemas cannot drift. The generated schema is structural: ``$ref``s inlined, ``nullable`` instead of
 ``anyOf [.., null]``, no ``additionalProperties: false`` (the API server prunes unknown fields),
 plus what pydantic cannot say: the CEL immutability rule of ``spec.tenantId``.
 """
@@ -81,7 +82,7 @@ def crd() -> dict[str, Any]:
     status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
     status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
     status["properties"]["placement"]["x-kubernetes-validations"] = [GENERATION_NEVER_DECREASES]
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Tenant ID", "type": "string", "jsonPath": ".spec.tenantId"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Timelines", "type": "integer", "jsonPath": ".status.timelineCount"},
@@ -90,20 +91,63 @@ def crd() -> dict[str, Any]:
         {"name": "ETA", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1,
          "description": "seconds until the current attach/reconcile is done (from the recent rate)"},
         {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+        {"name": "Pageserver", "type": "string", "jsonPath": ".status.placement.attached", "priority": 1,
+         "description": "the pageserver the tenant is attached to"},
+        {"name": "Generation", "type": "integer", "jsonPath": ".status.placement.generation", "priority": 1,
+         "description": "the generation of its attachment"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
+    return _definition(
+        v1alpha1.KIND, v1alpha1.PLURAL, v1alpha1.SINGULAR, v1alpha1.SHORT_NAMES, "Namespaced", columns,
+        "A pageserver tenant attached from remote storage onto the operator's volume",
+        {"required": ["spec"], "spec": spec, "status": status},
+    )
+
+
+def pageserver_crd() -> dict[str, Any]:
+    """The cluster-scoped Pageserver: one per pageserver manager, registered by it (DESIGN §8.3)."""
+    columns: list[dict[str, Any]] = [
+        {"name": "State", "type": "string", "jsonPath": ".status.state"},
+        {"name": "Scheduling", "type": "string", "jsonPath": ".spec.scheduling"},
+        {"name": "Tenants", "type": "integer", "jsonPath": ".status.tenants"},
+        {"name": "Bytes", "type": "integer", "jsonPath": ".status.bytes"},
+        {"name": "Heartbeat", "type": "date", "jsonPath": ".status.lastHeartbeat", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _definition(
+        v1alpha1.PAGESERVER_KIND, v1alpha1.PAGESERVER_PLURAL, v1alpha1.PAGESERVER_SINGULAR,
+        v1alpha1.PAGESERVER_SHORT_NAMES, "Cluster", columns,
+        "A pageserver manager (one volume), registered by the manager itself; its heartbeat is a Lease",
+        {"spec": model_schema(v1alpha1.PageserverSpec), "status": model_schema(v1alpha1.PageserverStatus)},
+    )
+
+
+def _definition(
+    kind: str, plural: str, singular: str, short: list[str], scope: str, columns: list[dict[str, Any]],
+    description: str, parts: dict[str, Any],
+) -> dict[str, Any]:
+    required = parts.pop("required", None)
+    root: dict[str, Any] = {"type": "object", "description": description}
+    if required:
+        root["required"] = required
+    root["properties"] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        **parts,
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"},
+        "metadata": {"name": f"{plural}.{v1alpha1.GROUP}"},
         "spec": {
             "group": v1alpha1.GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": v1alpha1.KIND,
-                "plural": v1alpha1.PLURAL,
-                "singular": v1alpha1.SINGULAR,
-                "shortNames": v1alpha1.SHORT_NAMES,
+                "kind": kind,
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short,
                 "categories": ["pageserver"],
             },
             "versions": [
@@ -113,30 +157,21 @@ def crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A pageserver tenant attached from remote storage onto the operator's volume",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
     }
 
 
-def render() -> str:
+def render(which: str = "tenants") -> str:
+    """The CRD of ``tenants`` or ``pageservers`` as the committed file holds it."""
+    if which == v1alpha1.PAGESERVER_PLURAL:
+        header = "# Generated by `python -m pageserver_operator.api.crd pageservers` from api/v1alpha1.py. Do not edit.\n"
+        return header + yaml.safe_dump(pageserver_crd(), sort_keys=False, width=120)
     header = "# Generated by `python -m pageserver_operator.api.crd` from api/v1alpha1.py. Do not edit.\n"
     return header + yaml.safe_dump(crd(), sort_keys=False, width=120)
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(render(sys.argv[1] if len(sys.argv) > 1 else "tenants"))

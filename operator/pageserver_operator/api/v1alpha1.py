@@ -33,6 +33,18 @@ SINGULAR = "tenant"
 SHORT_NAMES = ["pst"]
 TENANT_ID_PATTERN = r"^[0-9a-f]{32}$"
 RETRY_ANNOTATION = f"{GROUP}/retry"
+#: The Pageserver resource (DESIGN §8.3): cluster-scoped, one per pageserver manager.
+PAGESERVER_KIND = "Pageserver"
+PAGESERVER_PLURAL = "pageservers"
+PAGESERVER_SINGULAR = "pageserver"
+PAGESERVER_SHORT_NAMES = ["ps"]
+#: The label on a Pageserver naming the namespace of its heartbeat Lease: managers that share a
+#: lease namespace form one group, and the placement leader of a group places only on its members.
+LEASE_NAMESPACE_LABEL = f"{GROUP}/lease-namespace"
+#: Pod annotation "true": drain this pageserver (the same as ``spec.scheduling: Draining``).
+DRAIN_ANNOTATION = f"{GROUP}/drain"
+#: A Kubernetes object name (DNS subdomain): a pageserver's name.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 #: "true": if a deleted Tenant's local data cannot be uploaded, keep it as <tid>.kept.<N> and let go.
 KEEP_LOCAL_ANNOTATION = f"{GROUP}/keep-local-on-detach"
 
@@ -77,6 +89,17 @@ class TenantConfigSpec(Model):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+class PlacementSpec(Model):
+    """Where the tenant should be attached (DESIGN §8.3)."""
+
+    pageserver: str | None = Field(
+        None, max_length=253, pattern=NAME_PATTERN,
+        description="Pin: attach the tenant on this pageserver (a Pageserver resource's name); "
+        "empty: the least loaded one",
+    )
+    secondaries: int = Field(0, ge=0, le=3, description="Warm secondary locations kept besides the attached one")
+
+
 class TenantSpec(Model):
     tenant_id: str = Field(
         ...,
@@ -84,6 +107,7 @@ class TenantSpec(Model):
         description="The tenant's id: 32 lowercase hex characters; immutable",
     )
     config: TenantConfigSpec | None = Field(None, description="Tenant config overrides")
+    placement: PlacementSpec | None = Field(None, description="Where to attach the tenant")
 
 
 class Condition(Model):
@@ -121,6 +145,16 @@ class TimelineStatus(Model):
     state: str
 
 
+class MigrationStatus(Model):
+    """A relocation from one pageserver to another (DESIGN §8.4)."""
+
+    from_: str | None = Field(None, alias="from", description="The source pageserver")
+    to: str | None = Field(None, description="The target pageserver")
+    phase: str | None = Field(None, description="Warming, SourceStale, Cutover or SourceDetach")
+    started_at: str | None = None
+    progress: Progress | None = None
+
+
 class PlacementStatus(Model):
     """Where the tenant is attached and under which generation (DESIGN §8.2, §8.3)."""
 
@@ -130,6 +164,12 @@ class PlacementStatus(Model):
         description="The generation of the current attachment: issued by the control plane, bumped with a "
         "resourceVersion precondition on every attach and every start of a pageserver manager; never decreases",
     )
+    secondaries: list[str] | None = Field(None, description="Pageservers holding a warm secondary copy")
+    migration: MigrationStatus | None = Field(None, description="A relocation in progress (DESIGN §8.4)")
+    reason: str | None = Field(
+        None, description="Why the tenant is not placed where asked (e.g. PageserverNotFound); empty when it is"
+    )
+    message: str | None = Field(None, description="The same, for people")
 
 
 class DeletionsStatus(Model):
@@ -251,3 +291,28 @@ def status_from_snapshot(snap: engine_snapshot.TenantSnapshot) -> TenantStatus:
             else None
         ),
     )
+
+
+# ---- the Pageserver resource ----------------------------------------------------------------------
+
+Scheduling = Literal["Active", "Draining", "Paused"]
+PageserverState = Literal["Active", "Draining", "Offline"]
+
+
+class PageserverSpec(Model):
+    scheduling: Scheduling = Field(
+        "Active",
+        description="Active: takes new tenants; Draining: its tenants move away; Paused: no new tenants",
+    )
+
+
+class PageserverStatus(Model):
+    state: PageserverState | None = Field(None, description="Active, Draining or Offline (heartbeat lost)")
+    tenants: int | None = Field(None, ge=0, description="Tenants attached here")
+    bytes: int | None = Field(None, ge=0, description="Bytes of tenant data on its volume")
+    capacity: int | None = Field(None, ge=1, description="Tenants it is sized for (--capacity)")
+    disk_used_bytes: int | None = Field(None, ge=0, description="Used bytes of the volume's filesystem")
+    disk_total_bytes: int | None = Field(None, ge=0, description="Size of the volume's filesystem")
+    last_heartbeat: str | None = Field(None, description="When its heartbeat Lease was last renewed (as last seen)")
+    lease_namespace: str | None = Field(None, description="The namespace of its heartbeat Lease")
+    message: str | None = None

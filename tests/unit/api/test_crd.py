@@ -20,6 +20,45 @@ def test_committed_crd_is_generated_from_the_models() -> None:
     assert COMMITTED.read_text() == crd.render(), f"the committed CRD is stale: run `{REGENERATE}`"
 
 
+def test_committed_pageserver_crd_is_generated_from_the_models() -> None:
+    committed = ROOT / "crds" / f"{v1alpha1.PAGESERVER_PLURAL}.{v1alpha1.GROUP}.yaml"
+    regenerate = "python -m pageserver_operator.api.crd pageservers > crds/pageservers.pageserver.dev.yaml"
+    assert committed.read_text() == crd.render("pageservers"), f"the committed CRD is stale: run `{regenerate}`"
+
+
+def test_the_chart_ships_the_committed_crds() -> None:
+    for path in (ROOT / "crds").glob("*.yaml"):
+        shipped = ROOT / "charts" / "pageserver-operator" / "crds" / path.name
+        assert shipped.read_text() == path.read_text(), f"{shipped} differs from {path}: copy it"
+
+
+def test_the_pageserver_is_cluster_scoped_with_the_contract_fields() -> None:
+    d = crd.pageserver_crd()
+    assert d["spec"]["scope"] == "Cluster"
+    v = d["spec"]["versions"][0]
+    assert v["subresources"] == {"status": {}}
+    props = v["schema"]["openAPIV3Schema"]["properties"]
+    assert props["spec"]["properties"]["scheduling"]["enum"] == ["Active", "Draining", "Paused"]
+    assert {"state", "tenants", "bytes", "lastHeartbeat"} <= set(props["status"]["properties"])
+    assert props["status"]["properties"]["state"]["enum"] == ["Active", "Draining", "Offline"]
+    assert not _keys(props) & {"$ref", "$defs", "anyOf", "title", "default", "additionalProperties"}
+
+
+def test_tenants_wide_shows_the_pageserver_and_generation() -> None:
+    columns = crd.crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority") == 1}
+    assert wide["Pageserver"] == ".status.placement.attached"
+    assert wide["Generation"] == ".status.placement.generation"
+
+
+def test_placement_spec_and_migration_fields_are_the_contract_names() -> None:
+    props = _schema()["properties"]
+    assert set(props["spec"]["properties"]["placement"]["properties"]) == {"pageserver", "secondaries"}
+    placement = props["status"]["properties"]["placement"]["properties"]
+    assert {"attached", "generation", "secondaries", "migration"} <= set(placement)
+    assert {"from", "to", "phase", "startedAt", "progress"} <= set(placement["migration"]["properties"])
+
+
 def test_generated_crd_round_trips_through_yaml() -> None:
     assert yaml.safe_load(crd.render()) == crd.crd()
 

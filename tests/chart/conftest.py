@@ -39,9 +39,9 @@ def kube(control_plane: controlplane.ControlPlane, kubectl: Path) -> helpers.Kub
 
 @pytest.fixture(scope="session")
 def chart_crd(kube: helpers.Kubectl) -> None:
-    """The chart's CRD, applied and Established."""
-    kube.run("apply", "-f", str(support.CHART_CRD))
-    support.wait_established(kube)
+    """The chart's CRDs (its crds/: Tenant and Pageserver), applied and Established."""
+    kube.run("apply", "-f", str(support.CHART_CRDS))
+    support.wait_established(kube, names=support.CRD_NAMES)
 
 
 @pytest.fixture

@@ -29,6 +29,9 @@ CHART = REPO / "charts" / "pageserver-operator"
 CHART_CRD = CHART / "crds" / "tenants.pageserver.dev.yaml"
 TOP_CRD = REPO / "crds" / "tenants.pageserver.dev.yaml"
 CRD_NAME = "tenants.pageserver.dev"
+#: every CRD the chart installs (its crds/: Tenant and Pageserver)
+CHART_CRDS = CHART / "crds"
+CRD_NAMES = ("tenants.pageserver.dev", "pageservers.pageserver.dev")
 HELM_SCRIPT = REPO / "hack" / "helm.sh"
 EXAMPLE_TENANT = REPO / "examples" / "tenant.yaml"
 CONTAINER = "operator"
@@ -136,14 +139,23 @@ def credentials_secret(name: str, namespace: str, server: objectstore.ObjectStor
 
 
 def resolve_env(
-    env_list: Sequence[Mapping[str, Any]], secrets: Mapping[str, Mapping[str, str]]
+    env_list: Sequence[Mapping[str, Any]],
+    secrets: Mapping[str, Mapping[str, str]],
+    fields: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment the kubelet would give the container: ``value`` as is, ``secretKeyRef``
-    looked up in ``secrets`` (name -> string data); optional missing keys are left out."""
+    looked up in ``secrets`` (name -> string data), optional missing keys left out;
+    ``fieldRef`` looked up in ``fields`` (field path -> the pod's value, e.g. metadata.name)."""
     env: dict[str, str] = {}
     for item in env_list:
         if "valueFrom" not in item:
             env[item["name"]] = str(item.get("value", ""))  # the API server drops value: ""
+            continue
+        field = item["valueFrom"].get("fieldRef")
+        if field is not None:
+            path = field["fieldPath"]
+            assert fields is not None and path in fields, f"env {item['name']}: no pod field {path} given"
+            env[item["name"]] = fields[path]
             continue
         ref = item["valueFrom"].get("secretKeyRef")
         assert ref is not None, f"unsupported env source in the chart: {item}"
@@ -158,13 +170,17 @@ def resolve_env(
 # ---- the cluster ----------------------------------------------------------------------------------
 
 
-def wait_established(kube: helpers.Kubectl, timeout: float = 60.0) -> None:
-    def established() -> bool:
-        crd = kube.get_json("crd", CRD_NAME)
-        conditions = (crd.get("status") or {}).get("conditions") or []
-        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+def wait_established(
+    kube: helpers.Kubectl, timeout: float = 60.0, names: Sequence[str] = (CRD_NAME,)
+) -> None:
+    for name in names:
 
-    helpers.wait_for(established, timeout, f"the CRD {CRD_NAME} to be Established")
+        def established(name: str = name) -> bool:
+            crd = kube.get_json("crd", name)
+            conditions = (crd.get("status") or {}).get("conditions") or []
+            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+        helpers.wait_for(established, timeout, f"the CRD {name} to be Established")
 
 
 def apply_docs(kube: helpers.Kubectl, docs: Sequence[Mapping[str, Any]], *args: str) -> str:

@@ -122,13 +122,21 @@ def test_statefulset_runs_the_operator_with_the_chart_settings(helm: support.Hel
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-    # Namespaced RBAC: a Role + RoleBinding per watched namespace, read-only discovery cluster-wide.
-    roles = support.of_kind(docs, "Role")
+    # Namespaced RBAC: a Role + RoleBinding per watched namespace (and the Leases' Role in the
+    # release namespace, test_chart_multi), read-only discovery cluster-wide; the only
+    # cluster-wide writes are to the cluster-scoped Pageservers.
+    fullname = sts["metadata"]["name"]
+    roles = [r for r in support.of_kind(docs, "Role") if r["metadata"]["name"] == fullname]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
-    assert sorted(r["metadata"]["namespace"] for r in support.of_kind(docs, "RoleBinding")) == ["a", "b"]
-    (cluster_role,) = support.of_kind(docs, "ClusterRole")
-    for rule in cluster_role["rules"]:
+    bindings = [b for b in support.of_kind(docs, "RoleBinding") if b["metadata"]["name"] == fullname]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
+    cluster_roles = {r["metadata"]["name"]: r for r in support.of_kind(docs, "ClusterRole")}
+    assert sorted(cluster_roles) == [f"{fullname}-discovery", f"{fullname}-pageservers"]
+    for rule in cluster_roles[f"{fullname}-discovery"]["rules"]:
         assert set(rule["verbs"]) <= {"list", "watch"}, f"cluster-wide rule beyond read access: {rule}"
+    for rule in cluster_roles[f"{fullname}-pageservers"]["rules"]:
+        assert rule["apiGroups"] == ["pageserver.dev"], rule
+        assert set(rule["resources"]) <= {"pageservers", "pageservers/status"}, rule
 
 
 def test_values_build_the_remote_url_or_take_it_as_given(helm: support.Helm) -> None:
@@ -150,7 +158,7 @@ def test_irsa_annotations_go_on_the_service_account_and_no_secret_is_referenced(
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
     sts = support.one(docs, "StatefulSet")
     assert sts["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
-    assert not [e for e in support.container(sts)["env"] if "valueFrom" in e]
+    assert not [e for e in support.container(sts)["env"] if "secretKeyRef" in e.get("valueFrom", {})]
 
 
 def test_service_monitor_is_optional_and_scrapes_the_metrics_service(helm: support.Helm) -> None:
@@ -222,18 +230,40 @@ def _restricted_namespace(kube: helpers.Kubectl) -> str:
     return name
 
 
-@pytest.mark.parametrize("mode", ["all-namespaces", "watch-namespaces"])
+#: kinds every rendering has (with the defaults or any ci/ values file)
+EVERY_RENDERING = {
+    "ServiceAccount", "StatefulSet", "Service", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+    "PodDisruptionBudget", "NetworkPolicy",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["all-namespaces", "watch-namespaces", *(v.name for v in CI_VALUES)])
 def test_every_rendered_object_passes_server_side_dry_run(
     helm: support.Helm, kube: helpers.Kubectl, chart_crd: None, mode: str
 ) -> None:
+    """Every object of the chart (the defaults, the namespaced mode and each ci/ values file),
+    PodDisruptionBudget, NetworkPolicy and the Leases' Role included, as the API server judges it."""
     namespace = _restricted_namespace(kube)
     values: dict[str, Any] = {"remote": {"bucket": "bkt", "credentialsSecret": SECRET}}
+    value_files: list[Path] = []
     if mode == "watch-namespaces":
         watched = [f"{namespace}-a", f"{namespace}-b"]
         for ns in watched:
             kube.run("create", "namespace", ns)
         values["watchNamespaces"] = watched
-    docs = helm.render(values, release=f"dry-{uuid.uuid4().hex[:6]}", namespace=namespace)
+    elif mode.endswith(".yaml"):
+        path = support.CHART / "ci" / mode
+        value_files, values = [path], {}
+        for ns in yaml.safe_load(path.read_text()).get("watchNamespaces", []):
+            if kube.run("get", "namespace", ns, "--ignore-not-found").stdout.strip() == "":
+                kube.run("create", "namespace", ns)
+    docs = helm.render(
+        values, release=f"dry-{uuid.uuid4().hex[:6]}", namespace=namespace, value_files=value_files
+    )
+    # prometheus-operator's CRD is not installed here: the ServiceMonitor (namespaced-values.yaml)
+    # is checked by test_service_monitor_is_optional_and_scrapes_the_metrics_service only.
+    docs = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    assert {d["kind"] for d in docs} >= EVERY_RENDERING, sorted({d["kind"] for d in docs})
     result = kube.run(
         "apply",
         "--dry-run=server",
@@ -373,7 +403,13 @@ class Setup:
     def operator_env(self, statefulset: dict[str, Any], workdir: Path) -> tuple[dict[str, str], int]:
         """The container's environment as the kubelet would set it, with what a process on this
         machine needs instead: the volume path, free ports, the ServiceAccount's kubeconfig."""
-        env = support.resolve_env(support.container(statefulset)["env"], {SECRET: self.secret["stringData"]})
+        pod = f"{statefulset['metadata']['name']}-0"
+        fields = {"metadata.name": pod, "metadata.namespace": self.namespace}
+        env = support.resolve_env(
+            support.container(statefulset)["env"], {SECRET: self.secret["stringData"]}, fields
+        )
+        assert env["PAGESERVER_OPERATOR_PAGESERVER"] == pod
+        assert env["PAGESERVER_OPERATOR_LEASE_NAMESPACE"] == self.namespace
         assert env["PAGESERVER_OPERATOR_WORKDIR"] == "/data"
         metrics_port, liveness_port = processes.free_ports(2)
         sa = support.one(self.docs, "ServiceAccount")["metadata"]["name"]
@@ -558,9 +594,12 @@ def test_removing_a_rule_makes_the_operator_fail_with_a_clear_message(
 
 
 def test_kopf_needs_no_more_than_the_chart_grants_at_cluster_scope(helm: support.Helm) -> None:
-    """The cluster-wide grant is read-only discovery plus the Tenant rules (no secrets, no pods)."""
+    """The cluster-wide grant is read-only discovery plus the Tenant rules (no secrets, no pods);
+    the Pageservers' ClusterRole is test_chart_multi's."""
     docs = helm.render({"remote": {"bucket": "bkt"}})
-    (role,) = support.of_kind(docs, "ClusterRole")
+    (role,) = [
+        r for r in support.of_kind(docs, "ClusterRole") if r["metadata"]["name"] == "pso-pageserver-operator"
+    ]
     granted = {
         (g, r, v)
         for rule in role["rules"]

@@ -158,12 +158,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--pageserver", default=None, metavar="NAME",
         help="this pageserver manager's name (env PAGESERVER_OPERATOR_PAGESERVER; default the pod name, else the host name)",
     )
+    p.add_argument(
+        "--failover-seconds", type=float, default=None, metavar="N",
+        help="a pageserver whose heartbeat is older than this loses its tenants (env "
+        "PAGESERVER_OPERATOR_FAILOVER_SECONDS, default 30)",
+    )
+    p.add_argument(
+        "--capacity", type=int, default=None, metavar="N",
+        help="tenants this pageserver is sized for, in the load score (env PAGESERVER_OPERATOR_CAPACITY, default 1000)",
+    )
+    p.add_argument(
+        "--lease-namespace", default=None, metavar="NS",
+        help="namespace of the heartbeat and placement Leases (env PAGESERVER_OPERATOR_LEASE_NAMESPACE; default "
+        "the pod's namespace, else default)",
+    )
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9090, 0 = off)")
     p.add_argument("--liveness-port", type=int, default=None, help="liveness port (default 8080, 0 = off)")
 
     p = sub.add_parser("dev", help="local control plane + object store + sample tenant + operator")
     p.add_argument("--state-dir", default=None, help="where state and the env file go (default ~/.cache/...)")
     p.add_argument("--exit-when-ready", action="store_true", help="stop everything once the sample is Active")
+    p.add_argument(
+        "--pageservers", type=int, default=1, metavar="N",
+        help="pageserver managers to start, each with its own volume, in one placement group (default 1)",
+    )
 
     p = sub.add_parser("testdata", help="generate test data in the exact formats")
     tsub = p.add_subparsers(dest="testdata_command", required=True, metavar="WHAT")
@@ -387,6 +405,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         "namespaces": args.namespaces, "sync_period": args.sync_period, "kubeconfig": args.kubeconfig,
         "metrics_port": args.metrics_port, "liveness_port": args.liveness_port,
         "log_format": args.log_format, "pageserver": args.pageserver,
+        "failover_seconds": args.failover_seconds, "capacity": args.capacity, "lease_namespace": args.lease_namespace,
     }
     try:
         s = settings.OperatorSettings(**{k: v for k, v in given.items() if v is not None})
@@ -398,7 +417,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_dev(args: argparse.Namespace) -> None:
     from pageserver_operator import dev
 
-    dev.run(Path(args.state_dir) if args.state_dir else None, exit_when_ready=args.exit_when_ready)
+    dev.run(
+        Path(args.state_dir) if args.state_dir else None, exit_when_ready=args.exit_when_ready,
+        pageservers=args.pageservers,
+    )
 
 
 def _exit(code: int, fast: bool) -> NoReturn:

@@ -108,12 +108,15 @@ def _seed(remote: str, tenant_id: ids.TenantId, env: dict[str, str]) -> None:
         storage.close()
 
 
-def _watch_until_active(env: dict[str, str], name: str, operator: subprocess.Popen[bytes], timeout: float) -> None:
+def _watch_until_active(
+    env: dict[str, str], name: str, operators: list[subprocess.Popen[bytes]], timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        if operator.poll() is not None:
-            raise RuntimeError(f"the operator exited with status {operator.returncode}; see its log")
+        for operator in operators:
+            if operator.poll() is not None:
+                raise RuntimeError(f"an operator exited with status {operator.returncode}; see its log")
         try:
             doc: dict[str, Any] = json.loads(_kubectl(env, "get", "tenant", name, "-o", "json"))
         except RuntimeError:
@@ -137,11 +140,22 @@ def _watch_until_active(env: dict[str, str], name: str, operator: subprocess.Pop
     raise RuntimeError(f"the sample tenant did not become Active within {timeout:.0f} s")
 
 
-def run(state_dir: Path | None, exit_when_ready: bool = False) -> None:
+def _names(pageservers: int) -> list[str | None]:
+    """The managers' ``--pageserver`` names: one manager keeps the default (the host name)."""
+    return [None] if pageservers == 1 else [f"dev-{i}" for i in range(pageservers)]
+
+
+def _volume(state: Path, name: str | None) -> Path:
+    return state / "volume" if name is None else state / "volumes" / name
+
+
+def run(state_dir: Path | None, exit_when_ready: bool = False, pageservers: int = 1) -> None:
+    if pageservers < 1:
+        raise ValueError("--pageservers must be at least 1")
     state = (state_dir or environment.default_state_dir()).resolve()
     started = time.monotonic()
     env_ = environment.start_environment(state)
-    operator: subprocess.Popen[bytes] | None = None
+    operators: list[subprocess.Popen[bytes]] = []
     stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -154,29 +168,38 @@ def run(state_dir: Path | None, exit_when_ready: bool = False) -> None:
         env_.object_store.create_bucket(BUCKET)
         env = {**os.environ, **env_.env()}
         remote = f"s3://{BUCKET}?endpoint={env_.object_store.endpoint}&region={env_.object_store.region}"
-        workdir = state / "volume"
-        workdir.mkdir(parents=True, exist_ok=True)
+        names = _names(pageservers)
+        workdir = _volume(state, names[0])
         manifest = sample_manifest()
         tenant_id = sample_tenant_id(manifest)
         _seed(remote, tenant_id, env_.env())
-        _kubectl(env, "apply", "-f", "-", stdin=crd.render())
-        _kubectl(env, "wait", "--for=condition=Established", f"crd/{v1alpha1.PLURAL}.{v1alpha1.GROUP}", "--timeout=60s")
-        log_path = state / "operator.log"
+        for which in (v1alpha1.PLURAL, v1alpha1.PAGESERVER_PLURAL):
+            _kubectl(env, "apply", "-f", "-", stdin=crd.render(which))
+            _kubectl(env, "wait", "--for=condition=Established", f"crd/{which}.{v1alpha1.GROUP}", "--timeout=60s")
         extra = {
             "PAGESERVER_OPERATOR_WORKDIR": str(workdir),
             "PAGESERVER_OPERATOR_REMOTE": remote,
             "PAGESERVER_OPERATOR_METRICS_PORT": "0",
             "PAGESERVER_OPERATOR_LIVENESS_PORT": "0",
             "PAGESERVER_OPERATOR_SYNC_PERIOD": "10",
+            "PAGESERVER_OPERATOR_LEASE_NAMESPACE": "default",
         }
-        with open(log_path, "ab") as log:
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "pageserver_operator.cli", "run"],
-                env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        _say(f"operator running (pid {operator.pid}), log: {log_path}")
+        for name in names:
+            volume = _volume(state, name)
+            volume.mkdir(parents=True, exist_ok=True)
+            own = {**extra, "PAGESERVER_OPERATOR_WORKDIR": str(volume)}
+            if name is not None:
+                own["PAGESERVER_OPERATOR_PAGESERVER"] = name
+            log_path = state / ("operator.log" if name is None else f"operator-{name}.log")
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pageserver_operator.cli", "run"],
+                    env={**env, **own}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            operators.append(proc)
+            _say(f"operator {name or ''} running (pid {proc.pid}, volume {volume}), log: {log_path}".replace("  ", " "))
         _kubectl(env, "apply", "-f", "-", stdin=manifest)
-        _watch_until_active(env, "sample", operator, timeout=300)
+        _watch_until_active(env, "sample", operators, timeout=300)
         env_file = env_.write_env_file()
         with open(env_file, "a") as f:
             for k, v in extra.items():
@@ -186,6 +209,7 @@ def run(state_dir: Path | None, exit_when_ready: bool = False) -> None:
         _say(f"ready in {time.monotonic() - started:.1f} s. In another shell:")
         print(f"  set -a; . {env_file}; set +a")
         print("  kubectl get tenants -o wide")
+        print("  kubectl get pageservers")
         print(f"  pageserver-operator status --workdir {workdir} {tenant_id}")
         for line in env_file.read_text().splitlines():
             print(f"  {line}")
@@ -193,15 +217,18 @@ def run(state_dir: Path | None, exit_when_ready: bool = False) -> None:
             return
         _say("Ctrl-C stops everything")
         while not stop.wait(1.0):
-            if operator.poll() is not None:
-                raise RuntimeError(f"the operator exited with status {operator.returncode}; see {log_path}")
+            for proc in operators:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"an operator exited with status {proc.returncode}; see its log in {state}")
     finally:
-        if operator is not None and operator.poll() is None:
-            os.killpg(operator.pid, signal.SIGTERM)
+        for proc in operators:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in operators:
             try:
-                operator.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(operator.pid, signal.SIGKILL)
-                operator.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         env_.stop()
         _say("stopped")

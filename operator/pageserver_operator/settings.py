@@ -49,6 +49,17 @@ class EngineSettings(BaseSettings):
         return remote_url.parse_remote_url(self.remote, concurrency=self.concurrency)
 
 
+#: Where a pod finds its own namespace (the service account's projected files).
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _own_namespace() -> str | None:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class OperatorSettings(EngineSettings):
     """Settings of ``pageserver-operator run``."""
 
@@ -73,6 +84,22 @@ class OperatorSettings(EngineSettings):
         min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="This pageserver manager's name (status.placement.attached); default the pod name "
         "(HOSTNAME), else the host name",
+    )
+
+    failover_seconds: float = Field(
+        30.0, gt=0, le=3600,
+        description="A pageserver whose heartbeat Lease is not renewed for this long is Offline and loses its "
+        "tenants to others (generation+1); also the placement leader's lease duration",
+    )
+    capacity: int = Field(
+        1000, ge=1, description="Tenants this pageserver is sized for: the load score is the larger of the volume's "
+        "used fraction and tenants / capacity",
+    )
+    lease_namespace: str = Field(
+        default_factory=lambda: _own_namespace() or "default",
+        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace of the heartbeat and placement Leases; default the pod's own namespace, else "
+        "`default`. Managers sharing it form one placement group",
     )
 
     @field_validator("namespaces", mode="before")

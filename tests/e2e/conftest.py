@@ -273,6 +273,8 @@ class OperatorFactory:
             "--workdir", str(self.workdir),
             "--remote", remote_url or self.remote.url,
             "--namespace", self.namespace,
+            # the test's own placement group: Leases in its namespace (Pageservers are labelled with it)
+            "--lease-namespace", self.namespace,
             "--sync-period", str(sync_period),
             "--metrics-port", str(metrics_port),
             "--liveness-port", str(liveness_port),

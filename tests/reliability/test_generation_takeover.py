@@ -1,13 +1,16 @@
-"""Takeover through the real control plane (DESIGN §8.2, issue 16): the owner of a tenant is
-frozen (SIGSTOP: a pod behind a partition) at a random point while its pageserver keeps writing
-and compacting on its volume; a new manager on another volume takes the tenant over with a
-higher generation; the frozen one is resumed. Every round checks, from outside:
+"""Takeover through the real control plane (DESIGN §8.2, §8.3; issues 16, 17): the owner of a
+tenant is frozen (SIGSTOP: a pod behind a partition) at a random point while its pageserver keeps
+writing and compacting on its volume; a new manager on another volume joins the placement group,
+leads it once the frozen one's leader lease lapses, finds the frozen one's heartbeat stopped
+(``--failover-seconds``), places the tenant on itself and attaches it with a higher generation;
+the frozen one is resumed. Every round checks, from outside:
 
 - a watcher reads the newest remote index every 0.2 s: its ``disk_consistent_lsn`` never goes
   back, it never loses a layer that is not replaced, and every object it names exists (no stale
   deletion ever removes what the current generation references);
-- the resumed manager finds itself stale: a ``Stale`` Warning Event, its status writes refused
-  (the status stays the new owner's: ``placement.attached``, ``phase`` Active);
+- the resumed manager finds the tenant placed elsewhere: it removes its local copy (a
+  ``StaleCopyRemoved`` Warning Event) and never overwrites the new owner's status
+  (``placement.attached``, ``phase`` Active);
 - the new owner keeps working: a layer its pageserver flushes is indexed under its generation.
 
 Figure: "takeovers survived / takeovers". ``RELIABILITY_TAKEOVERS`` (default 3) sets the rounds;
@@ -40,6 +43,9 @@ from reliability.figures import record
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 ROUNDS = int(os.environ.get("RELIABILITY_TAKEOVERS", "3"))
+#: --failover-seconds of the managers (the production default is 30)
+FAILOVER = 2.0
+MANAGER_ARGS = ["--failover-seconds", str(FAILOVER)]
 
 
 class NewestIndexWatch:
@@ -118,7 +124,7 @@ def test_a_frozen_owner_is_taken_over_and_never_corrupts_the_tenant(
     leaked_by_stale = 0
     failed = True
     try:
-        owner: OperatorProcess = operator.start(sync_period=0.5, extra_args=["--pageserver", "ps-0"])
+        owner: OperatorProcess = operator.start(sync_period=0.5, extra_args=["--pageserver", "ps-0", *MANAGER_ARGS])
         k.apply(helpers.tenant_manifest("t", tid_s))
         helpers.wait_phase(k, "t", "Active", timeout=120)
         helpers.wait_for(lambda: _placement(k).get("generation") == 1, 30, "generation 1")
@@ -140,7 +146,7 @@ def test_a_frozen_owner_is_taken_over_and_never_corrupts_the_tenant(
                 # a new manager on another volume takes the tenant over
                 nxt_factory = OperatorFactory(tmp_path / f"round-{r}", control_plane.kubeconfig, namespace, remote)
                 factories.append(nxt_factory)
-                nxt = nxt_factory.start(sync_period=0.5, extra_args=["--pageserver", f"ps-{r + 1}"])
+                nxt = nxt_factory.start(sync_period=0.5, extra_args=["--pageserver", f"ps-{r + 1}", *MANAGER_ARGS])
                 helpers.wait_for(
                     lambda r=r, g=frozen_gen: _placement(k).get("attached") == f"ps-{r + 1}"  # type: ignore[misc]
                     and (_placement(k).get("generation") or 0) > g
@@ -157,12 +163,14 @@ def test_a_frozen_owner_is_taken_over_and_never_corrupts_the_tenant(
                     ),
                     60, f"round {r}: the indexes of generation {new_gen}",
                 )
-                stale_events = sum(1 for e in k.events("t") if e.get("reason") == "Stale")
+                stale_events = sum(1 for e in k.events("t") if e.get("reason") == "StaleCopyRemoved")
                 os.killpg(owner.pid, signal.SIGCONT)
-                # the resumed one finds itself stale (its next status write or validation)
+                # the resumed one finds the tenant placed elsewhere and removes its stale copy
+                tenant_dir = paths.TenantPaths(owner.workdir, tid).tenant_dir
                 helpers.wait_for(
-                    lambda n=stale_events: sum(1 for e in k.events("t") if e.get("reason") == "Stale") > n,  # type: ignore[misc]
-                    60, f"round {r}: the resumed manager to report Stale",
+                    lambda n=stale_events, d=tenant_dir: not d.exists()  # type: ignore[misc]
+                    and sum(1 for e in k.events("t") if e.get("reason") == "StaleCopyRemoved") > n,
+                    60, f"round {r}: the resumed manager to remove its stale copy",
                 )
                 # the new owner keeps working
                 tl = rng.choice(gen.timelines)

@@ -46,13 +46,30 @@ def test_a_flag_wins_over_its_variable(monkeypatch: pytest.MonkeyPatch, tmp_path
 @pytest.mark.parametrize(
     "field, value",
     [("remote", "ftp://nowhere"), ("remote", "s3://"), ("concurrency", "0"), ("concurrency", "257"),
-     ("sync_period", "0"), ("log_level", "TRACE"), ("metrics_port", "65536"), ("retry_max", "-1")],
+     ("sync_period", "0"), ("log_level", "TRACE"), ("metrics_port", "65536"), ("retry_max", "-1"),
+     ("failover_seconds", "0"), ("capacity", "0"), ("lease_namespace", "Not_A_Namespace"), ("pageserver", "UPPER")],
 )  # fmt: skip
 def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, field: str, value: str) -> None:
     monkeypatch.setenv("PAGESERVER_OPERATOR_REMOTE", f"file://{tmp_path}")
     monkeypatch.setenv(f"PAGESERVER_OPERATOR_{field.upper()}", value)
     with pytest.raises(pydantic.ValidationError):
         settings.OperatorSettings()
+
+
+def test_the_placement_settings_and_their_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PAGESERVER_OPERATOR_REMOTE", f"file://{tmp_path}")
+    monkeypatch.setattr(settings, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
+    s = settings.OperatorSettings()
+    assert (s.failover_seconds, s.capacity, s.lease_namespace) == (30.0, 1000, "default")
+    ns_file = tmp_path / "namespace"
+    ns_file.write_text("pageservers\n")
+    monkeypatch.setattr(settings, "SERVICE_ACCOUNT_NAMESPACE", ns_file)
+    assert settings.OperatorSettings().lease_namespace == "pageservers"  # the pod's own namespace
+    monkeypatch.setenv("PAGESERVER_OPERATOR_FAILOVER_SECONDS", "12.5")
+    monkeypatch.setenv("PAGESERVER_OPERATOR_CAPACITY", "40")
+    monkeypatch.setenv("PAGESERVER_OPERATOR_LEASE_NAMESPACE", "ops")
+    s = settings.OperatorSettings()
+    assert (s.failover_seconds, s.capacity, s.lease_namespace) == (12.5, 40, "ops")
 
 
 def test_the_remote_is_required() -> None:

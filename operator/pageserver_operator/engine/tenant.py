@@ -249,6 +249,27 @@ class Tenant:
                 self.note(f"detach blocked: {err.message}")
                 raise err from e
 
+    async def discard(self, why: str) -> None:
+        """Remove the local copy of a tenant attached elsewhere under a newer generation (a
+        stale copy, DESIGN §8.3): nothing is uploaded (it would be under a fenced generation,
+        never referenced) and nothing remote is deleted; recorded deletions are dropped with
+        the directory (leaked, never executed). Crash-safe like a detach (renamed aside, then
+        removed): a kill leaves either the copy or nothing of it."""
+        async with self._lock:
+            self.stop()
+            await self._pool.quiesce()
+            p = self.paths
+            if p.tenant_dir.exists():
+                await self._pool.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
+            self._log.warning("removed the stale local copy: %s", why)
+            metrics.forget_tenant(str(self.id))
+            if self.state is not None:
+                metrics.TENANTS.labels(self.state.value).dec()
+            self.state = None
+            self.timelines = {}
+            self.history.append(Transition(datetime.now(UTC), None, "StaleCopyRemoved", why))
+            self._notify()
+
     def mark_broken(self, err: EngineError) -> None:
         """Record a failure found outside attach/load (e.g. by sync) as Broken."""
         self.stop()

@@ -189,11 +189,13 @@ class TenantController:
         if issued is None:
             return False
         try:
-            current = await generations.is_current(self.kube, self.key[0], self.key[1], issued.generation)
+            current = await generations.is_current(
+                self.kube, self.key[0], self.key[1], issued.generation, self.settings.pageserver
+            )
         except RuntimeError as e:
             raise EngineError("ControlPlaneUnavailable", f"{self.tenant.where}: validating the generation: {e}", transient=True) from e
         if not current:
-            self._became_stale(self.tenant.where, "the Tenant resource holds a newer generation")
+            self._became_stale(self.tenant.where, "the Tenant resource holds a newer generation or another pageserver")
         return current
 
     def _want_generation(self) -> None:

@@ -40,6 +40,10 @@ class IssueFailed(RuntimeError):
     """The generation could not be bumped (the resource is gone, or it kept changing)."""
 
 
+class PlacedElsewhere(IssueFailed):
+    """The placement leader attached the tenant to another pageserver: not ours to bump."""
+
+
 @dataclass(frozen=True)
 class Issued:
     generation: Generation
@@ -60,14 +64,16 @@ def placement_of(obj: dict[str, Any]) -> tuple[int | None, str | None]:
 async def issue(
     k: kube.Kube, namespace: str, name: str, pageserver: str, floor: Generation | None = None
 ) -> Issued:
-    """Bump the Tenant's generation for ``pageserver`` (compare-and-swap on resourceVersion),
-    past ``floor`` too: the newest generation found in remote storage, so that a second Tenant
+    """Bump the Tenant's generation for ``pageserver`` (compare-and-swap on resourceVersion), only
+    while the placement leader has it attached there (`PlacedElsewhere` otherwise), past ``floor`` too: the newest generation found in remote storage, so that a second Tenant
     resource naming the same tenant and bucket (its own counter) still gets a higher one."""
     for attempt in range(MAX_CONFLICTS):
         obj = await k.get_tenant(namespace, name)
         if obj is None:
             raise IssueFailed(f"Tenant {namespace}/{name} does not exist")
         current, attached = placement_of(obj)
+        if attached != pageserver:
+            raise PlacedElsewhere(f"Tenant {namespace}/{name} is placed on {attached or 'no pageserver yet'}, not {pageserver}")
         base = max(current or 0, floor.value if floor is not None and floor.value is not None else 0)
         new = Generation(base + 1)
         patch = {
@@ -89,11 +95,13 @@ async def issue(
     raise IssueFailed(f"Tenant {namespace}/{name}: the generation kept changing during {MAX_CONFLICTS} attempts to bump it")
 
 
-async def is_current(k: kube.Kube, namespace: str, name: str, generation: Generation) -> bool:
-    """True if ``generation`` is still the Tenant's (an uncached read). A Tenant that no longer
-    exists has no current generation: False."""
+async def is_current(k: kube.Kube, namespace: str, name: str, generation: Generation, pageserver: str) -> bool:
+    """True if ``generation`` is still the Tenant's and the tenant is still placed on
+    ``pageserver`` (an uncached read): a manager whose tenant was moved stops deleting at once,
+    before its successor even bumped. A Tenant that no longer exists has no current generation:
+    False."""
     obj = await k.get_tenant(namespace, name)
     if obj is None:
         return False
-    current, _ = placement_of(obj)
-    return current is not None and current == generation.value
+    current, attached = placement_of(obj)
+    return current is not None and current == generation.value and attached == pageserver

@@ -31,11 +31,13 @@ import kopf
 from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine.errors import EngineError
-from pageserver_operator.k8s import ownership
+from pageserver_operator.k8s import ownership, pageservers, placement
 
 log = logging.getLogger(__name__)
 
 REGISTRY: ownership.Registry | None = None
+#: the placement controller (every manager keeps the picture; the leader acts)
+PLACEMENT: placement.PlacementController | None = None
 DETACH_TIMEOUT = 600.0
 #: kopf's retries of a blocked detach (kopf's ``retry`` is 0 at the first retry): 5 s doubling up to 2 min
 DETACH_BACKOFF = backoff.Backoff(base=5.0, factor=2.0, cap=120.0)
@@ -60,7 +62,10 @@ class NoDiffBase(kopf.DiffBaseStorage):
 @kopf.on.startup()
 def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=v1alpha1.GROUP)
+    # per pageserver: every manager runs the delete handler of every Tenant (only the attached
+    # one detaches); one manager's retries and delays must not hold up another's
+    me = REGISTRY.settings.pageserver if REGISTRY is not None else "operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"{me}.{v1alpha1.GROUP}")
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING
@@ -74,9 +79,11 @@ def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, ownership.Claim]:
     return {str(ownership.tenant_id_of(body)): ownership.claim_of(body)}
 
 
-def _claims(index: Any, body: Any) -> list[ownership.Claim]:
+def _claims(index: Any, body: Any, pageserver: str) -> list[ownership.Claim]:
+    """The claims on the tenant id of ``body`` placed on ``pageserver`` (only they compete for
+    this volume)."""
     store: Iterable[ownership.Claim] = index.get(str(ownership.tenant_id_of(body)), ()) if index else ()
-    return list(store)
+    return [c for c in store if c.attached == pageserver]
 
 
 @kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
@@ -86,14 +93,21 @@ async def tenant_event(
     """Start (or update) the controller of a live Tenant; stop the controller of a vanished one."""
     reg = _registry()
     key = (namespace or "", name)
+    if PLACEMENT is not None:
+        PLACEMENT.observe(body, gone=type == "DELETED")
+    me = reg.settings.pageserver
     if type == "DELETED":
-        await reg.release(key, _claims(tenant_claims, body), gone=True, tid=ownership.tenant_id_of(body))
+        await reg.release(key, _claims(tenant_claims, body, me), gone=True, tid=ownership.tenant_id_of(body))
         return
     if body.metadata.get("deletionTimestamp"):
         return
     if FINALIZER not in (body.metadata.get("finalizers") or []):
         return  # kopf adds it; the event of that change starts the work
-    await reg.ensure(key, dict(body), _claims(tenant_claims, body))
+    attached = ownership.attached_of(body)
+    if attached == me:
+        await reg.ensure(key, dict(body), _claims(tenant_claims, body, me))
+    elif attached is not None:
+        await reg.placed_elsewhere(key, dict(body), _claims(tenant_claims, body, me), f"the tenant is placed on {attached}")
 
 
 @kopf.on.delete(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
@@ -103,7 +117,12 @@ async def tenant_deleted(
     """Detach: nothing local-only is lost; the finalizer is released only after the directory is gone."""
     reg = _registry()
     key = (namespace or "", name)
-    claims = _claims(tenant_claims, body)
+    me = reg.settings.pageserver
+    claims = _claims(tenant_claims, body, me)
+    attached = ownership.attached_of(body)
+    if attached != me:
+        await _deleted_elsewhere(reg, key, dict(body), claims, attached)
+        return
     ctl = await reg.ensure(key, dict(body), claims, start=False)
     await ctl.stop()
     if not ctl.owns_tenant:
@@ -119,6 +138,31 @@ async def tenant_deleted(
         delay = DETACH_BACKOFF.delay(retry + 1)
         raise kopf.TemporaryError(f"detach blocked: {e.reason}: {e.message}", delay=delay) from e
     await ctl.event("Normal", "Detached", f"tenant {ctl.tenant.id} detached; remote data kept")
+    await reg.release(key, claims)
+
+
+async def _deleted_elsewhere(
+    reg: ownership.Registry, key: tuple[str, str], body: dict[str, Any], claims: list[ownership.Claim], attached: str | None
+) -> None:
+    """A Tenant being deleted that is not placed here: a copy here is let go of; the deletion
+    completes here (kopf releases the finalizer) only when no live pageserver has it attached,
+    else the attached one detaches it (uploads first) and releases it."""
+    if attached is not None:
+        await reg.placed_elsewhere(key, body, claims, f"the tenant is placed on {attached}")
+        try:
+            ps = await pageservers.get(reg.kube, attached)
+        except RuntimeError as e:
+            raise kopf.TemporaryError(f"reading Pageserver {attached}: {e}", delay=DETACH_BACKOFF.delay(1)) from e
+        state = ((ps or {}).get("status") or {}).get("state")
+        if ps is not None and state != "Offline":
+            raise kopf.TemporaryError(
+                f"attached on pageserver {attached}, which detaches it", delay=max(reg.settings.failover_seconds / 2, 1.0)
+            )
+        log.warning(
+            "Tenant %s/%s deleted while its pageserver %s is %s: released; its local copy there (if any) stays "
+            "on that volume (reported as unmanaged); nothing remote is deleted",
+            *key, attached, "offline" if ps is not None else "gone",
+        )
     await reg.release(key, claims)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from pageserver_operator.api import v1alpha1
@@ -32,6 +34,10 @@ class ClusterUnreachable(RuntimeError):
 
 class Conflict(RuntimeError):
     """A write's ``resourceVersion`` precondition failed: the object changed since it was read."""
+
+
+class Unreachable(RuntimeError):
+    """The API server did not answer (connection refused or reset, timeout): transient."""
 
 
 class StaleStatusWrite(RuntimeError):
@@ -57,6 +63,13 @@ def load_config(kubeconfig: str | None) -> kubernetes.client.ApiClient:
         raise ClusterUnreachable(f"cannot load cluster credentials ({path or 'in-cluster'}): {_one_line(e)}") from e
     cfg.retries = 3
     return kubernetes.client.ApiClient(cfg)
+
+
+def _one_line_body(e: ApiException) -> str:
+    try:
+        return str(json.loads(e.body or "{}").get("message", ""))[:300]
+    except Exception:
+        return " ".join(str(e.body).split())[:300]
 
 
 def _one_line(e: BaseException) -> str:
@@ -91,7 +104,7 @@ def check_cluster(api: kubernetes.client.ApiClient) -> None:
     except Exception as e:
         raise ClusterUnreachable(f"cannot reach the API server at {host}: {_one_line(e)}") from e
     try:
-        kubernetes.client.CustomObjectsApi(api).get_api_resources(
+        served = kubernetes.client.CustomObjectsApi(api).get_api_resources(
             v1alpha1.GROUP, v1alpha1.VERSION, _request_timeout=10
         )
     except ApiException as e:
@@ -100,6 +113,10 @@ def check_cluster(api: kubernetes.client.ApiClient) -> None:
                 f"the CRD {v1alpha1.PLURAL}.{v1alpha1.GROUP} is not installed (kubectl apply -f crds/)"
             ) from e
         raise ClusterUnreachable(f"cannot read {v1alpha1.GROUP}/{v1alpha1.VERSION}: {e.status} {e.reason}") from e
+    names = {r.name for r in (getattr(served, "resources", None) or [])}
+    for plural in (v1alpha1.PLURAL, v1alpha1.PAGESERVER_PLURAL):
+        if names and plural not in names:
+            raise ClusterUnreachable(f"the CRD {plural}.{v1alpha1.GROUP} is not installed (kubectl apply -f crds/)")
 
 
 class Kube:
@@ -107,6 +124,7 @@ class Kube:
         self.api = api
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.core = kubernetes.client.CoreV1Api(api)
+        self.coordination = kubernetes.client.CoordinationV1Api(api)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -130,6 +148,8 @@ class Kube:
             if e.status == 422 and _STALE_MARK in str(e.body):
                 raise StaleStatusWrite(f"PATCH status of {namespace}/{name}: {_STALE_MARK}") from e
             raise RuntimeError(f"PATCH status of {namespace}/{name}: {e.status} {e.reason}: {e.body}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Unreachable(f"PATCH status of {namespace}/{name}: {_one_line(e)}") from e
 
     async def get_tenant(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Tenant as the API server holds it now (an uncached read: a quorum read from
@@ -144,7 +164,25 @@ class Kube:
             if e.status == 404:
                 return None
             raise RuntimeError(f"GET {namespace}/{name}: {e.status} {e.reason}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Unreachable(f"GET {namespace}/{name}: {_one_line(e)}") from e
         return obj
+
+    async def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)`` of the `kubernetes` client on the pool, its JSON body parsed (None for 404).
+        409 is `Conflict`; any other refusal a RuntimeError naming ``what``."""
+        try:
+            resp = await self._run(fn, *args, _preload_content=False, _request_timeout=30, **kwargs)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            if e.status == 409:
+                raise Conflict(f"{what}: {e.reason}") from e
+            raise RuntimeError(f"{what}: {e.status} {e.reason}: {_one_line_body(e)}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Unreachable(f"{what}: {_one_line(e)}") from e
+        data = resp.data
+        return json.loads(data) if data else {}
 
     async def event(self, ref: dict[str, Any], type_: str, reason: str, message: str) -> None:
         now = datetime.now(UTC)

@@ -27,12 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pageserver_operator import settings as settings_mod
-from pageserver_operator.engine import manager
+from pageserver_operator.engine import manager, tenant
+from pageserver_operator.engine.errors import EngineError
+from pageserver_operator.engine.snapshot import TenantState
 from pageserver_operator.formats import ids
 from pageserver_operator.k8s import kube
 from pageserver_operator.k8s.controller import Key, TenantController
 
 log = logging.getLogger(__name__)
+
+#: A moved tenant's final sync before its copy here is removed (then it is removed as stale).
+LET_GO_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, order=True)
@@ -48,6 +53,9 @@ class Claim:
     created: str
     uid: str
     key: Key
+    #: the pageserver it is placed on (``status.placement.attached``): only the claims placed on
+    #: this manager compete for the volume
+    attached: str | None = field(default=None, compare=False)
 
 
 def claim_of(body: Any) -> Claim:
@@ -59,7 +67,13 @@ def claim_of(body: Any) -> Claim:
         str(meta.get("creationTimestamp") or ""),
         str(meta.get("uid") or ""),
         (str(meta.get("namespace") or ""), str(meta.get("name") or "")),
+        attached_of(body),
     )
+
+
+def attached_of(body: Any) -> str | None:
+    """The pageserver a Tenant is placed on (None: not placed yet)."""
+    return ((body.get("status") or {}).get("placement") or {}).get("attached") or None
 
 
 def tenant_id_of(body: Any) -> ids.TenantId:
@@ -151,6 +165,52 @@ class Registry:
             other = self.controllers.get(key)
             if key != owner and other is not None:
                 await other.set_role(False, other.tenant, owner)
+
+    async def placed_elsewhere(self, key: Key, body: dict[str, Any], claims: Iterable[Claim], why: str) -> None:
+        """``key`` is placed on another pageserver: its controller here (if any) stops without
+        writing (the status is the other manager's now), and a local copy of its tenant that
+        no resource placed here claims is removed: after a final sync if it can still be
+        uploaded (a move), else as a stale copy (a failover): nothing remote is deleted."""
+        tid = tenant_id_of(body)
+        async with self._lock(tid):
+            ctl = self.controllers.pop(key, None)
+            graceful = ctl is not None and ctl.owns_tenant and not ctl.stale and ctl.tenant.state is TenantState.ACTIVE
+            if ctl is not None:
+                self.named.get(tid, set()).discard(key)
+                await ctl.close(write=False)
+                if self.owners.get(tid) == key:
+                    del self.owners[tid]
+            if self.named.get(tid):
+                await self._settle(tid, list(claims))  # another resource placed here keeps it
+                return
+            t = self.manager.get(tid)
+            if t.local_state() != "absent" or t.state is not None:
+                detached = await self._let_go(t, why, graceful)
+                me = self.settings.pageserver
+                meta = body.get("metadata") or {}
+                ref = {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}}
+                if detached:
+                    await self.kube.event(ref, "Normal", "CopyDetached", f"pageserver {me} uploaded and removed its copy ({why})")
+                else:
+                    await self.kube.event(
+                        ref, "Warning", "StaleCopyRemoved",
+                        f"pageserver {me} removed its stale local copy ({why}, under a newer generation); nothing remote was deleted",
+                    )
+            self.manager.forget(tid)
+
+    async def _let_go(self, t: tenant.Tenant, why: str, graceful: bool) -> bool:
+        """``graceful`` (it was Active here, not known stale): upload what is local-only and
+        remove the copy (a detach: a move while this manager is alive); otherwise, or if that
+        fails (the new owner's generation fences it), remove it as a stale copy."""
+        try:
+            if graceful:
+                await asyncio.wait_for(t.detach(timeout=LET_GO_TIMEOUT), LET_GO_TIMEOUT + 5)
+                log.info("tenant %s moved to another pageserver: detached here (%s)", t.id, why)
+                return True
+        except (TimeoutError, EngineError) as e:
+            log.warning("tenant %s: detaching before the move failed (%s); removing the stale copy", t.id, e)
+        await t.discard(why)
+        return False
 
     def unmanaged(self, on_volume: Iterable[ids.TenantId]) -> list[str]:
         """Tenant directories that no Tenant resource of this operator names."""

@@ -18,7 +18,7 @@ from pageserver_operator import settings as settings_mod
 from pageserver_operator.engine import manager
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
-from pageserver_operator.k8s import handlers, kube, ownership
+from pageserver_operator.k8s import handlers, kube, membership, ownership, placement
 from pageserver_operator.remote import factory as remote_factory
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,18 @@ def run(s: settings_mod.OperatorSettings) -> None:
     scan = m.scan_volume()
     if scan.unknown:
         log.warning("entries in %s that are not tenants (left alone): %s", m.tenants_root, ", ".join(scan.unknown))
-    handlers.REGISTRY = ownership.Registry(manager=m, kube=kube.Kube(api), settings=s)
+    k = kube.Kube(api)
+    handlers.REGISTRY = ownership.Registry(manager=m, kube=k, settings=s)
+    handlers.PLACEMENT = placement.PlacementController(
+        kube.Kube(api), s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity
+    )
     if s.metrics_port:
         prometheus_client.start_http_server(s.metrics_port)
     log.info(
         "starting: workdir %s, remote %s, namespaces %s, %d tenant directories on the volume",
         s.workdir, storage.describe(), ",".join(s.namespaces) or "(all)", len(scan.tenants),
     )
-    asyncio.run(_operate(s, scan.tenants))
+    asyncio.run(_operate(s, scan.tenants, k))
     m.close()
 
 
@@ -61,10 +65,27 @@ def _dump_tasks() -> None:
         log.warning("task %s:\n%s", task.get_name(), buf.getvalue())
 
 
-async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantId]) -> None:
+def _load(reg: ownership.Registry) -> membership.Load:
+    """What this pageserver holds: the tenants it drives and their bytes on the volume."""
+    owned = [reg.controllers[key].tenant for key in reg.owners.values() if key in reg.controllers]
+    return membership.Load(len(owned), sum(tl.resident_bytes for t in owned for tl in t.timelines.values()))
+
+
+async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantId], k: kube.Kube) -> None:
     import signal
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    reg = handlers.REGISTRY
+    assert reg is not None and handlers.PLACEMENT is not None
+    member = membership.Membership(
+        k, s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity, s.workdir, lambda: _load(reg)
+    )
+    try:
+        await member.start()
+    except RuntimeError as e:
+        print(f"pageserver-operator run: registering pageserver {s.pageserver}: {e}", file=sys.stderr)
+        sys.exit(1)
+    handlers.PLACEMENT.start()
     liveness = f"http://0.0.0.0:{s.liveness_port}/healthz" if s.liveness_port else None
     reporter = asyncio.get_running_loop().create_task(_report_unmanaged(on_volume))
     try:
@@ -77,6 +98,8 @@ async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantI
         )
     finally:
         reporter.cancel()
+        await handlers.PLACEMENT.stop()
+        await member.stop()
 
 
 async def _report_unmanaged(on_volume: list[ids.TenantId], delay: float = 30.0) -> None:

@@ -38,15 +38,37 @@ def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             target[k] = copy.deepcopy(v)
 
 
+#: this manager's name in the unit tests (where `body` places its Tenants by default)
+PAGESERVER = "ps-test"
+
+
 class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.patches: list[tuple[tuple[str, str], dict[str, Any]]] = []
         self.events: list[tuple[str, str, str, str]] = []  # (name, type, reason, message)
+        self.pageservers: dict[str, dict[str, Any]] = {}
 
     def add(self, body: dict[str, Any]) -> None:
         m = body["metadata"]
         self.objects[(m["namespace"], m["name"])] = body
+
+    # -- the generic calls (`kube.Kube.call`): Pageservers ----------------------------------------
+
+    @property
+    def custom(self) -> FakeKube:
+        return self
+
+    def get_cluster_custom_object(self, group: str, version: str, plural: str, name: str) -> dict[str, Any] | None:
+        got = self.pageservers.get(name)
+        return copy.deepcopy(got) if got is not None else None
+
+    async def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0)
+        return fn(*args, **kwargs)
+
+    def add_pageserver(self, name: str, state: str = "Active") -> None:
+        self.pageservers[name] = {"metadata": {"name": name}, "spec": {"scheduling": "Active"}, "status": {"state": state}}
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """As the API server: ``metadata.resourceVersion`` in a patch is a precondition, and a
@@ -161,6 +183,10 @@ class StandIn(tenant.Tenant):
     def stop(self) -> None:
         self.calls.append(("stop", None))
 
+    async def discard(self, why: str) -> None:
+        self.calls.append(("discard", why))
+        self.state = None
+
     def count(self, what: str) -> int:
         return sum(1 for c in self.calls if c[0] == what)
 
@@ -198,7 +224,10 @@ def body(
     status: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,
     deleting: bool = False,
+    attached: str | None = None,
 ) -> dict[str, Any]:
+    """A Tenant as the API server holds it; placed on this manager (`PAGESERVER`) unless
+    ``attached`` (or ``status``) says otherwise."""
     meta: dict[str, Any] = {
         "name": name, "namespace": NS, "uid": uid or f"uid-{next(_uids):04d}", "generation": generation,
         "creationTimestamp": created, "annotations": dict(annotations or {}),
@@ -215,14 +244,16 @@ def body(
         "metadata": meta,
         "spec": spec,
     }
-    if status is not None:
-        out["status"] = copy.deepcopy(status)
+    st = copy.deepcopy(status) if status is not None else {}
+    st.setdefault("placement", {}).setdefault("attached", attached or PAGESERVER)
+    out["status"] = st
     return out
 
 
 def settings(**overrides: Any) -> settings_mod.OperatorSettings:
     values: dict[str, Any] = {
         "sync_period": 3600.0, "status_interval": 0.05, "retry_initial": 3600.0, "retry_max": 3600.0,
+        "pageserver": PAGESERVER, "failover_seconds": 30.0,
     }  # fmt: skip
     values.update(overrides)
     return settings_mod.OperatorSettings.model_construct(**values)

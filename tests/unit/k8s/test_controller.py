@@ -18,7 +18,7 @@ from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids
 from pageserver_operator.k8s import controller
 
-from .conftest import NS, TID, FakeKube, StandIn, body, settings, until
+from .conftest import NS, PAGESERVER, TID, FakeKube, StandIn, body, settings, until
 
 
 def make(
@@ -161,7 +161,7 @@ def test_restart_clears_a_stale_retry_time_at_once(kube: FakeKube, tmp_path: Pat
         old = {"phase": "Broken", "reason": "InvalidIndexPart", "message": "x", "attempts": 3,
                "nextRetryTime": "2099-01-01T00:00:00Z"}  # fmt: skip
         ctl, t = make(kube, tmp_path, body("e", TID, status=old))
-        kube.objects[(NS, "e")]["status"] = dict(old)
+        kube.objects[(NS, "e")]["status"] = {**old, "placement": {"attached": PAGESERVER}}
         release = asyncio.Event()
 
         async def slow(self: StandIn, config: Any) -> None:

@@ -18,13 +18,20 @@ from pageserver_operator.formats import ids
 from pageserver_operator.formats.generation import Generation
 from pageserver_operator.k8s import controller, generations
 
-from .conftest import NS, TID, FakeKube, StandIn, body, settings, until
+from .conftest import NS, PAGESERVER, TID, FakeKube, StandIn, body, settings, until
+
+
+def place(kube: FakeKube, name: str, pageserver: str) -> None:
+    """The placement leader's write: ``status.placement.attached``."""
+    obj = kube.objects.get((NS, name)) or body(name, TID)
+    obj.setdefault("status", {}).setdefault("placement", {})["attached"] = pageserver
+    kube.add(obj)
 
 
 def _controller(kube: FakeKube, tmp_path: Path, name: str, pageserver: str, **overrides: Any) -> tuple[controller.TenantController, StandIn]:
     t = StandIn(ids.TenantId.parse(TID), tmp_path)
-    stored = kube.objects.get((NS, name)) or body(name, TID)
-    kube.add(stored)
+    place(kube, name, pageserver)
+    stored = kube.objects[(NS, name)]
     ctl = controller.TenantController((NS, name), stored, t, kube, settings(pageserver=pageserver, **overrides), True)  # type: ignore[arg-type]
     return ctl, t
 
@@ -55,7 +62,7 @@ def test_concurrent_bumps_never_share_a_generation(kube: FakeKube) -> None:
         async def one(i: int) -> generations.Issued:
             for _ in range(rng.randrange(3)):
                 await asyncio.sleep(0)
-            return await generations.issue(kube, NS, "c", f"ps-{i % 3}")  # type: ignore[arg-type]
+            return await generations.issue(kube, NS, "c", PAGESERVER)  # type: ignore[arg-type]
 
         return list(await asyncio.gather(*(one(i) for i in range(12))))
 
@@ -68,14 +75,32 @@ def test_the_previous_generation_is_adopted_only_from_the_same_manager(kube: Fak
     kube.add(body("p", TID))
 
     async def main() -> None:
+        place(kube, "p", "ps-0")
         first = await generations.issue(kube, NS, "p", "ps-0")  # type: ignore[arg-type]
         assert first == generations.Issued(Generation(1), None)
         again = await generations.issue(kube, NS, "p", "ps-0")  # type: ignore[arg-type]
         assert again == generations.Issued(Generation(2), Generation(1))
+        place(kube, "p", "ps-1")
         other = await generations.issue(kube, NS, "p", "ps-1")  # type: ignore[arg-type]
         assert other == generations.Issued(Generation(3), None)
-        assert await generations.is_current(kube, NS, "p", Generation(3))  # type: ignore[arg-type]
-        assert not await generations.is_current(kube, NS, "p", Generation(2))  # type: ignore[arg-type]
+        assert await generations.is_current(kube, NS, "p", Generation(3), "ps-1")  # type: ignore[arg-type]
+        assert not await generations.is_current(kube, NS, "p", Generation(2), "ps-1")  # type: ignore[arg-type]
+        assert not await generations.is_current(kube, NS, "p", Generation(3), "ps-0")  # type: ignore[arg-type]
+
+
+def test_only_the_pageserver_the_tenant_is_placed_on_may_bump(kube: FakeKube) -> None:
+    kube.add(body("q", TID, attached="ps-1"))
+
+    async def main() -> None:
+        try:
+            await generations.issue(kube, NS, "q", "ps-0")  # type: ignore[arg-type]
+        except generations.PlacedElsewhere as e:
+            assert "placed on ps-1, not ps-0" in str(e)
+        else:
+            raise AssertionError("ps-0 bumped the generation of a tenant placed on ps-1")
+        assert not kube.bumps_of("q")
+
+    asyncio.run(main())
 
     asyncio.run(main())
 
@@ -102,7 +127,8 @@ def test_a_stale_manager_stops_and_its_status_writes_are_refused(kube: FakeKube,
         await asyncio.sleep(0.05)
         assert not kube.bumps_of("s")[2:], kube.bumps_of("s")
         assert ta.count("sync") == syncs and ta.count("start") == 1
-        # ... the retry annotation does
+        # ... the retry annotation does, once the tenant is placed on A again
+        place(kube, "s", "ps-a")
         a.update(body("s", TID, generation=2, annotations={"pageserver.dev/retry": "1"}))
         await until(lambda: ta.state is engine_snapshot.TenantState.ACTIVE and ta.generation == Generation(3), "A takes over")
         assert kube.status("s")["placement"] == {"generation": 3, "attached": "ps-a"}

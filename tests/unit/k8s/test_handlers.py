@@ -247,3 +247,75 @@ def test_a_copy_waiting_for_an_owner_that_never_got_its_finalizer_takes_over_whe
         await handlers.shutdown()
 
     asyncio.run(main())
+
+
+# ---- placement (issue 17): a manager acts only on the Tenants placed on it -------------------------
+
+
+def test_a_tenant_placed_on_another_pageserver_starts_nothing_here(reg: ownership.Registry, kube: FakeKube) -> None:
+    async def main() -> None:
+        b = body("elsewhere", TID, attached="ps-other")
+        kube.add(b)
+        await event(b, index(b))
+        assert not reg.controllers
+        m: StandInManager = reg.manager  # type: ignore[assignment]
+        assert all(t.count("start") == 0 for t in m.made)
+
+    asyncio.run(main())
+
+
+def test_a_tenant_moved_away_stops_here_and_its_copy_is_let_go(reg: ownership.Registry, kube: FakeKube) -> None:
+    async def main() -> None:
+        b = body("moving", TID)
+        kube.add(b)
+        await event(b, index(b))
+        await until(lambda: kube.status("moving").get("phase") == "Active", "Active here")
+        t = engine(reg)
+        (t.paths.tenant_dir).mkdir(parents=True)
+        writes = len(kube.patches)
+        moved = body("moving", TID, attached="ps-other")
+        await event(moved, index(moved))
+        assert not reg.controllers
+        # it was Active and not stale here: detached (uploads first), then its copy is gone
+        assert t.count("detach") == 1, t.calls
+        assert len(kube.patches) == writes, "a moved tenant's status is the other manager's now"
+        assert ("moving", "Normal", "CopyDetached") in [e[:3] for e in kube.events]
+
+    asyncio.run(main())
+
+
+def test_a_stale_copy_found_at_start_is_removed_without_a_detach(reg: ownership.Registry, kube: FakeKube) -> None:
+    """After a restart (or a SIGCONT) a tenant directory on the volume whose Tenant is placed
+    elsewhere is a stale copy: removed, nothing uploaded or deleted remotely."""
+
+    async def main() -> None:
+        b = body("stale", TID, attached="ps-other")
+        kube.add(b)
+        m: StandInManager = reg.manager  # type: ignore[assignment]
+        t = m.get(ids.TenantId.parse(TID))
+        t.paths.tenant_dir.mkdir(parents=True)
+        (t.paths.tenant_dir / "config").write_text("")
+        await event(b, index(b))
+        assert t.count("discard") == 1 and t.count("detach") == 0, t.calls
+        assert ("stale", "Warning", "StaleCopyRemoved") in [e[:3] for e in kube.events]
+
+    asyncio.run(main())
+
+
+def test_deleting_a_tenant_attached_elsewhere_waits_for_that_pageserver_unless_it_is_offline(
+    reg: ownership.Registry, kube: FakeKube
+) -> None:
+    async def main() -> None:
+        b = body("gone", TID, attached="ps-other", deleting=True)
+        kube.add(b)
+        kube.add_pageserver("ps-other", "Active")
+        with pytest.raises(kopf.TemporaryError, match="attached on pageserver ps-other"):
+            await delete(b, index(b))
+        kube.add_pageserver("ps-other", "Offline")
+        await delete(b, index(b))  # released here: the finalizer goes
+        unplaced = body("never", TID, deleting=True)
+        unplaced["status"]["placement"] = {}
+        kube.add(unplaced)
+        await delete(unplaced, index(unplaced))
+
+    asyncio.run(main())

@@ -97,3 +97,26 @@ def test_unloadable_credentials_are_one_line(tmp_path: Any) -> None:
     with pytest.raises(kube.ClusterUnreachable, match=re.escape(f"cannot load cluster credentials ({bad})")) as e:
         kube.load_config(str(bad))
     assert "\n" not in str(e.value)
+
+
+def test_an_api_server_that_does_not_answer_is_unreachable_a_transient_runtime_error(
+    k: kube.Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection (the API server restarting) is `kube.Unreachable`, which the
+    controller, the placement loop and the issuer treat as transient: never a raw urllib3
+    error (that made a validation during an API server restart Broken InternalError)."""
+    import urllib3
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise urllib3.exceptions.MaxRetryError(None, "/x", reason=ConnectionRefusedError(111, "refused"))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(k.custom, "get_namespaced_custom_object", refused)
+    monkeypatch.setattr(k.custom, "patch_namespaced_custom_object_status", refused)
+    monkeypatch.setattr(k.coordination, "read_namespaced_lease", refused)
+    with pytest.raises(kube.Unreachable, match="GET ns/t"):
+        asyncio.run(k.get_tenant("ns", "t"))
+    with pytest.raises(kube.Unreachable, match="PATCH status of ns/t"):
+        asyncio.run(k.patch_status("ns", "t", {"status": {}}))
+    with pytest.raises(kube.Unreachable, match="GET Lease"):
+        asyncio.run(k.call("GET Lease ns/l", k.coordination.read_namespaced_lease, "l", "ns"))
+    assert issubclass(kube.Unreachable, RuntimeError)

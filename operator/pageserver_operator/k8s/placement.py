@@ -1,0 +1,232 @@
+"""The placement controller: every manager runs it, the holder of the placement Lease acts.
+
+Inputs: every Tenant of the watched namespaces (`observe`, fed by the watch events every
+manager receives anyway), the group's Pageservers and heartbeat Leases (two LISTs per pass).
+Output: ``status.placement.attached`` (and ``reason``/``message``) of Tenants, each written by
+a merge patch carrying the Tenant's ``resourceVersion`` as observed (compare-and-swap: a
+decision taken on an outdated picture of a Tenant fails with a conflict and is taken again at
+the next event), and ``status.state: Offline`` of a pageserver whose heartbeat stopped.
+
+The leader never issues generations: the manager a tenant is placed on issues generation+1 at
+its bring-up (`generations.issue`, itself a compare-and-swap that requires ``attached`` to
+name it), which fences the previous one. So a failover is: the leader moves ``attached``, the
+new manager bumps the generation and attaches, the old one (if it ever comes back) finds the
+tenant placed elsewhere and stale, and removes its local copy without deleting anything remote.
+
+A pass runs after Tenant events (batched) and every heartbeat period. It runs only while this
+manager leads (`leases.LeaderElection.leading`, checked again before every write); when
+leadership is lost, what it learnt of heartbeats is forgotten (`liveness.Liveness.forget`).
+
+Crash behaviour: nothing is local. A new leader starts from the API server's picture and
+waits a full ``failover_seconds`` before declaring any pageserver offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import prometheus_client
+
+from pageserver_operator.k8s import kube, leases, pageservers
+from pageserver_operator.placement import liveness, policy
+
+log = logging.getLogger(__name__)
+
+LEADING = prometheus_client.Gauge(
+    "pageserver_operator_placement_leader", "1 while this manager leads placement (holds the placement Lease)"
+)
+PLACEMENTS = prometheus_client.Counter(
+    "pageserver_operator_placements_total",
+    "status.placement.attached written by this manager as the placement leader, by kind (placed: an unplaced "
+    "tenant; failover: its pageserver was offline; moved: a pin moved it)",
+    ["kind"],
+)
+PAGESERVERS = prometheus_client.Gauge(
+    "pageserver_operator_pageservers", "Pageservers of the placement group as the leader sees them, by state", ["state"]
+)
+
+Key = tuple[str, str]
+#: Tenant placements written at once by a pass
+WRITE_CONCURRENCY = 8
+#: events are batched for this long before a pass
+BATCH_SECONDS = 0.05
+
+
+@dataclass
+class Seen:
+    """A Tenant as the last watch event showed it."""
+
+    placement: policy.TenantPlacement
+    resource_version: str
+    reason: str | None
+
+
+def seen_of(body: Any) -> Seen:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    st = (body.get("status") or {}).get("placement") or {}
+    key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    return Seen(
+        policy.TenantPlacement(
+            key=key,
+            tenant_id=str(spec.get("tenantId") or ""),
+            pin=(spec.get("placement") or {}).get("pageserver") or None,
+            attached=st.get("attached") or None,
+            deleting=bool(meta.get("deletionTimestamp")),
+        ),
+        str(meta.get("resourceVersion") or ""),
+        st.get("reason"),
+    )
+
+
+@dataclass
+class PlacementController:
+    k: kube.Kube
+    pageserver: str
+    lease_namespace: str
+    failover_seconds: float
+    capacity: int
+    tenants: dict[Key, Seen] = field(default_factory=dict)
+    election: leases.LeaderElection = field(init=False)
+    liveness: liveness.Liveness = field(init=False)
+    passes: int = 0
+    failovers: int = 0
+    _dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _offline_marked: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.election = leases.LeaderElection(self.k, self.lease_namespace, self.pageserver, self.failover_seconds)
+        self.liveness = liveness.Liveness(self.failover_seconds)
+
+    @property
+    def period(self) -> float:
+        return min(max(self.failover_seconds / 4.0, 0.2), 10.0)
+
+    # ---- inputs ---------------------------------------------------------------------------------
+
+    def observe(self, body: Any, gone: bool = False) -> None:
+        seen = seen_of(body)
+        if gone:
+            self.tenants.pop(seen.placement.key, None)
+            return
+        old = self.tenants.get(seen.placement.key)
+        self.tenants[seen.placement.key] = seen
+        if old is None or old.placement != seen.placement or old.reason != seen.reason:
+            self._dirty.set()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="placement")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.election.release()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                was = self.election.leading()
+                leading = await self.election.step()
+                LEADING.set(1 if leading else 0)
+                if not leading and was:
+                    self.liveness.forget()
+                    self._offline_marked.clear()
+                if leading:
+                    await self.run_pass()
+            except Exception as e:  # the loop outlives any failure: the next period tries again
+                log.warning("placement: %s", e, extra={"pageserver": self.pageserver})
+            waiter = asyncio.ensure_future(self._dirty.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self.period)
+            finally:
+                waiter.cancel()
+            if self._dirty.is_set():
+                await asyncio.sleep(BATCH_SECONDS)
+            self._dirty.clear()
+
+    # ---- a pass ---------------------------------------------------------------------------------
+
+    async def run_pass(self) -> None:
+        group = await pageservers.list_group(self.k, self.lease_namespace)
+        beats = await leases.list_heartbeats(self.k, self.lease_namespace)
+        now = time.monotonic()
+        if not self.election.leading(now):
+            return
+        self.liveness.observe(now, beats)
+        views = []
+        states = {"Active": 0, "Draining": 0, "Offline": 0}
+        for p in group:
+            online = not self.liveness.offline(p.name, now)
+            states["Offline" if not online else ("Draining" if p.scheduling == "Draining" else "Active")] += 1
+            views.append(policy.Pageserver(p.name, online, p.scheduling, p.capacity, p.disk_fraction))
+            if not online and p.state != "Offline" and p.name not in self._offline_marked:
+                silent = self.liveness.silent_for(p.name, now)
+                await pageservers.set_state(
+                    self.k, p.name, "Offline", f"heartbeat not renewed for {silent:.0f} s (failover after {self.failover_seconds:g} s)"
+                )
+                self._offline_marked.add(p.name)
+                log.warning("pageserver %s is offline: no heartbeat for %.0f s", p.name, silent,
+                            extra={"pageserver": p.name})
+            elif online:
+                self._offline_marked.discard(p.name)
+        for state, n in states.items():
+            PAGESERVERS.labels(state).set(n)
+        seen = list(self.tenants.values())
+        placer = policy.Placer(views, (s.placement for s in seen), lambda n: self.liveness.offline(n, now))
+        work: list[tuple[Seen, policy.Decision]] = []
+        for s in seen:
+            d = placer.decide(s.placement)
+            if d.attach_to is not None:
+                placer.commit(s.placement, d.attach_to)
+                work.append((s, d))
+            elif d.reason != s.reason:
+                work.append((s, d))
+        self.passes += 1
+        if work:
+            sem = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+            async def one(s: Seen, d: policy.Decision) -> None:
+                async with sem:
+                    await self._write(s, d)
+
+            await asyncio.gather(*(one(s, d) for s, d in work))
+
+    async def _write(self, s: Seen, d: policy.Decision) -> None:
+        if not self.election.leading():
+            return
+        t = s.placement
+        placement: dict[str, Any] = {"reason": d.reason, "message": d.message}
+        if d.attach_to is not None:
+            placement["attached"] = d.attach_to
+        patch = {"metadata": {"resourceVersion": s.resource_version}, "status": {"placement": placement}}
+        try:
+            await self.k.patch_status(t.key[0], t.key[1], patch)
+        except kube.Conflict:
+            self._dirty.set()  # the Tenant changed: its next event brings the newer picture
+            return
+        except (RuntimeError, kube.StaleStatusWrite) as e:
+            log.warning("placing %s/%s: %s", *t.key, e)
+            return
+        if d.attach_to is not None:
+            PLACEMENTS.labels("failover" if d.failover else ("moved" if t.attached else "placed")).inc()
+            if d.failover:
+                self.failovers += 1
+            log.info(
+                "placed %s/%s (tenant %s) on %s%s", t.key[0], t.key[1], t.tenant_id, d.attach_to,
+                f" (failover from {t.attached})" if d.failover else (f" (from {t.attached})" if t.attached else ""),
+                extra={"tenant_id": t.tenant_id, "pageserver": d.attach_to},
+            )
+
+

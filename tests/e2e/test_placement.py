@@ -1,0 +1,236 @@
+"""Many pageservers against the real API server and S3 server (DESIGN §8.3, issue 17): three
+managers as processes, each with its own volume, sharing one placement group (their Leases in
+the test's namespace).
+
+- tenants spread over the three; a pin is honoured; a pin naming no pageserver says so;
+- a manager SIGKILLed and not restarted: its tenants are Active elsewhere under generation+1
+  (time from the kill measured), its Pageserver Offline;
+- a manager frozen with SIGSTOP (a partition): failover, then SIGCONT: it finds its tenants
+  placed elsewhere, removes its local copies and deletes nothing remote;
+- the placement leader killed: another manager leads (time measured).
+
+Failover is configured at FAILOVER seconds (the production default is 30): the figures are
+printed as multiples of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e import helpers
+from e2e.conftest import OperatorFactory, OperatorProcess, Remote, new_tenant_id
+from pageserver_operator import testdata
+from pageserver_operator.devenv import controlplane
+
+pytestmark = pytest.mark.e2e
+
+FAILOVER = 3.0
+MANAGERS = ("ps-0", "ps-1", "ps-2")
+
+
+class Group:
+    """Three pageserver managers of one placement group."""
+
+    def __init__(self, tmp_path: Path, control_plane: controlplane.ControlPlane, namespace: str, remote: Remote) -> None:
+        self.factories = {n: OperatorFactory(tmp_path / n, control_plane.kubeconfig, namespace, remote) for n in MANAGERS}
+        self.procs: dict[str, OperatorProcess] = {}
+
+    def start(self, name: str) -> OperatorProcess:
+        p = self.factories[name].start(
+            sync_period=0.5, extra_args=["--pageserver", name, "--failover-seconds", str(FAILOVER)]
+        )
+        self.procs[name] = p
+        return p
+
+    def workdir(self, name: str) -> Path:
+        return self.factories[name].workdir
+
+    def close(self, failed: bool) -> None:
+        for f in self.factories.values():
+            f.close(failed)
+
+
+@pytest.fixture
+def group(
+    request: pytest.FixtureRequest, tmp_path: Path, control_plane: controlplane.ControlPlane, namespace: str,
+    crd_installed: None, remote: Remote,
+) -> Iterator[Group]:
+    g = Group(tmp_path, control_plane, namespace, remote)
+    try:
+        for n in MANAGERS:
+            g.start(n)
+        yield g
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        g.close(bool(rep is not None and rep.failed))
+
+
+def _placement(obj: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(((obj or {}).get("status") or {}).get("placement") or {})
+
+
+def _pageservers(k: helpers.Kubectl) -> dict[str, dict[str, Any]]:
+    items = k.get_json("pageservers", "-l", f"pageserver.dev/lease-namespace={k.namespace}")["items"]
+    return {i["metadata"]["name"]: i for i in items}
+
+
+def _seed(remote: Remote, n: int, seed: int) -> list[str]:
+    out = []
+    for i in range(n):
+        tid = new_tenant_id()
+        remote.seed(testdata.TenantShape(timelines=1, layers=2, layer_size=6 << 10, seed=seed + i), tid)
+        out.append(tid)
+    return out
+
+
+def _active_on(k: helpers.Kubectl, name: str, pageserver: str | None = None, after_generation: int = 0) -> dict[str, Any] | None:
+    obj = k.tenant_or_none(name)
+    p = _placement(obj)
+    if helpers.phase(obj) != "Active" or (p.get("generation") or 0) <= after_generation:
+        return None
+    if pageserver is not None and p.get("attached") != pageserver:
+        return None
+    return obj
+
+
+def _tenant_dirs(workdir: Path) -> set[str]:
+    root = workdir / "tenants"
+    return {n for n in os.listdir(root) if len(n) == 32} if root.is_dir() else set()
+
+
+def _leader(k: helpers.Kubectl) -> str | None:
+    r = k.run("get", "lease", "pageserver-operator-placement", "-o", "jsonpath={.spec.holderIdentity}", check=False)
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def test_tenants_spread_and_a_pin_is_honoured(k: helpers.Kubectl, remote: Remote, group: Group) -> None:
+    tids = _seed(remote, 7, 700)
+    for i, tid in enumerate(tids[:6]):
+        k.apply(helpers.tenant_manifest(f"t{i}", tid))
+    pinned = helpers.tenant_manifest("pinned", tids[6])
+    pinned["spec"]["placement"] = {"pageserver": "ps-2"}
+    k.apply(pinned)
+    nowhere = helpers.tenant_manifest("nowhere", new_tenant_id())
+    nowhere["spec"]["placement"] = {"pageserver": "ps-nope"}
+    k.apply(nowhere)
+    for i in range(6):
+        helpers.wait_phase(k, f"t{i}", "Active", timeout=60)
+    obj = helpers.wait_for(lambda: _active_on(k, "pinned", "ps-2"), 60, "the pinned tenant Active on ps-2")
+    assert _placement(obj)["generation"] == 1
+    where = [_placement(k.tenant(f"t{i}"))["attached"] for i in range(6)] + ["ps-2"]
+    counts = {n: where.count(n) for n in MANAGERS}
+    print(f"placement: {counts}")
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    # every tenant's data is on the volume of the pageserver it is placed on, and only there
+    for i, tid in enumerate(tids[:6]):
+        holders = {n for n in MANAGERS if tid in _tenant_dirs(group.workdir(n))}
+        assert holders == {where[i]}, (tid, holders, where[i])
+    # a pin naming no pageserver says so, and nothing attaches it
+    helpers.wait_for(lambda: _placement(k.tenant("nowhere")).get("reason") == "PageserverNotFound", 30, "PageserverNotFound")
+    assert "ps-nope" in _placement(k.tenant("nowhere"))["message"]
+    assert helpers.phase(k.tenant("nowhere")) is None
+    # kubectl get pageservers: Active, with their tenants counted
+    helpers.wait_for(
+        lambda: {n: (p.get("status") or {}).get("tenants") for n, p in _pageservers(k).items()} == counts,
+        30, "the Pageservers to count their tenants", describe=lambda: str(_pageservers(k)),
+    )
+    assert {(p.get("status") or {}).get("state") for p in _pageservers(k).values()} == {"Active"}
+    table = k.run("get", "pageservers", "-l", f"pageserver.dev/lease-namespace={k.namespace}").stdout
+    assert table.split("\n")[0].split() == ["NAME", "STATE", "SCHEDULING", "TENANTS", "BYTES", "AGE"], table
+    wide = k.run("get", "tenants", "-o", "wide").stdout
+    header = wide.split("\n")[0].split()
+    assert "PAGESERVER" in header and "GENERATION" in header, wide
+
+
+def test_a_killed_manager_fails_over_and_a_frozen_one_removes_its_stale_copies(
+    k: helpers.Kubectl, remote: Remote, group: Group, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tids = _seed(remote, 6, 800)
+    for i, tid in enumerate(tids):
+        k.apply(helpers.tenant_manifest(f"f{i}", tid))
+    for i in range(6):
+        helpers.wait_phase(k, f"f{i}", "Active", timeout=60)
+    leader = helpers.wait_for(lambda: _leader(k), 30, "a placement leader")
+    placed = {f"f{i}": _placement(k.tenant(f"f{i}")) for i in range(6)}
+    # the victims: two managers that do not lead (the leader's own death is the next test)
+    victims = [n for n in MANAGERS if n != leader]
+    killed, frozen = victims[0], victims[1]
+    of = {n: [t for t, p in placed.items() if p["attached"] == n] for n in MANAGERS}
+    assert of[killed] and of[frozen], of
+
+    # -- SIGKILL, not restarted --------------------------------------------------------------------
+    t0 = time.monotonic()
+    group.procs[killed].kill()
+    for name in of[killed]:
+        helpers.wait_for(
+            lambda name=name: _active_on(k, name, after_generation=placed[name]["generation"]),  # type: ignore[misc]
+            FAILOVER * 10 + 30, f"{name} Active elsewhere after the kill", describe=lambda name=name: helpers.summary(k.tenant(name)),  # type: ignore[misc]
+        )
+    took = time.monotonic() - t0
+    for name in of[killed]:
+        p = _placement(k.tenant(name))
+        assert p["attached"] != killed and p["generation"] == placed[name]["generation"] + 1, p
+    print(f"failover after SIGKILL: {len(of[killed])} tenants Active elsewhere {took:.1f} s after the kill "
+          f"({took / FAILOVER:.1f} x failoverSeconds {FAILOVER:g})")
+    helpers.wait_for(lambda: (_pageservers(k)[killed].get("status") or {}).get("state") == "Offline", 30, f"{killed} Offline")
+
+    # -- SIGSTOP (a partition), then SIGCONT -----------------------------------------------------
+    proc = group.procs[frozen]
+    deletions_before = proc.metric("pageserver_operator_deletions_total") or 0.0
+    objects_before = set(remote.open().list_objects("tenants/"))
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        for name in of[frozen]:
+            helpers.wait_for(
+                lambda name=name: _active_on(k, name, after_generation=placed[name]["generation"]),  # type: ignore[misc]
+                FAILOVER * 10 + 30, f"{name} Active elsewhere while {frozen} is frozen",
+                describe=lambda name=name: helpers.summary(k.tenant(name)),  # type: ignore[misc]
+            )
+        took = time.monotonic() - t0
+        print(f"failover after SIGSTOP: {len(of[frozen])} tenants Active elsewhere {took:.1f} s after the freeze")
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+    frozen_tids = {k.tenant(n)["spec"]["tenantId"] for n in of[frozen]}
+    helpers.wait_for(
+        lambda: not (frozen_tids & _tenant_dirs(group.workdir(frozen))), 60,
+        f"{frozen} to remove its stale copies", describe=lambda: str(_tenant_dirs(group.workdir(frozen))),
+    )
+    helpers.wait_for(lambda: (_pageservers(k)[frozen].get("status") or {}).get("state") == "Active", 30, f"{frozen} Active again")
+    assert (proc.metric("pageserver_operator_deletions_total") or 0.0) == deletions_before, "the stale manager deleted"
+    # nothing the stale manager could reach was deleted by it: every object present before the
+    # freeze that the current owners still reference is there (the new owners delete only older
+    # generations' indexes, after validating theirs)
+    after = set(remote.open().list_objects("tenants/"))
+    for name in of[frozen]:
+        tid = k.tenant(name)["spec"]["tenantId"]
+        expected = remote.capture(tid)
+        owner = _placement(k.tenant(name))["attached"]
+        helpers.assert_tenant_matches(group.workdir(owner), expected, tmp_path_factory.mktemp("scratch"))
+    lost = {o for o in objects_before - after if "index_part.json" not in o}
+    assert not lost, f"layers deleted: {sorted(lost)[:5]}"
+    for name in [n for n in placed if n not in of[killed] and n not in of[frozen]]:
+        assert _placement(k.tenant(name))["generation"] == placed[name]["generation"], "an unaffected tenant moved"
+
+
+def test_the_placement_leader_killed_another_leads(k: helpers.Kubectl, remote: Remote, group: Group) -> None:
+    tids = _seed(remote, 2, 900)
+    k.apply(helpers.tenant_manifest("l0", tids[0]))
+    helpers.wait_phase(k, "l0", "Active", timeout=60)
+    leader = helpers.wait_for(lambda: _leader(k), 30, "a placement leader")
+    t0 = time.monotonic()
+    group.procs[leader].kill()
+    new = helpers.wait_for(lambda: (lambda h: h if h and h != leader else None)(_leader(k)), FAILOVER * 10 + 30, "another leader")
+    took = time.monotonic() - t0
+    print(f"placement leader {leader} killed: {new} leads {took:.1f} s later ({took / FAILOVER:.1f} x failoverSeconds)")
+    # the new leader places a new tenant, on a live pageserver
+    k.apply(helpers.tenant_manifest("l1", tids[1]))
+    obj = helpers.wait_for(lambda: _active_on(k, "l1"), 60, "l1 Active")
+    assert _placement(obj)["attached"] != leader

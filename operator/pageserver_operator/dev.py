@@ -110,7 +110,8 @@ def _seed(remote: str, tenant_id: ids.TenantId, env: dict[str, str]) -> None:
 
 def _watch_until_active(
     env: dict[str, str], name: str, operators: list[subprocess.Popen[bytes]], timeout: float
-) -> None:
+) -> dict[str, Any]:
+    """Show the Tenant's progress until it is Active; returns it."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -133,7 +134,7 @@ def _watch_until_active(
             _say(line)
             last = line
         if st.get("phase") == "Active":
-            return
+            return doc
         if st.get("phase") == "Broken":
             raise RuntimeError(f"the sample tenant is Broken: {st.get('reason')}: {st.get('message')}")
         time.sleep(0.5)
@@ -199,7 +200,12 @@ def run(state_dir: Path | None, exit_when_ready: bool = False, pageservers: int 
             operators.append(proc)
             _say(f"operator {name or ''} running (pid {proc.pid}, volume {volume}), log: {log_path}".replace("  ", " "))
         _kubectl(env, "apply", "-f", "-", stdin=manifest)
-        _watch_until_active(env, "sample", operators, timeout=300)
+        doc = _watch_until_active(env, "sample", operators, timeout=300)
+        attached = ((doc.get("status") or {}).get("placement") or {}).get("attached")
+        if pageservers > 1 and attached in names:
+            workdir = _volume(state, attached)  # the volume the sample is attached on
+            extra["PAGESERVER_OPERATOR_WORKDIR"] = str(workdir)
+            _say(f"the sample is attached on {attached}")
         env_file = env_.write_env_file()
         with open(env_file, "a") as f:
             for k, v in extra.items():

@@ -172,6 +172,8 @@ class Registry:
         no resource placed here claims is removed: after a final sync if it can still be
         uploaded (a move), else as a stale copy (a failover): nothing remote is deleted."""
         tid = tenant_id_of(body)
+        if key not in self.controllers and not self.named.get(tid) and not (self.manager.tenants_root / str(tid)).exists():
+            return  # the common case: another pageserver's tenant, nothing of it here
         async with self._lock(tid):
             ctl = self.controllers.pop(key, None)
             graceful = ctl is not None and ctl.owns_tenant and not ctl.stale and ctl.tenant.state is TenantState.ACTIVE

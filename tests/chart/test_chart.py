@@ -33,6 +33,7 @@ SECRET = "s3-credentials"
 #: (not the milliseconds of a log line's timestamp, ",403": that made the test fail by chance)
 FORBIDDEN = re.compile(r"(?<![,.:])\b403\b|Forbidden|forbidden|Not enough permissions")
 ACTIVE_TIMEOUT = 90.0
+OPERATOR_EXIT_TIMEOUT = 60.0
 
 
 # ---- static checks --------------------------------------------------------------------------------
@@ -423,13 +424,16 @@ class Setup:
         })  # fmt: skip
         return env, liveness_port
 
-    def start_operator(self, statefulset: dict[str, Any], workdir: Path) -> support.Operator:
+    def start_operator(
+        self, statefulset: dict[str, Any], workdir: Path, wait_live: bool = True
+    ) -> support.Operator:
         env, liveness_port = self.operator_env(statefulset, workdir)
         op = support.start_operator(
             env, self.tmp_path / f"operator-{len(self.operators) + 1}.log", liveness_port
         )
         self.operators.append(op)
-        op.wait_live()
+        if wait_live:
+            op.wait_live()
         return op
 
     def close(self, failed: bool) -> None:
@@ -546,6 +550,11 @@ def _without(docs: list[dict[str, Any]], resource: str) -> tuple[list[dict[str, 
         # is served meanwhile), then kopf falls back to no observation and says so.
         ("customresourcedefinitions", False, 'cannot list resource "customresourcedefinitions"'),
         ("namespaces", True, 'cannot list resource "namespaces"'),
+        # A manager registers its Pageserver and starts its heartbeat Lease before serving
+        # anything: refused, it exits (status 1) saying which call (the verb may change).
+        ("pageservers", False, 'cannot create resource "pageservers"'),
+        ("leases", False, 'resource "leases" in API group "coordination.k8s.io"'),
+        ("leases", True, 'resource "leases" in API group "coordination.k8s.io"'),
     ],
 )
 def test_removing_a_rule_makes_the_operator_fail_with_a_clear_message(
@@ -558,6 +567,17 @@ def test_removing_a_rule_makes_the_operator_fail_with_a_clear_message(
     statefulset = support.one(s.docs, "StatefulSet")
     workdir = tmp_path / "volume"
     workdir.mkdir()
+    if resource in ("pageservers", "leases"):
+        op = s.start_operator(statefulset, workdir, wait_live=False)
+        helpers.wait_for(
+            lambda: not op.process.running(), OPERATOR_EXIT_TIMEOUT, "the operator to exit",
+            describe=lambda: op.log()[-3000:],
+        )  # fmt: skip
+        log = op.log().replace('\\"', '"')
+        assert op.process.returncode() == 1, log[-3000:]
+        line = next((ln for ln in log.splitlines() if "registering pageserver" in ln), "")
+        assert denied in line and "403 Forbidden" in line, log[-3000:]
+        return
     op = s.start_operator(statefulset, workdir)
     name = "denied"
     tenant_rule = resource in ("tenants/status", "events")

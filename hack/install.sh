@@ -7,7 +7,9 @@
 #   3. the Go-built binaries (etcd, kube-apiserver, kubectl if none), cached in
 #      ${PAGESERVER_OPERATOR_CACHE:-~/.cache/pageserver-operator} -- a warm run does not rebuild;
 #   4. helm (hack/helm.sh, go install, cached): installed here rather than in the middle of the
-#      chart tests, where a cold build took 104 s of the suite's time.
+#      chart tests, where a cold build took 104 s of the suite's time;
+#   5. prometheus and promtool (hack/prometheus.sh: Debian's `prometheus` package, its .deb and
+#      binaries cached; never started as a service): the alert rule and dashboard tests use them.
 # Idempotent: re-running skips what is already there. Prints how long each step took.
 set -euo pipefail
 
@@ -123,3 +125,8 @@ end "Go-built binaries"
 begin "helm"
 PATH="$(dirname "$go_bin"):$PATH" hack/helm.sh
 end "helm"
+
+# --- 6. prometheus + promtool (the observability tests use them) ------------------------------
+begin "prometheus"
+hack/prometheus.sh
+end "prometheus"

@@ -6,7 +6,7 @@ The logic lives in :mod:`pageserver_operator.devenv`; this file only scopes it. 
 
 Tiers. A plain run (``hack/test.sh``, CI) selects nothing away: every collected test runs.
 ``--fast`` (``hack/test.sh --fast``) runs only the unit and in-process tests: it deselects every
-test marked ``integration``, ``e2e``, ``docker`` or ``kind``. Markers are not only what a module
+test marked ``integration``, ``e2e``, ``docker``, ``kind`` or ``prometheus``. Markers are not only what a module
 declares: a test that uses the S3 server or the control plane (directly or through any fixture,
 or as the ``s3`` case of the ``backend`` fixture) is marked here at collection, so a test cannot
 land in the fast tier by forgetting its marker; and under ``--fast`` starting a control plane or
@@ -29,7 +29,9 @@ INTEGRATION_FIXTURES = frozenset({"s3_server", "s3_bucket"})
 """Fixtures that mean "needs the real S3 server"."""
 E2E_FIXTURES = frozenset({"control_plane", "kubectl", "helm"})
 """Fixtures that mean "needs the real control plane" (or a tool built for it)."""
-SLOW_MARKERS = ("integration", "e2e", "docker", "kind")
+PROMETHEUS_FIXTURES = frozenset({"prometheus_bin"})
+"""Fixtures that mean "needs promtool/prometheus" (hack/prometheus.sh)."""
+SLOW_MARKERS = ("integration", "e2e", "docker", "kind", "prometheus")
 """What ``--fast`` deselects."""
 
 
@@ -67,6 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if names & E2E_FIXTURES:
             item.add_marker(pytest.mark.e2e)
+        if names & PROMETHEUS_FIXTURES:
+            item.add_marker(pytest.mark.prometheus)
     if not config.getoption("fast"):
         return
     kept = [item for item in items if not any(item.get_closest_marker(m) for m in SLOW_MARKERS)]

@@ -27,6 +27,7 @@ import pydantic
 
 from pageserver_operator import __version__, logs, settings
 from pageserver_operator.engine import manager
+from pageserver_operator.engine import metrics as engine_metrics
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
@@ -173,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the pod's namespace, else default)",
     )
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9090, 0 = off)")
+    p.add_argument(
+        "--per-tenant-metrics", action=argparse.BooleanOptionalAction, default=None,
+        help="per-tenant metric series (env PAGESERVER_OPERATOR_PER_TENANT_METRICS, default true; "
+        "--no-per-tenant-metrics for large fleets)",
+    )
     p.add_argument("--liveness-port", type=int, default=None, help="liveness port (default 8080, 0 = off)")
 
     p = sub.add_parser("dev", help="local control plane + object store + sample tenant + operator")
@@ -406,11 +412,13 @@ def _cmd_run(args: argparse.Namespace) -> None:
         "metrics_port": args.metrics_port, "liveness_port": args.liveness_port,
         "log_format": args.log_format, "pageserver": args.pageserver,
         "failover_seconds": args.failover_seconds, "capacity": args.capacity, "lease_namespace": args.lease_namespace,
+        "per_tenant_metrics": args.per_tenant_metrics,
     }
     try:
         s = settings.OperatorSettings(**{k: v for k, v in given.items() if v is not None})
     except pydantic.ValidationError as e:
         raise CommandError(_one_line_validation(e), EXIT_USAGE) from e
+    engine_metrics.set_per_tenant(s.per_tenant_metrics)
     runner.run(s)
 
 

@@ -95,6 +95,11 @@ class OperatorSettings(EngineSettings):
         1000, ge=1, description="Tenants this pageserver is sized for: the load score is the larger of the volume's "
         "used fraction and tenants / capacity",
     )
+    per_tenant_metrics: bool = Field(
+        True,
+        description="Per-tenant metric series (a tenant_id label: the dashboard's drill-down); false for large "
+        "fleets: one series per manager instead (README, Metrics)",
+    )
     lease_namespace: str = Field(
         default_factory=lambda: _own_namespace() or "default",
         min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",

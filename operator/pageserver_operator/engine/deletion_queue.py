@@ -331,10 +331,10 @@ class DeletionQueue:
             self._written = version
             if deleted:
                 self.deleted += deleted
-                metrics.DELETIONS.labels(str(self.tenant_id)).inc(deleted)
+                metrics.DELETIONS.labels(metrics.tenant_label(self.tenant_id)).inc(deleted)
             if leaked:
                 self.leaked += leaked
-                metrics.DELETIONS_LEAKED.labels(str(self.tenant_id)).inc(leaked)
+                metrics.DELETIONS_LEAKED.labels(metrics.tenant_label(self.tenant_id)).inc(leaked)
 
     # ---- bookkeeping --------------------------------------------------------------------------
 

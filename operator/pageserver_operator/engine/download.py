@@ -277,8 +277,8 @@ class DownloadPool:
         afterwards."""
         batch = _Batch(collections.deque(downloads))
         learnt: set[ids.TimelineId] = set()
-        layer_downloads = metrics.LAYER_DOWNLOADS.labels(str(self.tenant_id))
-        layer_download_bytes = metrics.LAYER_DOWNLOAD_BYTES.labels(str(self.tenant_id))
+        layer_downloads = metrics.LAYER_DOWNLOADS.labels(metrics.tenant_label(self.tenant_id))
+        layer_download_bytes = metrics.LAYER_DOWNLOAD_BYTES.labels(metrics.tenant_label(self.tenant_id))
 
         def account() -> None:
             while batch.done:

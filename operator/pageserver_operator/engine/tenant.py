@@ -125,6 +125,7 @@ class Tenant:
         if old is not None:
             metrics.TENANTS.labels(old.value).dec()
         metrics.TENANTS.labels(state.value).inc()
+        metrics.track(self)
         self.history.append(Transition(datetime.now(UTC), state, reason, message))
         del self.history[:-snapshot.HISTORY_LIMIT]
         level = logging.ERROR if state is TenantState.BROKEN else logging.INFO
@@ -263,6 +264,7 @@ class Tenant:
                 await self._pool.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
             self._log.warning("removed the stale local copy: %s", why)
             metrics.forget_tenant(str(self.id))
+            metrics.untrack(self)
             if self.state is not None:
                 metrics.TENANTS.labels(self.state.value).dec()
             self.state = None
@@ -485,6 +487,7 @@ class Tenant:
         self.stop()
         await self._pool.run(crashsafe.remove_tree, removing, p.deleting_dir)
         metrics.forget_tenant(str(self.id))
+        metrics.untrack(self)
         if self.state is not None:
             metrics.TENANTS.labels(self.state.value).dec()
         self.state = None

@@ -349,7 +349,7 @@ class UploadQueue:
         labels = _GAUGE_LABELS.get(op.kind)
         if labels is not None:
             metrics.UPLOAD_QUEUE_UNFINISHED.labels(
-                str(self.tenant_id), str(self.timeline_id), *labels
+                metrics.tenant_label(self.tenant_id), metrics.timeline_label(self.timeline_id), *labels
             ).inc(delta)
 
     def _may_start(self, op: Op) -> bool:
@@ -425,7 +425,7 @@ class UploadQueue:
         error = UploadError(_reason(e), message, permanent, attempt + 1)
         self._failing.pop(task_id, None)
         self._failing[task_id] = error  # the latest failure last
-        metrics.UPLOAD_ERRORS.labels(str(self.tenant_id), error.reason).inc()
+        metrics.UPLOAD_ERRORS.labels(metrics.tenant_label(self.tenant_id), error.reason).inc()
         self._log.warning("%s (attempt %d), retrying", message, attempt + 1)
         self._error_changed()
 
@@ -448,7 +448,7 @@ class UploadQueue:
             await self.io.upload_file(
                 paths.remote_layer_key(self.tenant_id, self.timeline_id, op.name, self.generation), local, op.size
             )
-            metrics.LAYER_UPLOADS.labels(str(self.tenant_id)).inc()
+            metrics.LAYER_UPLOADS.labels(metrics.tenant_label(self.tenant_id)).inc()
         elif op.kind is OpKind.UPLOAD_INDEX:
             assert op.metadata is not None
             files = {n: s for n, s in op.files.items() if n not in self.abandoned}

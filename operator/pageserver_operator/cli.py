@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="tenants this pageserver is sized for, in the load score (env PAGESERVER_OPERATOR_CAPACITY, default 1000)",
     )
     p.add_argument(
+        "--drain-concurrency", type=int, default=None, metavar="N",
+        help="migrations away from a Draining pageserver at once (env PAGESERVER_OPERATOR_DRAIN_CONCURRENCY, default 4)",
+    )
+    p.add_argument(
         "--lease-namespace", default=None, metavar="NS",
         help="namespace of the heartbeat and placement Leases (env PAGESERVER_OPERATOR_LEASE_NAMESPACE; default "
         "the pod's namespace, else default)",
@@ -413,6 +417,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         "log_format": args.log_format, "pageserver": args.pageserver,
         "failover_seconds": args.failover_seconds, "capacity": args.capacity, "lease_namespace": args.lease_namespace,
         "per_tenant_metrics": args.per_tenant_metrics,
+        "drain_concurrency": args.drain_concurrency,
     }
     try:
         s = settings.OperatorSettings(**{k: v for k, v in given.items() if v is not None})

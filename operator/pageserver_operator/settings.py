@@ -100,6 +100,9 @@ class OperatorSettings(EngineSettings):
         description="Per-tenant metric series (a tenant_id label: the dashboard's drill-down); false for large "
         "fleets: one series per manager instead (README, Metrics)",
     )
+    drain_concurrency: int = Field(
+        4, ge=1, le=1000, description="Migrations away from a Draining pageserver in flight at once (placement leader)"
+    )
     lease_namespace: str = Field(
         default_factory=lambda: _own_namespace() or "default",
         min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",

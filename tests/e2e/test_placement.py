@@ -15,6 +15,7 @@ printed as multiples of it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -32,6 +33,7 @@ from pageserver_operator.devenv import controlplane
 pytestmark = pytest.mark.e2e
 
 FAILOVER = 3.0
+DRAIN_CONCURRENCY = 2
 MANAGERS = ("ps-0", "ps-1", "ps-2")
 
 
@@ -44,7 +46,8 @@ class Group:
 
     def start(self, name: str) -> OperatorProcess:
         p = self.factories[name].start(
-            sync_period=0.5, extra_args=["--pageserver", name, "--failover-seconds", str(FAILOVER)]
+            sync_period=0.5,
+            extra_args=["--pageserver", name, "--failover-seconds", str(FAILOVER), "--drain-concurrency", str(DRAIN_CONCURRENCY)],
         )
         self.procs[name] = p
         return p
@@ -234,3 +237,116 @@ def test_the_placement_leader_killed_another_leads(k: helpers.Kubectl, remote: R
     k.apply(helpers.tenant_manifest("l1", tids[1]))
     obj = helpers.wait_for(lambda: _active_on(k, "l1"), 60, "l1 Active")
     assert _placement(obj)["attached"] != leader
+
+
+# ---- live relocation (DESIGN §8.4, issue 18) -------------------------------------------------------
+
+
+class PhaseWatch:
+    """Polls one Tenant's ``status.placement.migration.phase`` in a thread; the phases seen, in order."""
+
+    def __init__(self, k: helpers.Kubectl, name: str) -> None:
+        import threading
+
+        self.k, self.name = k, name
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                m = _placement(self.k.tenant_or_none(self.name)).get("migration") or {}
+            except Exception:
+                continue
+            phase = m.get("phase")
+            if phase and (not self.seen or self.seen[-1] != phase):
+                self.seen.append(phase)
+
+    def __enter__(self) -> PhaseWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+PHASES = ["Warming", "SourceStale", "Cutover", "SourceDetach"]
+
+
+def test_a_pin_change_migrates_the_tenant_live_through_every_phase(
+    k: helpers.Kubectl, remote: Remote, group: Group, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tid = new_tenant_id()
+    remote.seed(testdata.TenantShape(timelines=2, layers=6, layer_size=64 << 10, seed=1818), tid)
+    k.apply(helpers.tenant_manifest("mover", tid))
+    obj = helpers.wait_phase(k, "mover", "Active", timeout=60)
+    source = _placement(obj)["attached"]
+    gen = _placement(obj)["generation"]
+    target = next(n for n in MANAGERS if n != source)
+    layers = sum(len(remote.newest_index(tid, tl).layers) for tl in remote.capture(tid).timelines)
+    before = group.procs[target].metric("pageserver_operator_layer_downloads_total", tenant_id=tid) or 0.0
+    with PhaseWatch(k, "mover") as watch:
+        k.run("patch", "tenant", "mover", "--type", "merge", "-p", json.dumps({"spec": {"placement": {"pageserver": target}}}))
+
+        def done() -> dict[str, Any] | None:
+            o = k.tenant("mover")
+            p = _placement(o)
+            ok = p.get("attached") == target and not p.get("migration") and helpers.phase(o) == "Active"
+            return o if ok and (p.get("lastMigration") or {}).get("phase") == "Done" else None
+
+        obj = helpers.wait_for(done, 120, "the migration to finish", describe=lambda: helpers.summary(k.tenant("mover")) + str(_placement(k.tenant("mover"))))
+    p = _placement(obj)
+    print(f"migration {source} -> {target}: phases seen {watch.seen}; lastMigration {p['lastMigration']}")
+    assert [ph for ph in PHASES if ph in watch.seen] == [ph for ph in watch.seen if ph in PHASES], watch.seen
+    assert watch.seen and watch.seen[0] == "Warming", watch.seen
+    assert p["generation"] == gen + 1, p
+    assert p["lastMigration"]["from"] == source and p["lastMigration"]["to"] == target
+    assert p["lastMigration"]["reason"] == "pin" and p["lastMigration"].get("windowSeconds") is not None
+    # the source let its copy go; the target holds exactly the remote tenant, each layer downloaded once
+    helpers.wait_for(lambda: tid not in _tenant_dirs(group.workdir(source)), 30, "the source's copy removed")
+    helpers.assert_tenant_matches(group.workdir(target), remote.capture(tid), tmp_path_factory.mktemp("scratch"))
+    downloaded = (group.procs[target].metric("pageserver_operator_layer_downloads_total", tenant_id=tid) or 0.0) - before
+    assert downloaded == layers, f"the target downloaded {downloaded} layers for {layers} (warming + cutover)"
+
+
+def test_a_drain_moves_every_unpinned_tenant_away_a_bounded_number_at_once(
+    k: helpers.Kubectl, remote: Remote, group: Group
+) -> None:
+    n = 9
+    tids = _seed(remote, n + 1, 1900)
+    for i, tid in enumerate(tids[:n]):
+        k.apply(helpers.tenant_manifest(f"d{i}", tid))
+    for i in range(n):
+        helpers.wait_phase(k, f"d{i}", "Active", timeout=60)
+    where = {f"d{i}": _placement(k.tenant(f"d{i}"))["attached"] for i in range(n)}
+    drained = max(MANAGERS, key=lambda n: list(where.values()).count(n))
+    on_drained = [n for n, ps in where.items() if ps == drained]
+    assert len(on_drained) > DRAIN_CONCURRENCY, where
+    pinned = helpers.tenant_manifest("d-pinned", tids[n])
+    pinned["spec"]["placement"] = {"pageserver": drained}
+    k.apply(pinned)
+    helpers.wait_for(lambda: _active_on(k, "d-pinned", drained), 60, "the pinned tenant Active")
+    t0 = time.monotonic()
+    k.run("patch", "pageserver", drained, "--type", "merge", "-p", json.dumps({"spec": {"scheduling": "Draining"}}))
+    most = 0
+
+    def empty() -> bool:
+        nonlocal most
+        moving = sum(1 for t in on_drained if (_placement(k.tenant(t)).get("migration") or {}).get("from") == drained)
+        most = max(most, moving)
+        return all(_placement(k.tenant(n)).get("attached") != drained and not _placement(k.tenant(n)).get("migration")
+                   and helpers.phase(k.tenant(n)) == "Active" for n in on_drained)
+
+    helpers.wait_for(empty, 180, f"{drained} drained")
+    took = time.monotonic() - t0
+    print(f"drain of {drained}: {len(on_drained)} tenants moved in {took:.1f} s, at most {most} migrations at once")
+    assert 1 <= most <= DRAIN_CONCURRENCY, most
+    assert _placement(k.tenant("d-pinned"))["attached"] == drained, "a pinned tenant was moved by the drain"
+    helpers.wait_for(lambda: ((_pageservers(k)[drained].get("status") or {}).get("drain") or {}).get("remaining") == 0, 30,
+                     "status.drain.remaining 0")
+    assert (_pageservers(k)[drained].get("status") or {}).get("state") == "Draining"
+    # back to Active: no new migrations start, the drain status goes
+    k.run("patch", "pageserver", drained, "--type", "merge", "-p", json.dumps({"spec": {"scheduling": "Active"}}))
+    helpers.wait_for(lambda: not (_pageservers(k)[drained].get("status") or {}).get("drain"), 30, "the drain status cleared")

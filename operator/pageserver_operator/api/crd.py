@@ -18,6 +18,8 @@ import yaml
 from pageserver_operator.api import v1alpha1
 
 _DROP = {"title", "default", "additionalProperties"}
+#: `kubectl get pageserver-operator` lists Tenants and Pageservers together.
+CATEGORY = "pageserver-operator"
 
 #: The CEL rule of ``spec.tenantId``; the refusal names both values (``message`` is the fallback
 #: of an API server that cannot evaluate ``messageExpression``).
@@ -148,7 +150,9 @@ def _definition(
                 "plural": plural,
                 "singular": singular,
                 "shortNames": short,
-                "categories": ["pageserver"],
+                # not "pageserver": a category named like the Pageserver's singular makes
+                # `kubectl get pageserver NAME` ambiguous ("you must specify only one resource")
+                "categories": [CATEGORY],
             },
             "versions": [
                 {

@@ -150,9 +150,15 @@ class MigrationStatus(Model):
 
     from_: str | None = Field(None, alias="from", description="The source pageserver")
     to: str | None = Field(None, description="The target pageserver")
-    phase: str | None = Field(None, description="Warming, SourceStale, Cutover or SourceDetach")
+    phase: str | None = Field(None, description="Warming, SourceStale, Cutover or SourceDetach (Done in lastMigration)")
     started_at: str | None = None
     progress: Progress | None = None
+    reason: str | None = Field(None, description="Why it moves: pin, drain or failover")
+    stale_at: str | None = Field(None, description="When the source stopped (flushed, deletions held)")
+    finished_at: str | None = None
+    window_seconds: float | None = Field(
+        None, description="Unavailability window: from the source stopping to the target Active"
+    )
 
 
 class PlacementStatus(Model):
@@ -166,6 +172,7 @@ class PlacementStatus(Model):
     )
     secondaries: list[str] | None = Field(None, description="Pageservers holding a warm secondary copy")
     migration: MigrationStatus | None = Field(None, description="A relocation in progress (DESIGN §8.4)")
+    last_migration: MigrationStatus | None = Field(None, description="The last relocation that completed")
     reason: str | None = Field(
         None, description="Why the tenant is not placed where asked (e.g. PageserverNotFound); empty when it is"
     )
@@ -299,6 +306,13 @@ Scheduling = Literal["Active", "Draining", "Paused"]
 PageserverState = Literal["Active", "Draining", "Offline"]
 
 
+class DrainStatus(Model):
+    remaining: int = Field(0, description="Tenants still attached here that will move")
+    in_flight: int = Field(0, description="Migrations away from here in progress")
+    moved: int = Field(0, description="Tenants moved away since the drain started (as this leader saw)")
+    eta_seconds: int | None = None
+
+
 class PageserverSpec(Model):
     scheduling: Scheduling = Field(
         "Active",
@@ -316,3 +330,4 @@ class PageserverStatus(Model):
     last_heartbeat: str | None = Field(None, description="When its heartbeat Lease was last renewed (as last seen)")
     lease_namespace: str | None = Field(None, description="The namespace of its heartbeat Lease")
     message: str | None = None
+    drain: DrainStatus | None = Field(None, description="Progress of a drain (spec.scheduling Draining)")

@@ -70,6 +70,9 @@ class Attachment:
         #: given (the CLI's ``--generation``).
         self.issuer: Callable[[Generation | None], Awaitable[None]] | None = None
         self.needs_generation = False
+        #: While the tenant is the source of a migration past ``SourceStale`` (DESIGN §8.4): no
+        #: remote deletion (recorded ones wait, old indexes stay); uploads go on.
+        self.deletions_held = False
         timeline_setup.on_unlinked = self.unlinked
 
     @property
@@ -175,7 +178,10 @@ class Attachment:
                 verdict.append(current and self._newer(listing) is None)
             return verdict[0]
 
-        result = await q.flush(validate)
+        if self.deletions_held:
+            result, old, cleaning = deletion_queue.FlushResult(0, 0, False), [], []
+        else:
+            result = await q.flush(validate)
         if (unconfirmed or cleaning) and await validate():
             for t in unconfirmed:
                 t.queue.confirm()

@@ -278,6 +278,24 @@ class TimelineSetup:
                 force_index=index is None or sizes_learnt or t.timeline_id in learnt or older, removed=removed
             )
 
+    async def warm_timelines(self, indexes: Mapping[ids.TimelineId, index_part.IndexPart]) -> int:
+        """A secondary's download (`Tenant.warm`): the layers of ``indexes`` that are not on the
+        volume with the right size, in one bounded pool, and nothing else (no metadata, no
+        upload queue started). Returns the bytes planned."""
+        parents = {tlid: index.metadata.ancestor_timeline for tlid, index in indexes.items()}
+        order = [t for t in ancestry.ancestors_first(parents, self.where) if t in parents]
+        prepared = await self.pool.run(self._prepare_timelines, order, {}, indexes, "attach")
+        downloads = [(t, name, size) for t, plan in prepared for name, size in plan]
+        done_bytes = sum(t.resident_bytes for t, _ in prepared)
+        done_layers = sum(len(t.layers) for t, _ in prepared)
+        planned = sum(s or 0 for _, _, s in downloads)
+        self.progress.start(done_layers + len(downloads), done_bytes + planned, done_layers, done_bytes)
+        self.notify()
+        await self.pool.download_all(downloads)
+        for t, _ in prepared:
+            await self.pool.run(crashsafe.fsync_dir, t.directory)
+        return planned
+
     def _prepare_timelines(
         self,
         order: list[ids.TimelineId],

@@ -250,6 +250,33 @@ class Tenant:
                 self.note(f"detach blocked: {err.message}")
                 raise err from e
 
+    async def warm(self) -> int:
+        """Download the newest remote index's layers as a secondary location (DESIGN §8.4,
+        ``Warming``): nothing is written remotely (no generation is issued, no index uploaded,
+        nothing deleted), no ``metadata`` is written and the ``attaching`` marker stays, so the
+        tenant is not attached here: the attach of the cutover resumes this one and downloads
+        only what changed since. Progress is `progress` (as an attach's). Returns the bytes
+        still to download when it started (0: already warm).
+
+        Crash behaviour: as an attach's (temp file, fsync, rename; the marker first): a kill
+        leaves a resumable secondary."""
+        async with self._lock:
+            if self.local_state() == "present":
+                raise EngineError("AlreadyAttached", f"{self.where} is attached on this volume: nothing to warm")
+            own = self._setup.generation
+            self._setup.generation = Generation.MAX  # read the newest index, whoever wrote it
+            try:
+                await self._pool.run(self._setup.create_marker)
+                remote_ids = await self._setup.list_remote_timelines()
+                indexes = await self._setup.fetch_indexes(set(remote_ids), required=set())
+                return await self._setup.warm_timelines(indexes)
+            except Exception as e:
+                await self._pool.stop()
+                raise errors.classify(e, self.where) from e
+            finally:
+                self._setup.generation = own
+                self.timelines = {}
+
     async def discard(self, why: str) -> None:
         """Remove the local copy of a tenant attached elsewhere under a newer generation (a
         stale copy, DESIGN §8.3): nothing is uploaded (it would be under a fenced generation,

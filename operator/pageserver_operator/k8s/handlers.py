@@ -31,13 +31,16 @@ import kopf
 from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine.errors import EngineError
-from pageserver_operator.k8s import ownership, pageservers, placement
+from pageserver_operator.k8s import ownership, pageservers, placement, relocation
+from pageserver_operator.relocation import migration
 
 log = logging.getLogger(__name__)
 
 REGISTRY: ownership.Registry | None = None
 #: the placement controller (every manager keeps the picture; the leader acts)
 PLACEMENT: placement.PlacementController | None = None
+#: this manager's steps in migrations (DESIGN §8.4)
+RELOCATOR: relocation.Relocator | None = None
 DETACH_TIMEOUT = 600.0
 #: kopf's retries of a blocked detach (kopf's ``retry`` is 0 at the first retry): 5 s doubling up to 2 min
 DETACH_BACKOFF = backoff.Backoff(base=5.0, factor=2.0, cap=120.0)
@@ -103,11 +106,16 @@ async def tenant_event(
         return
     if FINALIZER not in (body.metadata.get("finalizers") or []):
         return  # kopf adds it; the event of that change starts the work
+    step = RELOCATOR.observe(key, body) if RELOCATOR is not None else migration.Step.NONE
     attached = ownership.attached_of(body)
     if attached == me:
         await reg.ensure(key, dict(body), _claims(tenant_claims, body, me))
+    elif migration.keeps_local_copy(migration.of((body.get("status") or {}).get("placement")), me):
+        return  # the target of a migration: its warm copy stays
     elif attached is not None:
         await reg.placed_elsewhere(key, dict(body), _claims(tenant_claims, body, me), f"the tenant is placed on {attached}")
+        if step is migration.Step.CLEAR and RELOCATOR is not None:
+            await RELOCATOR.clear(key, body)
 
 
 @kopf.on.delete(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
@@ -171,4 +179,6 @@ async def shutdown(**_: Any) -> None:
     reg = REGISTRY
     if reg is None:
         return
+    if RELOCATOR is not None:
+        await RELOCATOR.close()
     await asyncio.gather(*(c.close() for c in reg.controllers.values()), return_exceptions=True)

@@ -105,7 +105,12 @@ async def list_group(k: kube.Kube, lease_namespace: str) -> list[Observed]:
 
 
 async def set_state(k: kube.Kube, name: str, state: str, message: str | None) -> None:
-    patch = {"status": {"state": state, "message": message}}
+    await patch_status(k, name, {"state": state, "message": message})
+
+
+async def patch_status(k: kube.Kube, name: str, status: dict[str, Any]) -> None:
+    """A merge patch of a Pageserver's status (the leader's fields: state Offline, drain)."""
+    patch = {"status": status}
     await k.call(f"PATCH Pageserver {name} status", k.custom.patch_cluster_custom_object_status, _G, _V, _P, name, patch)
 
 

@@ -34,6 +34,7 @@ import prometheus_client
 
 from pageserver_operator.k8s import kube, leases, pageservers
 from pageserver_operator.placement import liveness, policy
+from pageserver_operator.relocation import migration
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Seen:
     placement: policy.TenantPlacement
     resource_version: str
     reason: str | None
+    migration: migration.Migration | None = None
 
 
 def seen_of(body: Any) -> Seen:
@@ -81,6 +83,7 @@ def seen_of(body: Any) -> Seen:
         ),
         str(meta.get("resourceVersion") or ""),
         st.get("reason"),
+        migration.of(st),
     )
 
 
@@ -91,6 +94,7 @@ class PlacementController:
     lease_namespace: str
     failover_seconds: float
     capacity: int
+    drain_concurrency: int = 4
     tenants: dict[Key, Seen] = field(default_factory=dict)
     election: leases.LeaderElection = field(init=False)
     liveness: liveness.Liveness = field(init=False)
@@ -99,6 +103,9 @@ class PlacementController:
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _offline_marked: set[str] = field(default_factory=set)
+    #: Draining pageserver -> (tenants left to move, migrations in flight), as of the last pass
+    drains: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _drain_written: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.election = leases.LeaderElection(self.k, self.lease_namespace, self.pageserver, self.failover_seconds)
@@ -117,7 +124,7 @@ class PlacementController:
             return
         old = self.tenants.get(seen.placement.key)
         self.tenants[seen.placement.key] = seen
-        if old is None or old.placement != seen.placement or old.reason != seen.reason:
+        if old is None or old.placement != seen.placement or old.reason != seen.reason or old.migration != seen.migration:
             self._dirty.set()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -186,13 +193,28 @@ class PlacementController:
         seen = list(self.tenants.values())
         placer = policy.Placer(views, (s.placement for s in seen), lambda n: self.liveness.offline(n, now))
         work: list[tuple[Seen, policy.Decision]] = []
+        repairs: list[tuple[Seen, migration.Repair]] = []
+        draining = {p.name for p in group if p.scheduling == "Draining"}
         for s in seen:
+            m = s.migration
+            if m is not None:
+                alive = {n: placer.alive(n) for n in (m.source, m.target)}
+                r = migration.repair(m, s.placement.attached, alive)
+                if r is None and m.reason == "drain" and m.phase == migration.WARMING and m.source not in draining:
+                    r = migration.Repair(clear=True, why=f"the drain of {m.source} was cancelled")
+                if r is not None:
+                    repairs.append((s, r))
+                continue
             d = placer.decide(s.placement)
             if d.attach_to is not None:
                 placer.commit(s.placement, d.attach_to)
                 work.append((s, d))
+            elif d.migrate_to is not None:
+                placer.commit(s.placement, d.migrate_to)
+                work.append((s, d))
             elif d.reason != s.reason:
                 work.append((s, d))
+        work += self._drains(placer, seen, draining, {id(s) for s, _ in work})
         self.passes += 1
         if work:
             sem = asyncio.Semaphore(WRITE_CONCURRENCY)
@@ -202,6 +224,67 @@ class PlacementController:
                     await self._write(s, d)
 
             await asyncio.gather(*(one(s, d) for s, d in work))
+        for s, r in repairs:
+            await self._repair(s, r)
+        await self._report_drains(draining)
+
+    async def _report_drains(self, draining: set[str]) -> None:
+        """``status.drain`` of each Draining pageserver (written when it changes; cleared when
+        the drain ends)."""
+        for name in sorted(set(self._drain_written) | draining):
+            if name in draining:
+                left, in_flight = self.drains.get(name, (0, 0))
+                value: dict[str, Any] | None = {"remaining": left, "inFlight": in_flight}
+            else:
+                value = None
+                self.drains.pop(name, None)
+            if self._drain_written.get(name) == value:
+                continue
+            try:
+                await pageservers.patch_status(self.k, name, {"drain": value})
+            except RuntimeError as e:
+                log.info("drain status of %s: %s", name, e)
+                continue
+            if value is None:
+                self._drain_written.pop(name, None)
+            else:
+                self._drain_written[name] = value
+
+    def _drains(
+        self, placer: policy.Placer, seen: list[Seen], draining: set[str], taken: set[int]
+    ) -> list[tuple[Seen, policy.Decision]]:
+        """Migrations away from Draining pageservers, at most ``drain_concurrency`` in flight
+        from each; pinned tenants stay."""
+        out: list[tuple[Seen, policy.Decision]] = []
+        for name in sorted(draining):
+            in_flight = sum(1 for s in seen if s.migration is not None and s.migration.source == name)
+            movable = [
+                s for s in seen
+                if s.placement.attached == name and s.migration is None and s.placement.pin is None
+                and not s.placement.deleting and id(s) not in taken
+            ]  # fmt: skip
+            self.drains[name] = (len(movable), in_flight)
+            for s in movable[: max(self.drain_concurrency - in_flight, 0)]:
+                target = placer.least_loaded(exclude=name)
+                if target is None:
+                    break
+                placer.commit(s.placement, target)
+                out.append((s, policy.Decision(migrate_to=target, reason=None, message=None)))
+        return out
+
+    async def _repair(self, s: Seen, r: migration.Repair) -> None:
+        placement: dict[str, Any] = {}
+        if r.clear:
+            placement["migration"] = None
+        if r.attached is not None:
+            placement["attached"] = r.attached
+        patch = {"metadata": {"resourceVersion": s.resource_version}, "status": {"placement": placement}}
+        try:
+            await self.k.patch_status(s.placement.key[0], s.placement.key[1], patch)
+        except (RuntimeError, kube.StaleStatusWrite) as e:
+            log.info("repairing the migration of %s/%s: %s", *s.placement.key, e)
+            return
+        log.warning("migration of %s/%s: %s", *s.placement.key, r.why, extra={"tenant_id": s.placement.tenant_id})
 
     async def _write(self, s: Seen, d: policy.Decision) -> None:
         if not self.election.leading():
@@ -210,6 +293,12 @@ class PlacementController:
         placement: dict[str, Any] = {"reason": d.reason, "message": d.message}
         if d.attach_to is not None:
             placement["attached"] = d.attach_to
+        if d.migrate_to is not None and t.attached is not None:
+            why = "pin" if t.pin == d.migrate_to else "drain"
+            placement["migration"] = {
+                "from": t.attached, "to": d.migrate_to, "phase": migration.WARMING, "reason": why,
+                "startedAt": leases.micro_time(), "progress": None, "staleAt": None, "windowSeconds": None,
+            }
         patch = {"metadata": {"resourceVersion": s.resource_version}, "status": {"placement": placement}}
         try:
             await self.k.patch_status(t.key[0], t.key[1], patch)
@@ -219,6 +308,10 @@ class PlacementController:
         except (RuntimeError, kube.StaleStatusWrite) as e:
             log.warning("placing %s/%s: %s", *t.key, e)
             return
+        if d.migrate_to is not None:
+            PLACEMENTS.labels("migration").inc()
+            log.info("migrating %s/%s (tenant %s) from %s to %s", t.key[0], t.key[1], t.tenant_id, t.attached,
+                     d.migrate_to, extra={"tenant_id": t.tenant_id, "pageserver": d.migrate_to})
         if d.attach_to is not None:
             PLACEMENTS.labels("failover" if d.failover else ("moved" if t.attached else "placed")).inc()
             if d.failover:

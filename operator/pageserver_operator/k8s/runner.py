@@ -18,7 +18,7 @@ from pageserver_operator import settings as settings_mod
 from pageserver_operator.engine import manager
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
-from pageserver_operator.k8s import handlers, kube, membership, ownership, placement
+from pageserver_operator.k8s import handlers, kube, membership, ownership, placement, relocation
 from pageserver_operator.remote import factory as remote_factory
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ def run(s: settings_mod.OperatorSettings) -> None:
         log.warning("entries in %s that are not tenants (left alone): %s", m.tenants_root, ", ".join(scan.unknown))
     k = kube.Kube(api)
     handlers.REGISTRY = ownership.Registry(manager=m, kube=k, settings=s)
+    handlers.RELOCATOR = relocation.Relocator(k, handlers.REGISTRY, s.pageserver)
     handlers.PLACEMENT = placement.PlacementController(
-        kube.Kube(api), s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity
+        kube.Kube(api), s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity, s.drain_concurrency
     )
     if s.metrics_port:
         prometheus_client.start_http_server(s.metrics_port)

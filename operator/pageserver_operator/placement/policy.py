@@ -2,7 +2,8 @@
 
 Rules, for one Tenant resource:
 - a Tenant being deleted is never moved (its attached manager detaches it where it is);
-- ``spec.placement.pageserver`` (a pin) is honoured when that pageserver exists and is alive;
+- ``spec.placement.pageserver`` (a pin) is honoured when that pageserver exists and is alive (a
+  tenant attached to another live pageserver is migrated there live: ``migrate_to``);
   a pin naming no Pageserver is said in ``status.placement`` (``PageserverNotFound``) and the
   tenant stays where it is (or unplaced);
 - otherwise a tenant stays on its pageserver while that one is alive; one whose pageserver is
@@ -56,6 +57,8 @@ class Decision:
     reason: str | None = None
     message: str | None = None
     failover: bool = False
+    #: start a live migration (DESIGN §8.4) to this pageserver instead of moving ``attached``
+    migrate_to: str | None = None
 
 
 class Placer:
@@ -89,7 +92,8 @@ class Placer:
         candidates = [p.name for p in self.pageservers.values() if p.takes_new and p.name != exclude]
         if not candidates:
             return None
-        return min(candidates, key=lambda n: (self.load(n), n))
+        # ties (volumes on one filesystem report the same used fraction): fewer tenants first
+        return min(candidates, key=lambda n: (self.load(n), self.counts.get(n, 0), n))
 
     def decide(self, t: TenantPlacement) -> Decision:
         if t.deleting:
@@ -120,7 +124,9 @@ class Placer:
         if not p.online:
             where = f"; it stays on {t.attached}" if t.attached else ""
             return Decision(reason="PageserverOffline", message=f"pinned to pageserver {pin}, which is offline{where}")
-        return Decision(attach_to=pin, failover=t.attached is not None and not self.alive(t.attached))
+        if t.attached is not None and self.alive(t.attached):
+            return Decision(migrate_to=pin)  # a live move: warm the pin first, then cut over
+        return Decision(attach_to=pin, failover=t.attached is not None)
 
     def commit(self, t: TenantPlacement, attached: str) -> None:
         """``t`` is now attached to ``attached`` (the write succeeded)."""

@@ -26,38 +26,12 @@ from typing import Any
 import pytest
 
 from e2e import helpers
-from e2e.conftest import OperatorFactory, OperatorProcess, Remote, new_tenant_id
+from e2e.conftest import Remote, new_tenant_id
+from e2e.group import DRAIN_CONCURRENCY, FAILOVER, MANAGERS, Group, running_group
 from pageserver_operator import testdata
 from pageserver_operator.devenv import controlplane
 
 pytestmark = pytest.mark.e2e
-
-FAILOVER = 3.0
-DRAIN_CONCURRENCY = 2
-MANAGERS = ("ps-0", "ps-1", "ps-2")
-
-
-class Group:
-    """Three pageserver managers of one placement group."""
-
-    def __init__(self, tmp_path: Path, control_plane: controlplane.ControlPlane, namespace: str, remote: Remote) -> None:
-        self.factories = {n: OperatorFactory(tmp_path / n, control_plane.kubeconfig, namespace, remote) for n in MANAGERS}
-        self.procs: dict[str, OperatorProcess] = {}
-
-    def start(self, name: str) -> OperatorProcess:
-        p = self.factories[name].start(
-            sync_period=0.5,
-            extra_args=["--pageserver", name, "--failover-seconds", str(FAILOVER), "--drain-concurrency", str(DRAIN_CONCURRENCY)],
-        )
-        self.procs[name] = p
-        return p
-
-    def workdir(self, name: str) -> Path:
-        return self.factories[name].workdir
-
-    def close(self, failed: bool) -> None:
-        for f in self.factories.values():
-            f.close(failed)
 
 
 @pytest.fixture
@@ -65,14 +39,7 @@ def group(
     request: pytest.FixtureRequest, tmp_path: Path, control_plane: controlplane.ControlPlane, namespace: str,
     crd_installed: None, remote: Remote,
 ) -> Iterator[Group]:
-    g = Group(tmp_path, control_plane, namespace, remote)
-    try:
-        for n in MANAGERS:
-            g.start(n)
-        yield g
-    finally:
-        rep = getattr(request.node, "rep_call", None)
-        g.close(bool(rep is not None and rep.failed))
+    yield from running_group(request, Group(tmp_path, control_plane, namespace, remote))
 
 
 def _placement(obj: dict[str, Any] | None) -> dict[str, Any]:

@@ -20,244 +20,140 @@ machine-wide heavy-job lock.
 from __future__ import annotations
 
 import json
-import os
-import re
-import ssl
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench import measure
+from bench import cluster, measure
+from bench.cluster import NAMESPACE, PLURAL, SHAPE_LAYER_SIZE, SHAPE_LAYERS
 
-SHAPE_LAYERS = 2
-SHAPE_LAYER_SIZE = 16 << 10
 READY_TIMEOUT = 900.0
 #: after a restart, seconds without any new operator request before the count is taken
 RESTART_SETTLE = 5.0
-NAMESPACE = "bench"
-GROUP, VERSION, PLURAL = "pageserver.dev", "v1alpha1", "tenants"
-_REQ = re.compile(r"^apiserver_request_total\{([^}]*)\}\s+(\S+)$")
-
-
-def _apiserver_requests(plane: Any) -> dict[tuple[str, str, str], float]:
-    """(verb, resource, subresource) -> count, from the apiserver's /metrics."""
-    ctx = ssl.create_default_context(cafile=str(plane.ca_file))
-    req = urllib.request.Request(
-        f"{plane.server_url}/metrics", headers={"Authorization": f"Bearer {plane.admin_token}"}
-    )
-    with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
-        text = r.read().decode()
-    out: dict[tuple[str, str, str], float] = {}
-    for line in text.splitlines():
-        m = _REQ.match(line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
-        out[key] = out.get(key, 0.0) + float(m.group(2))
-    return out
 
 
 def run(n: int, state_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    import kubernetes
+    from pageserver_operator.devenv import processes
 
-    from pageserver_operator import testdata
-    from pageserver_operator.devenv import environment, processes
-    from pageserver_operator.formats import ids
-    from pageserver_operator.remote import factory as remote_factory
-    from pageserver_operator.remote import url as remote_url
-
-    if state_dir.exists():
-        import shutil
-
-        shutil.rmtree(state_dir)
-    log(f"control plane: starting etcd, kube-apiserver and SeaweedFS under {state_dir}")
-    env = environment.start_environment(state_dir)
     op_proc: processes.ManagedProcess | None = None
-    try:
-        plane, store = env.control_plane, env.object_store
-        assert store is not None
-        kubernetes.config.load_kube_config(config_file=str(plane.kubeconfig))
-        api = kubernetes.client.ApiClient()
-        crds = Path(__file__).resolve().parent.parent / "crds"
-        for f in sorted(crds.glob("*.yaml")):
-            kubernetes.utils.create_from_yaml(api, str(f))
-        ext = kubernetes.client.ApiextensionsV1Api(api)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            crd = ext.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-            if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
-                break
-            time.sleep(0.2)
-        core = kubernetes.client.CoreV1Api(api)
-        core.create_namespace({"metadata": {"name": NAMESPACE}})
-        store.create_bucket("bench")
-        aws = store.env()
-        os.environ.update({k: v for k, v in aws.items() if k != "AWS_ENDPOINT_URL"})
-        url = f"s3://bench?endpoint={store.endpoint}&region={store.region}"
-        storage = remote_factory.open_remote(remote_url.parse_remote_url(url, concurrency=16))
-        shape = testdata.TenantShape(timelines=1, layers=SHAPE_LAYERS, layer_size=SHAPE_LAYER_SIZE, seed=7)
-        tids = [f"{i:032x}" for i in range(1, n + 1)]
-        log(f"control plane: seeding {n} tenants in the bucket")
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda t: testdata.make_remote_tenant(storage, shape, ids.TenantId.parse(t)), tids))
-        storage.close()
+    with cluster.cluster(n, state_dir, log) as c:
+        try:
+            plane = c.plane
+            workdir = state_dir / "volume"
+            workdir.mkdir()
+            metrics_port, liveness_port = processes.free_ports(2)
+            argv = c.operator_argv(workdir, metrics_port, liveness_port)
+            op_proc = c.start_operator("operator", argv, state_dir / "operator.log", liveness_port)
+            proc = psutil.Process(op_proc.pid)
+            time.sleep(2)  # let kopf settle its initial LIST/WATCH
 
-        workdir = state_dir / "volume"
-        workdir.mkdir()
-        metrics_port, liveness_port = processes.free_ports(2)
-        op_env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("PAGESERVER_OPERATOR_", "KUBECONFIG"))
-        }
-        op_env.update({k: v for k, v in aws.items() if k != "AWS_ENDPOINT_URL"})
-        op_env["KUBECONFIG"] = str(plane.kubeconfig)
-        argv = [
-            sys.executable, "-m", "pageserver_operator.cli", "run", "--workdir", str(workdir), "--remote", url,
-            "--namespace", NAMESPACE, "--metrics-port", str(metrics_port), "--liveness-port",
-            str(liveness_port), "--kubeconfig", str(plane.kubeconfig),
-        ]  # fmt: skip
-        op_proc = processes.ManagedProcess.start("operator", argv, state_dir / "operator.log", env=op_env)
-        processes.wait_until(
-            op_proc, lambda: processes.http_ok(f"http://127.0.0.1:{liveness_port}/healthz"), 120, "live"
-        )
-        proc = psutil.Process(op_proc.pid)
-        time.sleep(2)  # let kopf settle its initial LIST/WATCH
+            co = c.co()
+            with measure.heavy_lock():
+                rss_idle = proc.memory_info().rss
+                cpu0 = cluster.cpu_seconds(op_proc.pid)
+                before = cluster.apiserver_requests(plane)
+                t0 = time.monotonic()
+                created = cluster.create_tenants(co, c.tids)
+                log(f"control plane: {n} Tenants created in {created:.1f} s")
+                polls = 0
+                peak_rss = rss_idle
+                samples: list[tuple[float, int, int]] = []
+                stop = threading.Event()
 
-        co = kubernetes.client.CustomObjectsApi(api)
-        with measure.heavy_lock():
-            rss_idle = proc.memory_info().rss
-            cpu0 = sum(proc.cpu_times()[:2])
-            before = _apiserver_requests(plane)
-            t0 = time.monotonic()
+                def sample_rss() -> None:
+                    nonlocal peak_rss
+                    while not stop.is_set():
+                        try:
+                            peak_rss = max(peak_rss, proc.memory_info().rss)
+                        except psutil.Error:
+                            return
+                        stop.wait(0.2)
 
-            def create(i_tid: tuple[int, str]) -> None:
-                i, tid = i_tid
-                body = {
-                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant",
-                    "metadata": {"name": f"t{i:04d}"}, "spec": {"tenantId": tid},
-                }  # fmt: skip
-                co.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
-
-            with ThreadPoolExecutor(16) as pool:
-                list(pool.map(create, enumerate(tids)))
-            created = time.monotonic() - t0
-            log(f"control plane: {n} Tenants created in {created:.1f} s")
-            polls = 0
-            peak_rss = rss_idle
-            samples: list[tuple[float, int, int]] = []
-            stop = threading.Event()
-
-            def sample_rss() -> None:
-                nonlocal peak_rss
-                while not stop.is_set():
-                    try:
-                        peak_rss = max(peak_rss, proc.memory_info().rss)
-                    except psutil.Error:
-                        return
-                    stop.wait(0.2)
-
-            sampler = threading.Thread(target=sample_rss, daemon=True)
-            sampler.start()
-            ready = 0
-            while time.monotonic() - t0 < READY_TIMEOUT:
-                items = co.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
-                polls += 1
-                ready = sum(
-                    1
-                    for t in items
-                    if any(
-                        c.get("type") == "Ready" and c.get("status") == "True"
-                        for c in (t.get("status") or {}).get("conditions") or []
+                sampler = threading.Thread(target=sample_rss, daemon=True)
+                sampler.start()
+                ready = 0
+                while time.monotonic() - t0 < READY_TIMEOUT:
+                    items = co.list_namespaced_custom_object(
+                        cluster.GROUP, cluster.VERSION, NAMESPACE, PLURAL
+                    )["items"]
+                    polls += 1
+                    ready = sum(
+                        1
+                        for t in items
+                        if any(
+                            cond.get("type") == "Ready" and cond.get("status") == "True"
+                            for cond in (t.get("status") or {}).get("conditions") or []
+                        )
                     )
-                )
-                samples.append((time.monotonic() - t0, ready, proc.memory_info().rss))
-                if ready == n:
-                    break
-                time.sleep(1.0)
-            elapsed = time.monotonic() - t0
-            after = _apiserver_requests(plane)
-            cpu = sum(proc.cpu_times()[:2]) - cpu0
-            stop.set()
-            sampler.join()
-            vmhwm = 0
-            for line in Path(f"/proc/{op_proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    vmhwm = int(line.split()[1]) * 1024
-            restart = _restart(op_proc, argv, plane, metrics_port, liveness_port, n, state_dir, op_env, log)
-            op_proc = restart.pop("process")
-        log(f"control plane: {ready}/{n} Ready after {elapsed:.1f} s; operator cpu {cpu:.1f} s")
-        delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
-        delta = {k: v for k, v in delta.items() if v > 0}
-        ours = dict(delta)
-        ours[("POST", PLURAL, "")] = ours.get(("POST", PLURAL, ""), 0) - n
-        ours[("LIST", PLURAL, "")] = ours.get(("LIST", PLURAL, "")) or 0
-        ours[("LIST", PLURAL, "")] -= polls
-        ours = {k: v for k, v in ours.items() if v > 0}
-        return {
-            "tenants": n,
-            "ready": ready,
-            "seconds_to_all_ready": elapsed,
-            "seconds_to_create": created,
-            "operator_peak_rss_mib": max(peak_rss, vmhwm) / 2**20,
-            "operator_rss_idle_mib": rss_idle / 2**20,
-            "operator_cpu_seconds": cpu,
-            "harness_requests": {"POST tenants": n, "LIST tenants": polls},
-            "operator_requests": {" ".join(x for x in k if x): v for k, v in sorted(ours.items())},
-            "operator_requests_total": sum(ours.values()),
-            "requests_per_tenant": sum(ours.values()) / n,
-            "samples": samples,
-            "restart": restart,
-        }
-    finally:
-        if op_proc is not None:
-            op_proc.stop()
-        env.stop()
+                    samples.append((time.monotonic() - t0, ready, proc.memory_info().rss))
+                    if ready == n:
+                        break
+                    time.sleep(1.0)
+                elapsed = time.monotonic() - t0
+                after = cluster.apiserver_requests(plane)
+                cpu = cluster.cpu_seconds(op_proc.pid) - cpu0
+                stop.set()
+                sampler.join()
+                vmhwm = cluster.vmhwm(op_proc.pid)
+                restart = _restart(c, op_proc, argv, metrics_port, liveness_port, n, log)
+                op_proc = restart.pop("process")
+        finally:
+            if op_proc is not None:
+                op_proc.stop()
+    log(f"control plane: {ready}/{n} Ready after {elapsed:.1f} s; operator cpu {cpu:.1f} s")
+    harness = {("POST", PLURAL, ""): float(n), ("LIST", PLURAL, ""): float(polls)}
+    ours = cluster.by_label(cluster.requests_delta(before, after, harness))
+    return {
+        "tenants": n,
+        "ready": ready,
+        "seconds_to_all_ready": elapsed,
+        "seconds_to_create": created,
+        "operator_peak_rss_mib": max(peak_rss, vmhwm) / 2**20,
+        "operator_rss_idle_mib": rss_idle / 2**20,
+        "operator_cpu_seconds": cpu,
+        "harness_requests": {"POST tenants": n, "LIST tenants": polls},
+        "operator_requests": ours,
+        "operator_requests_total": sum(ours.values()),
+        "requests_per_tenant": sum(ours.values()) / n,
+        "samples": samples,
+        "restart": restart,
+    }
 
 
 def _restart(
+    c: cluster.Cluster,
     old: Any,
     argv: list[str],
-    plane: Any,
     metrics_port: int,
     liveness_port: int,
     n: int,
-    state_dir: Path,
-    env: dict[str, str],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Stop the operator, start it again, count its API requests until every tenant is Active
     again and nothing more is requested for `RESTART_SETTLE` seconds."""
-    from pageserver_operator.devenv import processes
-
     old.stop()
-    before = _apiserver_requests(plane)
+    before = cluster.apiserver_requests(c.plane)
     t0 = time.monotonic()
-    proc = processes.ManagedProcess.start("operator (restarted)", argv, state_dir / "operator-2.log", env=env)
-    processes.wait_until(
-        proc, lambda: processes.http_ok(f"http://127.0.0.1:{liveness_port}/healthz"), 120, "live"
-    )
+    proc = c.start_operator("operator (restarted)", argv, c.state_dir / "operator-2.log", liveness_port)
     active = 0.0
     while time.monotonic() - t0 < READY_TIMEOUT:
-        active = _metric(metrics_port, "pageserver_operator_tenants", 'phase="Active"')
+        active = cluster.metric(metrics_port, "pageserver_operator_tenants", 'phase="Active"')
         if active >= n:
             break
         time.sleep(0.5)
     all_active = time.monotonic() - t0
-    last, quiet_since = _apiserver_requests(plane), time.monotonic()
+    last, quiet_since = cluster.apiserver_requests(c.plane), time.monotonic()
     while time.monotonic() - quiet_since < RESTART_SETTLE:
         time.sleep(1.0)
-        now = _apiserver_requests(plane)
+        now = cluster.apiserver_requests(c.plane)
         if now != last:
             last, quiet_since = now, time.monotonic()
-    delta = {k: last.get(k, 0) - before.get(k, 0) for k in set(last) | set(before)}
-    ours = {" ".join(x for x in k if x): v for k, v in sorted(delta.items()) if v > 0}
+    ours = cluster.by_label(cluster.requests_delta(before, last))
     total = sum(ours.values())
     log(f"control plane: restart: {active:.0f}/{n} Active after {all_active:.1f} s; {total:.0f} API requests")
     return {
@@ -268,19 +164,6 @@ def _restart(
         "operator_requests_total": total,
         "requests_per_tenant": total / n,
     }
-
-
-def _metric(port: int, name: str, labels: str) -> float:
-    """A sample of the operator's /metrics (0 when absent or unreachable)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and labels in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -442,6 +442,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="also run the control-plane benchmark with N Tenants (e.g. 1000)",
     )
+    p.add_argument(
+        "--managers",
+        type=int,
+        default=1,
+        metavar="M",
+        help="with --controlplane: M pageserver managers in one placement group (bench/placement.py; "
+        "1 = one operator, bench/controlplane.py)",
+    )
     args = p.parse_args(argv)
     if args.quick and args.rounds == 5:
         args.rounds = 2
@@ -470,7 +478,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cross = [s for s in args.cross_shapes.split(",") if s and s in shapes]
             if cross:
                 b.run_server(kind, cross, args.cross_rounds)
-    if args.controlplane:
+    if args.controlplane and args.managers > 1:
+        from bench import placement
+
+        b.results["placement"] = placement.run(args.controlplane, args.managers, b.state / "placement", log)
+    elif args.controlplane:
         from bench import controlplane
 
         b.results["controlplane"] = controlplane.run(args.controlplane, b.state / "controlplane", log)
@@ -479,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import controlplane
 
         text += "\n" + controlplane.markdown(b.results["controlplane"])
+    if "placement" in b.results:
+        from bench import placement
+
+        text += "\n" + placement.markdown(b.results["placement"])
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")

@@ -90,8 +90,11 @@ async def list_group(k: kube.Kube, lease_namespace: str) -> list[Observed]:
     out = []
     for item in (got or {}).get("items", []):
         spec, st = item.get("spec") or {}, item.get("status") or {}
+        # disk use = the tenants' bytes on the volume over its size: the share placement moves. Not
+        # the filesystem's used fraction: volumes sharing a filesystem (dev, tests) would all
+        # report the same noisy value, and anything else on the volume is not placement's to move.
         total = int(st.get("diskTotalBytes") or 0)
-        used = int(st.get("diskUsedBytes") or 0)
+        used = int(st.get("bytes") or 0)
         out.append(
             Observed(
                 name=item["metadata"]["name"],

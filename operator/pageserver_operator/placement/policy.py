@@ -13,7 +13,7 @@ Rules, for one Tenant resource:
   (one volume then holds it and the volume's ownership rule picks one resource), else to the
   least loaded live pageserver whose scheduling is Active (not Draining, not Paused).
 
-Load: the larger of the volume's used fraction and tenants / capacity, counting the
+Load: the larger of disk use (the tenants' bytes over the volume's size) and tenants / capacity, counting the
 placements decided in this pass (a burst of new tenants spreads instead of piling onto the one
 that was least loaded before it).
 """

@@ -143,6 +143,8 @@ class UploadQueue:
         self.tenant_id = tenant_id
         self.timeline_id = timeline_id
         self.timeline_dir = timeline_dir
+        # The tenant's upload counter exists from 0 on: rate() and increase() see the first upload.
+        metrics.LAYER_UPLOADS.labels(metrics.tenant_label(tenant_id))
         self.backoff = backoff
         self.initialized = False
         self.stopped = False

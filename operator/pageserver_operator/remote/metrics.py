@@ -9,6 +9,7 @@ Invariants:
 
 - Label values come from closed sets (`Op`, `Outcome`, `Direction`): no keys, buckets or other
   unbounded values ever become labels.
+- The counters of closed label sets are created at 0 at import (every op, both directions).
 - Metrics live in the default registry, so the operator's ``/metrics`` endpoint exposes them
   without wiring; this module is imported once per process, so registration happens once.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, get_args
 
 from prometheus_client import Counter, Histogram
 
@@ -46,6 +47,13 @@ RETRIES_TOTAL = Counter(
     "Remote storage attempts that failed transiently and were retried.",
     ["op"],
 )
+
+# The counters of the closed label sets exist from 0 on: rate() and increase() see the first
+# retry (a series born at its first increment hides that increment from them).
+for _op in get_args(Op):
+    RETRIES_TOTAL.labels(op=_op)
+for _direction in get_args(Direction):
+    BYTES_TOTAL.labels(direction=_direction)
 
 
 @contextmanager

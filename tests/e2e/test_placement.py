@@ -317,3 +317,36 @@ def test_a_drain_moves_every_unpinned_tenant_away_a_bounded_number_at_once(
     # back to Active: no new migrations start, the drain status goes
     k.run("patch", "pageserver", drained, "--type", "merge", "-p", json.dumps({"spec": {"scheduling": "Active"}}))
     helpers.wait_for(lambda: not (_pageservers(k)[drained].get("status") or {}).get("drain"), 30, "the drain status cleared")
+
+
+def test_a_warm_secondary_is_kept_and_takes_over_at_failover(k: helpers.Kubectl, remote: Remote, group: Group) -> None:
+    tid = new_tenant_id()
+    remote.seed(testdata.TenantShape(timelines=2, layers=5, layer_size=32 << 10, seed=2323), tid)
+    manifest = helpers.tenant_manifest("warm", tid)
+    manifest["spec"]["placement"] = {"secondaries": 1}
+    k.apply(manifest)
+    helpers.wait_phase(k, "warm", "Active", timeout=60)
+
+    def warm() -> str | None:
+        p = _placement(k.tenant("warm"))
+        sec = p.get("secondaries") or []
+        if len(sec) != 1 or sec[0] == p.get("attached"):
+            return None
+        layers = list((group.workdir(sec[0]) / "tenants" / tid / "timelines").glob("*/*__*"))
+        return str(sec[0]) if len(layers) >= 10 else None
+
+    secondary = helpers.wait_for(warm, 60, "a warm secondary", describe=lambda: str(_placement(k.tenant("warm"))))
+    p = _placement(k.tenant("warm"))
+    attached, gen = p["attached"], p["generation"]
+    assert (group.workdir(secondary) / "tenants" / tid / "attaching").exists(), "a secondary is not attached"
+    before = group.procs[secondary].metric("pageserver_operator_layer_downloads_total", tenant_id=tid) or 0.0
+    group.procs[attached].kill()
+    obj = helpers.wait_for(lambda: _active_on(k, "warm", secondary, after_generation=gen), FAILOVER * 10 + 30,
+                           "failover to the warm secondary", describe=lambda: str(_placement(k.tenant("warm"))))
+    fetched = (group.procs[secondary].metric("pageserver_operator_layer_downloads_total", tenant_id=tid) or 0.0) - before
+    print(f"failover of a tenant with a warm secondary: attached on {secondary}, {fetched:.0f} layers fetched at the cutover")
+    assert fetched == 0, "the warm secondary downloaded layers again at failover"
+    # a new secondary is chosen among the live ones
+    helpers.wait_for(lambda: (_placement(k.tenant("warm")).get("secondaries") or [None])[0] not in (None, attached, secondary),
+                     30, "a new secondary", describe=lambda: str(_placement(k.tenant("warm"))))
+    assert _placement(obj)["generation"] == gen + 1

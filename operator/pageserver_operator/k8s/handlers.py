@@ -82,6 +82,10 @@ def tenant_claims(body: kopf.Body, **_: Any) -> dict[str, ownership.Claim]:
     return {str(ownership.tenant_id_of(body)): ownership.claim_of(body)}
 
 
+def _placement_of(body: Any) -> dict[str, Any]:
+    return dict(((body.get("status") or {}).get("placement")) or {})
+
+
 def _claims(index: Any, body: Any, pageserver: str) -> list[ownership.Claim]:
     """The claims on the tenant id of ``body`` placed on ``pageserver`` (only they compete for
     this volume)."""

@@ -80,6 +80,8 @@ def seen_of(body: Any) -> Seen:
             pin=(spec.get("placement") or {}).get("pageserver") or None,
             attached=st.get("attached") or None,
             deleting=bool(meta.get("deletionTimestamp")),
+            want_secondaries=int((spec.get("placement") or {}).get("secondaries") or 0),
+            secondaries=tuple(str(x) for x in (st.get("secondaries") or [])),
         ),
         str(meta.get("resourceVersion") or ""),
         st.get("reason"),
@@ -206,6 +208,12 @@ class PlacementController:
                     repairs.append((s, r))
                 continue
             d = placer.decide(s.placement)
+            if d.attach_to is None and d.migrate_to is None:
+                wanted = placer.secondaries(s.placement)
+                if wanted is not None:
+                    d = policy.Decision(reason=d.reason, message=d.message, secondaries=wanted)
+                    work.append((s, d))
+                    continue
             if d.attach_to is not None:
                 placer.commit(s.placement, d.attach_to)
                 work.append((s, d))
@@ -293,6 +301,10 @@ class PlacementController:
         placement: dict[str, Any] = {"reason": d.reason, "message": d.message}
         if d.attach_to is not None:
             placement["attached"] = d.attach_to
+            if d.attach_to in t.secondaries:  # a secondary promoted: no longer one
+                placement["secondaries"] = [x for x in t.secondaries if x != d.attach_to]
+        if d.secondaries is not None:
+            placement["secondaries"] = list(d.secondaries)
         if d.migrate_to is not None and t.attached is not None:
             why = "pin" if t.pin == d.migrate_to else "drain"
             placement["migration"] = {

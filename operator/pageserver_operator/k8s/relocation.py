@@ -29,6 +29,8 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import prometheus_client
+
 from pageserver_operator import backoff
 from pageserver_operator.api import v1alpha1
 from pageserver_operator.engine.errors import EngineError
@@ -38,6 +40,11 @@ from pageserver_operator.relocation import migration
 from pageserver_operator.relocation.migration import Migration, Step
 
 log = logging.getLogger(__name__)
+
+SECONDARY_LAG = prometheus_client.Gauge(
+    "pageserver_operator_secondary_fetched_bytes",
+    "Bytes the last refresh of a secondary location fetched (its lag behind the attached location)", ["tenant_id"],
+)
 
 Key = tuple[str, str]
 PROGRESS_PERIOD = 2.0
@@ -88,10 +95,12 @@ def _migration_dict(m: Migration) -> dict[str, Any]:
 
 
 class Relocator:
-    def __init__(self, k: kube.Kube, reg: ownership.Registry, pageserver: str) -> None:
+    def __init__(self, k: kube.Kube, reg: ownership.Registry, pageserver: str, secondary_period: float = 60.0) -> None:
         self.k = k
         self.reg = reg
         self.me = pageserver
+        #: seconds between two refreshes of a secondary location
+        self.secondary_period = secondary_period
         self._tasks: dict[Key, tuple[Step, asyncio.Task[None]]] = {}
 
     def observe(self, key: Key, body: Any) -> Step:
@@ -100,13 +109,15 @@ class Relocator:
         placement = ((body.get("status") or {}).get("placement")) or {}
         m = migration.of(placement)
         s = migration.step(m, self.me, placement.get("attached"))
+        if s is Step.NONE and placement.get("attached") != self.me and self.me in migration.secondaries_of(placement):
+            s = Step.SECONDARY
         running = self._tasks.get(key)
         if running is not None and (running[0] != s or running[1].done()):
             if not running[1].done():
                 running[1].cancel()
             del self._tasks[key]
             running = None
-        if s in (Step.NONE, Step.CLEAR) or m is None:
+        if s in (Step.NONE, Step.CLEAR) or (m is None and s is not Step.SECONDARY):
             return s
         if s is Step.HOLD:
             ctl = self.reg.controllers.get(key)
@@ -116,13 +127,15 @@ class Relocator:
         if running is None:
             work: dict[Step, Coroutine[Any, Any, None]] = {}
             tid = ownership.tenant_id_of(body)
-            if s is Step.WARM:
+            if s is Step.SECONDARY:
+                work[s] = self._secondary(key, tid)
+            elif s is Step.WARM and m is not None:
                 work[s] = self._warm(key, m, tid)
-            elif s is Step.FLUSH:
+            elif s is Step.FLUSH and m is not None:
                 work[s] = self._flush(key, m)
-            elif s is Step.CUT_OVER:
+            elif s is Step.CUT_OVER and m is not None:
                 work[s] = self._cut_over(key, m)
-            elif s is Step.FINISH_ATTACH:
+            elif s is Step.FINISH_ATTACH and m is not None:
                 work[s] = self._finish_attach(key, m)
             task = asyncio.get_running_loop().create_task(self._guard(key, s, work[s]), name=f"migration {key} {s.value}")
             self._tasks[key] = (s, task)
@@ -158,6 +171,24 @@ class Relocator:
             log.warning("migration of %s/%s, step %s: %s", *key, s.value, e, extra={"pageserver": self.me})
 
     # ---- the steps ------------------------------------------------------------------------------
+
+    async def _secondary(self, key: Key, tid: Any) -> None:
+        """A secondary location: warm now, then again every ``secondary_period`` (what the
+        attached one uploaded since: its lag), until this manager is no longer one."""
+        t = self.reg.manager.get(tid)
+        attempt = 0
+        while True:
+            try:
+                lag = await t.warm()
+                attempt = 0
+                SECONDARY_LAG.labels(str(tid)).set(lag)
+                log.info("secondary of %s/%s warm (%d bytes fetched)", *key, lag, extra={"tenant_id": str(tid)})
+                await asyncio.sleep(self.secondary_period)
+            except EngineError as e:
+                if not e.transient and e.reason != "AlreadyAttached":
+                    raise
+                attempt += 1
+                await asyncio.sleep(_RETRY.delay(attempt))
 
     async def _warm(self, key: Key, m: Migration, tid: Any) -> None:
         t = self.reg.manager.get(tid)

@@ -42,7 +42,7 @@ def run(s: settings_mod.OperatorSettings) -> None:
         log.warning("entries in %s that are not tenants (left alone): %s", m.tenants_root, ", ".join(scan.unknown))
     k = kube.Kube(api)
     handlers.REGISTRY = ownership.Registry(manager=m, kube=k, settings=s)
-    handlers.RELOCATOR = relocation.Relocator(k, handlers.REGISTRY, s.pageserver)
+    handlers.RELOCATOR = relocation.Relocator(k, handlers.REGISTRY, s.pageserver, secondary_period=s.sync_period)
     handlers.PLACEMENT = placement.PlacementController(
         kube.Kube(api), s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity, s.drain_concurrency
     )

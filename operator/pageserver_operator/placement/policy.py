@@ -46,6 +46,10 @@ class TenantPlacement:
     pin: str | None
     attached: str | None
     deleting: bool = False
+    #: ``spec.placement.secondaries``: warm secondary locations wanted
+    want_secondaries: int = 0
+    #: ``status.placement.secondaries``: where they are
+    secondaries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class Decision:
     failover: bool = False
     #: start a live migration (DESIGN §8.4) to this pageserver instead of moving ``attached``
     migrate_to: str | None = None
+    #: the new ``status.placement.secondaries`` (None: unchanged)
+    secondaries: tuple[str, ...] | None = None
 
 
 class Placer:
@@ -106,10 +112,30 @@ class Placer:
             sibling = self.by_tenant_id.get(t.tenant_id)
             if sibling is not None and self.alive(sibling):
                 return Decision(attach_to=sibling)
+        if t.attached is not None:  # failover: a warm secondary first (it has most of the layers)
+            warm = next((s for s in t.secondaries if s != t.attached and self.alive(s)), None)
+            if warm is not None:
+                return Decision(attach_to=warm, failover=True)
         target = self.least_loaded(exclude=t.attached)
         if target is None:
             return Decision(reason="NoPageserverAvailable", message="no live pageserver takes new tenants")
         return Decision(attach_to=target, failover=t.attached is not None)
+
+    def secondaries(self, t: TenantPlacement) -> tuple[str, ...] | None:
+        """The secondary locations ``t`` should have (None: as it has): the live ones it has
+        that are not its attached pageserver, then the least loaded others, up to
+        ``want_secondaries``."""
+        if t.deleting or t.attached is None:
+            return None
+        keep = [s for s in t.secondaries if s != t.attached and self.alive(s)][: t.want_secondaries]
+        while len(keep) < t.want_secondaries:
+            candidates = [
+                p.name for p in self.pageservers.values() if p.takes_new and p.name != t.attached and p.name not in keep
+            ]
+            if not candidates:
+                break
+            keep.append(min(candidates, key=lambda n: (self.load(n), self.counts.get(n, 0), n)))
+        return tuple(keep) if tuple(keep) != t.secondaries else None
 
     def _pinned(self, t: TenantPlacement, pin: str) -> Decision:
         if pin == t.attached:

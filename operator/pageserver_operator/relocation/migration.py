@@ -53,6 +53,7 @@ def of(placement: dict[str, Any] | None) -> Migration | None:
 
 class Step(enum.Enum):
     NONE = "none"
+    SECONDARY = "secondary"  # a warm secondary location (``spec.placement.secondaries``): kept warm
     WARM = "warm"  # target: download as a secondary, then -> SourceStale
     FLUSH = "flush"  # source: hold deletions, sync, then -> Cutover
     HOLD = "hold"  # source after its flush: deletions stay held
@@ -81,9 +82,14 @@ def step(m: Migration | None, me: str, attached: str | None) -> Step:
     return Step.NONE
 
 
-def keeps_local_copy(m: Migration | None, me: str) -> bool:
-    """The target keeps (and warms) its copy while the tenant is still attached elsewhere."""
-    return m is not None and m.target == me and m.phase in (WARMING, SOURCE_STALE, CUTOVER)
+def keeps_local_copy(m: Migration | None, me: str, secondaries: tuple[str, ...] = ()) -> bool:
+    """A migration's target keeps (and warms) its copy while the tenant is still attached
+    elsewhere; so does a secondary location."""
+    return (m is not None and m.target == me and m.phase in (WARMING, SOURCE_STALE, CUTOVER)) or me in secondaries
+
+
+def secondaries_of(placement: dict[str, Any] | None) -> tuple[str, ...]:
+    return tuple(str(x) for x in ((placement or {}).get("secondaries") or []))
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,22 @@ def test_an_attached_name_without_a_pageserver_resource_fails_over_only_once_tim
     assert alive.decide(_t("t", attached="gone")) == Decision()
     dead = Placer(_ps("b"), [], lambda n: n == "gone")
     assert dead.decide(_t("t", attached="gone")) == Decision(attach_to="b", failover=True)
+
+
+def test_secondaries_are_kept_on_live_pageservers_other_than_the_attached_one() -> None:
+    placer = Placer(_ps("a", "b", "c", offline=("c",)), [_t("x", attached="b")], _never)
+    t = TenantPlacement(("ns", "s"), "s" * 32, None, "a", want_secondaries=1)
+    assert placer.secondaries(t) == ("b",)  # c is offline
+    settled = TenantPlacement(("ns", "s"), "s" * 32, None, "a", want_secondaries=1, secondaries=("b",))
+    assert placer.secondaries(settled) is None, "nothing to change"
+    # its secondary died: replaced; fewer wanted: dropped
+    off = Placer(_ps("a", "b", "c", offline=("b",)), [], _never)
+    assert off.secondaries(settled) == ("c",)
+    assert placer.secondaries(TenantPlacement(("ns", "s"), "s" * 32, None, "a", secondaries=("b",))) == ()
+
+
+def test_failover_prefers_a_live_warm_secondary() -> None:
+    existing = [_t(f"x{i}", attached="c") for i in range(3)]  # c is the busiest, but it is warm
+    placer = Placer(_ps("a", "b", "c", offline=("a",)), existing, _never)
+    t = TenantPlacement(("ns", "s"), "s" * 32, None, "a", want_secondaries=1, secondaries=("c",))
+    assert placer.decide(t) == Decision(attach_to="c", failover=True)

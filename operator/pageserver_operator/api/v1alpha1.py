@@ -331,3 +331,6 @@ class PageserverStatus(Model):
     lease_namespace: str | None = Field(None, description="The namespace of its heartbeat Lease")
     message: str | None = None
     drain: DrainStatus | None = Field(None, description="Progress of a drain (spec.scheduling Draining)")
+    drain_requested: bool | None = Field(
+        None, description="The manager's pod carries the pageserver.dev/drain annotation (\"true\"): drained as if Draining"
+    )

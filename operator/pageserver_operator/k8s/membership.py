@@ -80,10 +80,23 @@ class Membership:
             except Exception as e:  # the loop outlives any failure: the next period tries again
                 log.warning("heartbeat of pageserver %s: %s", self.name, e, extra={"pageserver": self.name})
 
+    async def _drain_requested(self) -> bool:
+        """The ``pageserver.dev/drain`` annotation on this manager's pod (named like the
+        pageserver, in the lease namespace); False outside a pod."""
+        try:
+            pod = await self.k.call(
+                f"GET pod {self.lease_namespace}/{self.name}", self.k.core.read_namespaced_pod, self.name, self.lease_namespace
+            )
+        except RuntimeError:
+            return False
+        annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
+        return annotations.get(v1alpha1.DRAIN_ANNOTATION) == "true"
+
     async def _report(self) -> None:
         load = self.load()
+        drain = await self._drain_requested()
         used, total = pageservers.disk_usage(self.workdir)
-        state = "Draining" if self.scheduling == "Draining" else "Active"
+        state = "Draining" if self.scheduling == "Draining" or drain else "Active"
         status = v1alpha1.PageserverStatus(
             state=state,
             tenants=load.tenants,
@@ -93,6 +106,7 @@ class Membership:
             disk_total_bytes=total,
             last_heartbeat=leases.micro_time(),
             lease_namespace=self.lease_namespace,
+            drain_requested=drain,
         )
         got = await pageservers.report(self.k, self.name, status)
         if got is None:  # deleted by a person while this manager runs: register it again

@@ -98,7 +98,8 @@ async def list_group(k: kube.Kube, lease_namespace: str) -> list[Observed]:
         out.append(
             Observed(
                 name=item["metadata"]["name"],
-                scheduling=str(spec.get("scheduling") or "Active"),
+                # the pod annotation pageserver.dev/drain (reported by the manager) drains it too
+                scheduling="Draining" if st.get("drainRequested") else str(spec.get("scheduling") or "Active"),
                 state=st.get("state"),
                 capacity=int(st.get("capacity") or 1000),
                 disk_fraction=(used / total) if total else 0.0,

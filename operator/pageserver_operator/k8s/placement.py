@@ -286,6 +286,12 @@ class PlacementController:
             placement["migration"] = None
         if r.attached is not None:
             placement["attached"] = r.attached
+            m = s.migration
+            if m is not None:  # it ended as a failover to the (warm) target: said where people look
+                placement["lastMigration"] = {
+                    "from": m.source, "to": m.target, "phase": "Done", "reason": "failover", "startedAt": m.started_at,
+                    "finishedAt": leases.micro_time(), "staleAt": None, "windowSeconds": None,
+                }
         patch = {"metadata": {"resourceVersion": s.resource_version}, "status": {"placement": placement}}
         try:
             await self.k.patch_status(s.placement.key[0], s.placement.key[1], patch)

@@ -97,6 +97,10 @@ def crd() -> dict[str, Any]:
          "description": "the pageserver the tenant is attached to"},
         {"name": "Generation", "type": "integer", "jsonPath": ".status.placement.generation", "priority": 1,
          "description": "the generation of its attachment"},
+        {"name": "Migration", "type": "string", "jsonPath": ".status.placement.migration.phase", "priority": 1,
+         "description": "the phase of a relocation in progress (Warming, SourceStale, Cutover, SourceDetach)"},
+        {"name": "To", "type": "string", "jsonPath": ".status.placement.migration.to", "priority": 1,
+         "description": "where the relocation in progress moves it"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return _definition(

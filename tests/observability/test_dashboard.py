@@ -198,3 +198,10 @@ def test_no_dashboard_without_the_value(helm: support.Helm) -> None:
     elsewhere = {**base, "metrics": {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}}
     (cm,) = [d for d in support.of_kind(helm.render(elsewhere), "ConfigMap") if "dashboard" in d["metadata"]["name"]]
     assert cm["metadata"]["namespace"] == "monitoring"
+
+
+def test_per_tenant_value_reaches_the_operator(helm: support.Helm) -> None:
+    base: dict[str, Any] = {"remote": {"url": "file:///data/remote"}}
+    for values, want in ((base, "true"), ({**base, "metrics": {"perTenant": False}}, "false")):
+        env = {e["name"]: e.get("value") for e in support.container(support.one(helm.render(values), "StatefulSet"))["env"]}
+        assert env["PAGESERVER_OPERATOR_PER_TENANT_METRICS"] == want

@@ -290,14 +290,7 @@ class Tenant:
             if p.tenant_dir.exists():
                 await self._pool.run(crashsafe.remove_tree, p.tenant_dir, p.deleting_dir)
             self._log.warning("removed the stale local copy: %s", why)
-            metrics.forget_tenant(str(self.id))
-            metrics.untrack(self)
-            if self.state is not None:
-                metrics.TENANTS.labels(self.state.value).dec()
-            self.state = None
-            self.timelines = {}
-            self.history.append(Transition(datetime.now(UTC), None, "StaleCopyRemoved", why))
-            self._notify()
+            self._gone("StaleCopyRemoved", why)
 
     def mark_broken(self, err: EngineError) -> None:
         """Record a failure found outside attach/load (e.g. by sync) as Broken."""
@@ -513,13 +506,17 @@ class Tenant:
             self._set_state(TenantState.STOPPING, "DetachStarted", what)
         self.stop()
         await self._pool.run(crashsafe.remove_tree, removing, p.deleting_dir)
+        self._gone("Detached", "local data removed")
+
+    def _gone(self, reason: str, message: str) -> None:
+        """The local copy is removed: no state, no timelines, no metric series of it."""
         metrics.forget_tenant(str(self.id))
         metrics.untrack(self)
         if self.state is not None:
             metrics.TENANTS.labels(self.state.value).dec()
         self.state = None
         self.timelines = {}
-        self.history.append(Transition(datetime.now(UTC), None, "Detached", "local data removed"))
+        self.history.append(Transition(datetime.now(UTC), None, reason, message))
         self._notify()
 
     async def _upload_and_fence(self, timeout: float | None) -> Path:

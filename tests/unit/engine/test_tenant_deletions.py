@@ -220,3 +220,22 @@ def test_settling_lists_the_index_objects_once_per_timeline(local: EngineEnv, mo
     run(scenario)
     assert sorted(listed) == sorted(paths.remote_index_prefix(made.tenant_id, tl) for tl in made.timelines), listed
     assert all(paths.remote_index_key(made.tenant_id, tl) not in _objects(local) for tl in made.timelines)
+
+
+def test_held_deletions_wait_while_uploads_go_on_and_run_once_released(local: EngineEnv) -> None:
+    """The source of a migration past SourceStale (DESIGN §8.4): its pageserver compacts, the
+    index without the old layers is uploaded, but nothing is deleted until the hold ends (here:
+    the migration aborted and the source carries on)."""
+    tid, tlid, _ = _attached(local, 4)
+    t = local.tenants[-1]
+    t.attachment.deletions_held = True
+    old, new = _compact(local, tid, tlid)
+    old_keys = {paths.remote_layer_key(tid, tlid, n, t.timelines[tlid].queue.layer_generation(n)) for n in old}
+    run(lambda: t.sync(timeout=20))
+    idx = _newest(local, tid, tlid)
+    assert new in idx.layers and not set(old) & set(idx.layers), "the upload and its index went on"
+    assert old_keys <= _objects(local), "a held deletion was executed"
+    assert t.attachment.deletions is not None and t.attachment.deletions.pending == len(old)
+    t.attachment.deletions_held = False
+    run(lambda: t.sync(timeout=20))
+    assert not old_keys & _objects(local) and t.attachment.deletions.pending == 0

@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import typing
 from pathlib import Path
 
+import prometheus_client
 import pytest
 
 from pageserver_operator import cli, settings
@@ -69,3 +71,15 @@ def test_the_setting_from_the_environment_and_the_flag(monkeypatch: pytest.Monke
     assert args.per_tenant_metrics is True
     assert cli.build_parser().parse_args(["run", "--no-per-tenant-metrics"]).per_tenant_metrics is False
     assert cli.build_parser().parse_args(["run"]).per_tenant_metrics is None  # the variable decides
+
+
+def test_counters_of_closed_label_sets_exist_from_zero() -> None:
+    """A counter series born at its first increment hides that increment from rate()/increase()
+    (the dashboard test showed 0 retries/s after a retry): these exist before anything happens."""
+    from pageserver_operator.remote import metrics as remote_metrics
+
+    text = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+    for op in typing.get_args(remote_metrics.Op):
+        assert f'pageserver_operator_remote_retries_total{{op="{op}"}}' in text, op
+    for direction in typing.get_args(remote_metrics.Direction):
+        assert f'pageserver_operator_remote_bytes_total{{direction="{direction}"}}' in text, direction

@@ -311,8 +311,10 @@ def test_a_drain_moves_every_unpinned_tenant_away_a_bounded_number_at_once(
     print(f"drain of {drained}: {len(on_drained)} tenants moved in {took:.1f} s, at most {most} migrations at once")
     assert 1 <= most <= DRAIN_CONCURRENCY, most
     assert _placement(k.tenant("d-pinned"))["attached"] == drained, "a pinned tenant was moved by the drain"
-    helpers.wait_for(lambda: ((_pageservers(k)[drained].get("status") or {}).get("drain") or {}).get("remaining") == 0, 30,
-                     "status.drain.remaining 0")
+    drain = helpers.wait_for(
+        lambda: (lambda d: d if d.get("remaining") == 0 and d.get("inFlight") == 0 else None)(
+            (_pageservers(k)[drained].get("status") or {}).get("drain") or {}), 30, "status.drain: nothing left")
+    assert drain.get("moved") == len(on_drained) and drain.get("etaSeconds") == 0, drain
     assert (_pageservers(k)[drained].get("status") or {}).get("state") == "Draining"
     # back to Active: no new migrations start, the drain status goes
     k.run("patch", "pageserver", drained, "--type", "merge", "-p", json.dumps({"spec": {"scheduling": "Active"}}))

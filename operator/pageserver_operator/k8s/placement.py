@@ -108,6 +108,8 @@ class PlacementController:
     #: Draining pageserver -> (tenants left to move, migrations in flight), as of the last pass
     drains: dict[str, tuple[int, int]] = field(default_factory=dict)
     _drain_written: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: Draining pageserver -> (monotonic time this leader first saw the drain, tenants to move then)
+    _drain_started: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.election = leases.LeaderElection(self.k, self.lease_namespace, self.pageserver, self.failover_seconds)
@@ -236,16 +238,29 @@ class PlacementController:
             await self._repair(s, r)
         await self._report_drains(draining)
 
+    def _drain_eta(self, name: str, left: int) -> dict[str, Any]:
+        """``moved`` since this leader saw the drain start, and ``etaSeconds`` from that pace."""
+        now = time.monotonic()
+        started, total = self._drain_started.setdefault(name, (now, left))
+        moved = max(total - left, 0)
+        out: dict[str, Any] = {"moved": moved}
+        if moved and left:
+            out["etaSeconds"] = int(left * (now - started) / moved)
+        elif not left:
+            out["etaSeconds"] = 0
+        return out
+
     async def _report_drains(self, draining: set[str]) -> None:
         """``status.drain`` of each Draining pageserver (written when it changes; cleared when
         the drain ends)."""
         for name in sorted(set(self._drain_written) | draining):
             if name in draining:
                 left, in_flight = self.drains.get(name, (0, 0))
-                value: dict[str, Any] | None = {"remaining": left, "inFlight": in_flight}
+                value: dict[str, Any] | None = {"remaining": left, "inFlight": in_flight, **self._drain_eta(name, left + in_flight)}
             else:
                 value = None
                 self.drains.pop(name, None)
+                self._drain_started.pop(name, None)
             if self._drain_written.get(name) == value:
                 continue
             try:

@@ -47,6 +47,8 @@ PLACEMENTS = prometheus_client.Counter(
     "tenant; failover: its pageserver was offline; moved: a pin moved it)",
     ["kind"],
 )
+for _kind in ("placed", "failover", "moved", "migration"):
+    PLACEMENTS.labels(_kind)  # every kind's series exists from the start (rate() sees the first one)
 PAGESERVERS = prometheus_client.Gauge(
     "pageserver_operator_pageservers", "Pageservers of the placement group as the leader sees them, by state", ["state"]
 )
@@ -203,9 +205,7 @@ class PlacementController:
             m = s.migration
             if m is not None:
                 alive = {n: placer.alive(n) for n in (m.source, m.target)}
-                r = migration.repair(m, s.placement.attached, alive)
-                if r is None and m.reason == "drain" and m.phase == migration.WARMING and m.source not in draining:
-                    r = migration.Repair(clear=True, why=f"the drain of {m.source} was cancelled")
+                r = migration.repair(m, s.placement.attached, alive, s.placement.pin, m.source in draining)
                 if r is not None:
                     repairs.append((s, r))
                 continue

@@ -200,10 +200,10 @@ class Relocator:
                     planned = await t.warm()
                     break
                 except EngineError as e:
-                    if not e.transient:
-                        raise
+                    # retried until it works or the migration is cancelled (the pin changed back)
+                    # or aborted by the leader: this task is cancelled then
                     attempt += 1
-                    log.info("warming %s/%s: %s; retrying", *key, e.message)
+                    log.warning("warming %s/%s: %s: %s; retrying", *key, e.reason, e.message, extra={"pageserver": self.me})
                     await asyncio.sleep(_RETRY.delay(attempt))
         finally:
             reporter.cancel()
@@ -232,22 +232,28 @@ class Relocator:
         deadline = time.monotonic() + FLUSH_WAIT
         while True:
             ctl = self.reg.controllers.get(key)
-            if ctl is not None and ctl.owns_tenant and ctl.tenant.state is TenantState.ACTIVE:
-                break
+            if ctl is not None and ctl.owns_tenant:
+                ctl.tenant.attachment.deletions_held = True
+                if ctl.tenant.state is TenantState.ACTIVE:
+                    break
             if time.monotonic() > deadline:
-                raise RuntimeError("the source's tenant did not become Active to flush")
+                # a source that cannot be Active (Broken) has nothing newer to flush than its last
+                # upload: the migration goes on from the remote index rather than hang
+                log.warning("%s/%s: the source is not Active after %.0f s: cutover without a final flush", *key,
+                            FLUSH_WAIT, extra={"pageserver": self.me})
+                break
             await asyncio.sleep(0.2)
-        t = ctl.tenant
-        t.attachment.deletions_held = True
         attempt = 0
-        while True:
+        while ctl is not None and ctl.tenant.state is TenantState.ACTIVE:
             try:
-                await t.sync(timeout=600)
+                await ctl.tenant.sync(timeout=600)
                 break
             except EngineError as e:
-                if not e.transient:
-                    raise
                 attempt += 1
+                if not e.transient or time.monotonic() > deadline:
+                    log.warning("%s/%s: the final flush failed (%s: %s): cutover from the last upload", *key, e.reason,
+                                e.message, extra={"pageserver": self.me})
+                    break
                 await asyncio.sleep(_RETRY.delay(attempt))
         if await advance(self.k, key, m, {"migration": {"phase": migration.CUTOVER, "staleAt": leases.micro_time()}}):
             log.info("%s/%s flushed on %s, deletions held: cutover to %s", *key, self.me, m.target,

@@ -102,10 +102,19 @@ class Repair:
     why: str = ""
 
 
-def repair(m: Migration, attached: str | None, alive: dict[str, bool]) -> Repair | None:
-    """None: the participants can finish it. ``alive``: liveness of the pageservers involved."""
+def repair(
+    m: Migration, attached: str | None, alive: dict[str, bool], pin: str | None = None, source_draining: bool = True
+) -> Repair | None:
+    """None: the participants can finish it. ``alive``: liveness of the pageservers involved;
+    ``pin``: the Tenant's ``spec.placement.pageserver`` now; ``source_draining``: whether the
+    source is still being drained. A migration not yet at its cutover is cancelled when what
+    started it is gone (the pin changed, the drain stopped while it warms)."""
     source_alive = alive.get(m.source, False)
     target_alive = alive.get(m.target, False)
+    if m.phase in (WARMING, SOURCE_STALE) and m.reason == "pin" and pin != m.target:
+        return Repair(clear=True, why=f"the pin changed from {m.target} to {pin}: cancelled")
+    if m.phase == WARMING and m.reason == "drain" and not source_draining:
+        return Repair(clear=True, why=f"the drain of {m.source} stopped: cancelled")
     if m.phase in (WARMING, SOURCE_STALE):
         if not target_alive:
             return Repair(clear=True, why=f"target {m.target} is offline: migration aborted")

@@ -61,3 +61,20 @@ def test_the_leader_repairs_what_a_dead_participant_cannot_finish() -> None:
     # source gone after the cutover: the migration is done
     r = migration.repair(_m(migration.SOURCE_DETACH), "ps-b", {"ps-a": False, "ps-b": True})
     assert r is not None and r.clear
+
+
+def test_a_migration_is_cancelled_when_what_started_it_is_gone() -> None:
+    both = {"ps-a": True, "ps-b": True}
+    pin = Migration("ps-a", "ps-b", migration.WARMING, reason="pin")
+    assert migration.repair(pin, "ps-a", both, pin="ps-b") is None
+    r = migration.repair(pin, "ps-a", both, pin="ps-a")  # pinned back
+    assert r is not None and r.clear and r.attached is None
+    assert migration.repair(pin, "ps-a", both, pin=None) is not None  # pin removed
+    # past the cutover it completes whatever the pin says now
+    assert migration.repair(Migration("ps-a", "ps-b", migration.CUTOVER, reason="pin"), "ps-b", both, pin="ps-a") is None
+    drain = Migration("ps-a", "ps-b", migration.WARMING, reason="drain")
+    assert migration.repair(drain, "ps-a", both, source_draining=True) is None
+    assert migration.repair(drain, "ps-a", both, source_draining=False) is not None
+    # a drain migration past warming finishes even if the drain stopped
+    assert migration.repair(Migration("ps-a", "ps-b", migration.SOURCE_STALE, reason="drain"), "ps-a", both,
+                            source_draining=False) is None

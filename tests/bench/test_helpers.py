@@ -105,3 +105,10 @@ def test_capacity_is_an_even_share() -> None:
 def test_per_second() -> None:
     assert placement.per_second({"PUT leases": 30.0}, 60.0) == {"PUT leases": 0.5}
     assert placement.per_second({"PUT leases": 30.0}, 0.0) == {}
+
+
+def test_the_metrics_url_asks_only_for_the_named_metrics() -> None:
+    assert cluster.metrics_url(9000) == "http://127.0.0.1:9000/metrics"
+    assert (
+        cluster.metrics_url(9000, ("a_total", "b")) == "http://127.0.0.1:9000/metrics?name[]=a_total&name[]=b"
+    )

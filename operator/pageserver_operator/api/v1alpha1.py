@@ -159,6 +159,7 @@ class MigrationStatus(Model):
     window_seconds: float | None = Field(
         None, description="Unavailability window: from the source stopping to the target Active"
     )
+    message: str | None = Field(None, description="How the placement leader ended it, when it did (Aborted, failover)")
 
 
 class PlacementStatus(Model):

@@ -112,6 +112,8 @@ class PlacementController:
     _drain_written: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     #: Draining pageserver -> (monotonic time this leader first saw the drain, tenants to move then)
     _drain_started: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _election_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _last_step: float = -1e9
 
     def __post_init__(self) -> None:
         self.election = leases.LeaderElection(self.k, self.lease_namespace, self.pageserver, self.failover_seconds)
@@ -151,7 +153,7 @@ class PlacementController:
         while True:
             try:
                 was = self.election.leading()
-                leading = await self.election.step()
+                leading = await self._step_election()
                 LEADING.set(1 if leading else 0)
                 if not leading and was:
                     self.liveness.forget()
@@ -168,6 +170,24 @@ class PlacementController:
             if self._dirty.is_set():
                 await asyncio.sleep(BATCH_SECONDS)
             self._dirty.clear()
+
+    async def _step_election(self, force: bool = False) -> bool:
+        """Renew (or try to acquire) the placement lease at most every half period: a wake-up
+        by Tenant events steps it only when it is due (a non-leader's GET of the Lease per
+        event was 1.8 API requests per tenant at 10,000 tenants). One step at a time."""
+        async with self._election_lock:
+            now = time.monotonic()
+            if force or now - self._last_step >= self.period / 2:
+                self._last_step = now
+                return await self.election.step()
+            return self.election.leading(now)
+
+    async def _still_leading(self) -> bool:
+        """Before a write: still the leader, renewing first when less than a period is left (a
+        long pass must not outlive the lease and drop its remaining writes)."""
+        if self.election.leading(time.monotonic() + self.period):
+            return True
+        return await self._step_election(force=True)
 
     # ---- a pass ---------------------------------------------------------------------------------
 
@@ -301,12 +321,14 @@ class PlacementController:
             placement["migration"] = None
         if r.attached is not None:
             placement["attached"] = r.attached
-            m = s.migration
-            if m is not None:  # it ended as a failover to the (warm) target: said where people look
-                placement["lastMigration"] = {
-                    "from": m.source, "to": m.target, "phase": "Done", "reason": "failover", "startedAt": m.started_at,
-                    "finishedAt": leases.micro_time(), "staleAt": None, "windowSeconds": None,
-                }
+        m = s.migration
+        if m is not None and r.clear:  # how it ended, where people look
+            ended_on = r.attached or s.placement.attached
+            placement["lastMigration"] = {
+                "from": m.source, "to": m.target, "phase": "Done" if ended_on == m.target else "Aborted",
+                "reason": "failover" if r.attached is not None else m.reason, "startedAt": m.started_at,
+                "finishedAt": leases.micro_time(), "staleAt": m.stale_at, "windowSeconds": None, "message": r.why,
+            }
         patch = {"metadata": {"resourceVersion": s.resource_version}, "status": {"placement": placement}}
         try:
             await self.k.patch_status(s.placement.key[0], s.placement.key[1], patch)
@@ -316,7 +338,7 @@ class PlacementController:
         log.warning("migration of %s/%s: %s", *s.placement.key, r.why, extra={"tenant_id": s.placement.tenant_id})
 
     async def _write(self, s: Seen, d: policy.Decision) -> None:
-        if not self.election.leading():
+        if not await self._still_leading():
             return
         t = s.placement
         placement: dict[str, Any] = {"reason": d.reason, "message": d.message}

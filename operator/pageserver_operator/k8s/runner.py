@@ -24,8 +24,17 @@ from pageserver_operator.remote import factory as remote_factory
 log = logging.getLogger(__name__)
 
 
+class _QuietEventHandler(logging.Filter):
+    """kopf logs every successful run of a handler at INFO: the watch-event handler runs for every
+    event of every Tenant on every manager (600,000 lines at 10,000 tenants x 10 managers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "Handler 'tenant_event' succeeded" not in record.getMessage()
+
+
 def run(s: settings_mod.OperatorSettings) -> None:
     logs.setup(s.log_format, s.log_level)
+    logging.getLogger("kopf.objects").addFilter(_QuietEventHandler())
     logs.set_process_context(pageserver=s.pageserver)
     try:
         api = kube.load_config(str(s.kubeconfig) if s.kubeconfig else None)
@@ -43,8 +52,11 @@ def run(s: settings_mod.OperatorSettings) -> None:
     k = kube.Kube(api)
     handlers.REGISTRY = ownership.Registry(manager=m, kube=k, settings=s)
     handlers.RELOCATOR = relocation.Relocator(k, handlers.REGISTRY, s.pageserver, secondary_period=s.sync_period)
+    # the leader's writes on their own pool (as many threads as writes in flight), never behind
+    # the tenants' status writes
     handlers.PLACEMENT = placement.PlacementController(
-        kube.Kube(api), s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity, s.drain_concurrency
+        kube.Kube(api, workers=placement.WRITE_CONCURRENCY), s.pageserver, s.lease_namespace, s.failover_seconds,
+        s.capacity, s.drain_concurrency,
     )
     if s.metrics_port:
         prometheus_client.start_http_server(s.metrics_port)
@@ -78,8 +90,11 @@ async def _operate(s: settings_mod.OperatorSettings, on_volume: list[ids.TenantI
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     reg = handlers.REGISTRY
     assert reg is not None and handlers.PLACEMENT is not None
+    # heartbeats on a client and a pool of their own: queued behind a burst of status writes
+    # they were late by 30 s and more, and the leader failed healthy pageservers over
+    beat = kube.Kube(kube.load_config(str(s.kubeconfig) if s.kubeconfig else None), workers=2)
     member = membership.Membership(
-        k, s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity, s.workdir, lambda: _load(reg)
+        beat, s.pageserver, s.lease_namespace, s.failover_seconds, s.capacity, s.workdir, lambda: _load(reg)
     )
     try:
         await member.start()

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create or delete the e2e kind cluster (1 control plane + 1 worker), leaving the machine as it was.
+# Create or delete the e2e kind cluster (1 control plane + KIND_E2E_WORKERS workers, default 3:
+# tests/kind/test_failover.py runs one pageserver on each of three workers and pauses one),
+# leaving the machine as it was.
 #
 #   hack/kind/cluster.sh create [NODE_IMAGE]   NODE_IMAGE: offline mode (the image of
 #                                               hack/kind/node-image.sh, the docker wrapper on PATH);
@@ -13,13 +15,16 @@
 # systemd in the nodes raises fs.file-max and sets fs.protected_*. `create` records them (a fixed
 # list plus a snapshot of every kernel/vm/fs sysctl) first, unless a record of an unfinished run
 # exists (that one holds the values from before it); `delete` puts back every value that changed.
-# A failed `create` deletes what it made.
+# A failed `create` deletes what it made. `delete` first unpauses the nodes a test left paused
+# (`docker pause`).
 set -Eeuo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 state_dir="$kind_cache/cluster-$KIND_CLUSTER_NAME"
+workers="${KIND_E2E_WORKERS:-3}"
+[[ "$workers" =~ ^[1-9][0-9]*$ ]] || die "KIND_E2E_WORKERS must be a positive number (got '$workers')"
 kubeconfig="$state_dir/kubeconfig"
 restored_sysctls=(
   kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom
@@ -100,6 +105,14 @@ cluster_exists() {
 delete_cluster() {
   local kind_bin
   kind_bin="$(tool kind)"
+  # A node left paused by a failed test (tests/kind/test_failover.py unpauses in its cleanup too).
+  local paused
+  paused="$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$KIND_CLUSTER_NAME" --filter status=paused 2>/dev/null || true)"
+  if [[ -n "$paused" ]]; then
+    # shellcheck disable=SC2086 # one id per word
+    docker unpause $paused >/dev/null
+    log "unpaused node containers: $(echo "$paused" | tr '\n' ' ')"
+  fi
   if cluster_exists "$kind_bin"; then
     local started
     started="$(now_ms)"
@@ -154,7 +167,7 @@ kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 nodes:
   - role: control-plane
-  - role: worker
+$(for _ in $(seq "$workers"); do echo "  - role: worker"; done)
 EOF
   local args=(create cluster --name "$KIND_CLUSTER_NAME" --config "$state_dir/config.yaml"
     --kubeconfig "$kubeconfig" --wait 0s --retain=false)

@@ -8,7 +8,8 @@
 #      offline machinery. KIND_E2E_MODE=offline|stock forces one (default: auto);
 #   3. installs kind and helm (go install), builds the node image (offline) and the suite's images
 #      (operator, in-cluster S3 server) -- all cached: a second run skips them;
-#   4. creates the cluster (1 control plane + 1 worker) and loads the images;
+#   4. creates the cluster (1 control plane + 3 workers, KIND_E2E_WORKERS) and loads the images
+#      (the S3 server's only on the control plane, where tests/kind runs it);
 #   5. runs `pytest tests/kind` (extra arguments go to pytest);
 #   6. on failure prints the operator's logs and `kubectl describe` of the Tenants;
 #   7. always deletes the cluster, its docker network and restores the VM's sysctls (also on
@@ -46,10 +47,15 @@ diagnostics() {
   [[ -n "$kubeconfig" && -f "$kubeconfig" && -n "$kubectl_bin" ]] || return 0
   local k=("$kubectl_bin" --kubeconfig "$kubeconfig")
   echo "===== kind e2e: diagnostics (failure) ====="
+  echo "--- nodes"
+  "${k[@]}" get nodes -o wide || true
   echo "--- pods"
   "${k[@]}" get pods -A -o wide || true
   echo "--- tenants"
   "${k[@]}" get tenants.pageserver.dev -A -o wide || true
+  echo "--- pageservers and leases"
+  "${k[@]}" get pageservers.pageserver.dev -o wide --show-labels || true
+  "${k[@]}" get leases.coordination.k8s.io -A || true
   echo "--- kubectl describe tenants"
   "${k[@]}" describe tenants.pageserver.dev -A || true
   local ns pod
@@ -146,7 +152,11 @@ end
 begin "load images"
 (
   if [[ "$mode" == offline ]]; then export PATH="$kind_root/docker-wrapper:$PATH"; fi
-  "${tools[kind]}" load docker-image --name "$KIND_CLUSTER_NAME" "${images[operator]}" "${images[s3]}"
+  # The operator image on every node (the toolbox on the control plane runs it too), the S3
+  # server's on the control plane only (tests/kind/conftest.py schedules it there).
+  "${tools[kind]}" load docker-image --name "$KIND_CLUSTER_NAME" "${images[operator]}"
+  "${tools[kind]}" load docker-image --name "$KIND_CLUSTER_NAME" --nodes "$KIND_CLUSTER_NAME-control-plane" \
+    "${images[s3]}"
 )
 end
 

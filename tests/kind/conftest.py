@@ -5,20 +5,29 @@ images, creates the kind cluster and sets ``PAGESERVER_OPERATOR_KIND_E2E=1`` plu
 file reads. A plain ``pytest`` run (``hack/test.sh``) does not collect it. Once selected, a
 missing piece is an error, never a skip.
 
-Layout in the cluster:
+Layout in the cluster (1 control plane + 3 workers, hack/kind/cluster.sh):
+- everything that must stay up while a worker node is paused (test_failover.py) runs on the
+  control plane: the S3 server, the toolbox and the cluster DNS (CoreDNS is moved there);
+  the operator's pods run on the workers;
 - namespace ``e2e-s3``: the S3 server (SeaweedFS ``weed mini``, image built by hack/kind) as a
   Deployment + Service, and a "toolbox" pod (the operator image, idle) with S3 credentials, used
   to create the bucket, seed tenants with ``pageserver-operator testdata make-tenant`` and read
   remote objects -- all traffic stays inside the cluster;
 - namespace ``pso-e2e``: PodSecurity ``restricted`` enforced; ``helm install`` of
   charts/pageserver-operator with S3 settings pointing at the in-cluster server. The Tenants live
-  here too.
+  here too;
+- namespace ``pso-multi`` (test_failover.py): a second release with three pageserver managers,
+  one on each worker.
+
+Measurements go to ``REPORT`` (any test module may add to it); they are printed at the end of
+the session and written to ``$KIND_E2E_REPORT``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import textwrap
 import time
 from collections.abc import Iterator
@@ -46,6 +55,15 @@ S3_ENDPOINT = f"http://s3.{S3_NAMESPACE}.svc.cluster.local:8333"
 REMOTE_URL = f"s3://{BUCKET}?endpoint={S3_ENDPOINT}&region={REGION}"
 TOOLBOX = "toolbox"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=pageserver-operator"
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+# Pods that must survive a paused worker: scheduled on the control plane (tolerating its taint).
+ON_CONTROL_PLANE: dict[str, Any] = {
+    "nodeSelector": {CONTROL_PLANE_LABEL: ""},
+    "tolerations": [{"key": CONTROL_PLANE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+# Measurements, printed at the end of the session (fixture `_print_report`).
+REPORT: dict[str, Any] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,6 +110,7 @@ def _s3_manifests(s3_image: str, toolbox_image: str) -> str:
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
+                    **ON_CONTROL_PLANE,
                     "containers": [
                         {
                             "name": "weed",
@@ -132,6 +151,7 @@ def _s3_manifests(s3_image: str, toolbox_image: str) -> str:
         "kind": "Pod",
         "metadata": {"name": TOOLBOX, "namespace": S3_NAMESPACE},
         "spec": {
+            **ON_CONTROL_PLANE,
             "terminationGracePeriodSeconds": 1,
             "containers": [
                 {
@@ -184,6 +204,21 @@ class Cluster:
         )
         kube.log(f"seeded tenant {out.strip()} ({' '.join(args)}) in {time.monotonic() - started:.1f} s")
 
+    def make_tenants(self, tenants: list[tuple[str, list[str]]]) -> None:
+        """Several ``make-tenant`` runs in one ``kubectl exec`` (each exec costs a second or two)."""
+        started = time.monotonic()
+        commands = [
+            shlex.join(["pageserver-operator", "testdata", "make-tenant", "--remote", REMOTE_URL, "--tenant-id", tid, *args])
+            for tid, args in tenants
+        ]
+        self.toolbox(["sh", "-ec", " >/dev/null\n".join(commands) + " >/dev/null"])
+        kube.log(f"seeded {len(tenants)} tenants in {time.monotonic() - started:.1f} s")
+
+    def remote_objects(self, tenant_ids: list[str]) -> dict[str, str]:
+        """Every remote object of these tenants: key -> ETag (a rewritten object changes it)."""
+        objects: dict[str, str] = self.k.python(S3_NAMESPACE, TOOLBOX, REMOTE_KEYS_SCRIPT, BUCKET, *tenant_ids)
+        return objects
+
     def remote_tree(self, tenant_id: str) -> dict[str, Any]:
         """Every remote object of the tenant with size and sha256, and each timeline's index."""
         result: dict[str, Any] = self.k.python(S3_NAMESPACE, TOOLBOX, REMOTE_TREE_SCRIPT, BUCKET, tenant_id)
@@ -223,6 +258,19 @@ REMOTE_TREE_SCRIPT = textwrap.dedent(
                 entry["objects"][layer] = objects[key]  # by layer name, as the volume names it
         out[timeline] = entry
     print(json.dumps(out))
+    """
+)
+
+REMOTE_KEYS_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+    objects = {}
+    for tid in sys.argv[2:]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[1], Prefix=f"tenants/{tid}/"):
+            objects.update({obj["Key"]: obj["ETag"] for obj in page.get("Contents", [])})
+    print(json.dumps(objects))
     """
 )
 
@@ -266,7 +314,14 @@ def cluster() -> Iterator[Cluster]:
             k.kubectl("create", "namespace", name)
     c = Cluster(k, operator_image, s3_image)
     k.apply(_s3_manifests(s3_image, operator_image))
+    # The cluster DNS on the control plane too (kubeadm's CoreDNS tolerates its taint): a paused
+    # worker must not take a DNS replica down with it (the operators resolve the S3 Service).
+    k.kubectl(
+        "patch", "deployment", "coredns", "-n", "kube-system", "--type", "merge", "-p",
+        json.dumps({"spec": {"template": {"spec": {"nodeSelector": {CONTROL_PLANE_LABEL: ""}}}}}),
+    )
     k.kubectl("rollout", "status", "-n", S3_NAMESPACE, "deployment/s3", "--timeout=180s", timeout=200)
+    k.kubectl("rollout", "status", "-n", "kube-system", "deployment/coredns", "--timeout=180s", timeout=200)
     k.kubectl(
         "wait", "-n", S3_NAMESPACE, "--for=condition=Ready", f"pod/{TOOLBOX}", "--timeout=180s", timeout=200
     )
@@ -292,9 +347,46 @@ def cluster() -> Iterator[Cluster]:
     yield c
 
 
-def local_tree(k: kube.Kube, pod: str, tenant_id: str, workdir: str = "/data") -> dict[str, Any]:
+@pytest.fixture(scope="session", autouse=True)
+def _print_report() -> Iterator[None]:
+    yield
+    if REPORT:
+        lines = "\n".join(f"  {key}: {value}" for key, value in REPORT.items())
+        print(f"\n[kind-e2e] measurements:\n{lines}", flush=True)
+        out = os.environ.get("KIND_E2E_REPORT")
+        if out:
+            with open(out, "w") as f:
+                json.dump(REPORT, f, indent=2)
+
+
+def compare_trees(local: dict[str, Any], remote: dict[str, Any]) -> int:
+    """Assert that the volume holds exactly the remote layers, byte for byte (what a clean attach
+    of the remote index gives); return the bytes compared."""
+    assert local["exists"], "the tenant directory is missing on the volume"
+    assert not local["marker"], "the attaching marker is still on the volume"
+    assert sorted(local["timelines"]) == sorted(remote), "timelines on the volume != timelines in S3"
+    compared = 0
+    for timeline, entry in remote.items():
+        files = dict(local["timelines"][timeline])
+        metadata = files.pop("metadata", None)
+        assert metadata is not None, f"{timeline}: no metadata file on the volume"
+        assert metadata[1] == entry["index_metadata_sha256"], (
+            f"{timeline}: metadata != the index's metadata_bytes"
+        )
+        assert sorted(files) == entry["index_layers"], (
+            f"{timeline}: layer files on the volume != the index's layers"
+        )
+        for name, (size, digest) in files.items():
+            assert entry["objects"][name] == [size, digest], f"{timeline}/{name}: size/sha256 differ from S3"
+            compared += size
+    return compared
+
+
+def local_tree(
+    k: kube.Kube, pod: str, tenant_id: str, workdir: str = "/data", namespace: str = OPERATOR_NAMESPACE
+) -> dict[str, Any]:
     """The tenant's files on the operator's volume, with size and sha256 (through kubectl exec)."""
-    result: dict[str, Any] = k.python(OPERATOR_NAMESPACE, pod, LOCAL_TREE_SCRIPT, workdir, tenant_id)
+    result: dict[str, Any] = k.python(namespace, pod, LOCAL_TREE_SCRIPT, workdir, tenant_id)
     return result
 
 

@@ -23,8 +23,10 @@ from kind.conftest import (
     OPERATOR_SELECTOR,
     RELEASE,
     REMOTE_URL,
+    REPORT,
     Cluster,
     _credentials_secret,
+    compare_trees,
     local_tree,
 )
 
@@ -41,9 +43,6 @@ BIG_SHAPE = os.environ.get(
 ).split()
 READY_TIMEOUT = 600.0
 KILL_AT = 0.4  # fraction of the attach's bytes done when the operator pod is killed
-
-# Measurements, printed at the end of the session (pytest_terminal_summary in this module).
-REPORT: dict[str, Any] = {}
 
 
 @dataclass
@@ -162,28 +161,6 @@ def operator(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Opera
     yield op
 
 
-def _compare_trees(local: dict[str, Any], remote: dict[str, Any]) -> int:
-    """Assert that the volume holds exactly the remote layers, byte for byte; return bytes compared."""
-    assert local["exists"], "the tenant directory is missing on the volume"
-    assert not local["marker"], "the attaching marker is still on the volume"
-    assert sorted(local["timelines"]) == sorted(remote), "timelines on the volume != timelines in S3"
-    compared = 0
-    for timeline, entry in remote.items():
-        files = dict(local["timelines"][timeline])
-        metadata = files.pop("metadata", None)
-        assert metadata is not None, f"{timeline}: no metadata file on the volume"
-        assert metadata[1] == entry["index_metadata_sha256"], (
-            f"{timeline}: metadata != the index's metadata_bytes"
-        )
-        assert sorted(files) == entry["index_layers"], (
-            f"{timeline}: layer files on the volume != the index's layers"
-        )
-        for name, (size, digest) in files.items():
-            assert entry["objects"][name] == [size, digest], f"{timeline}/{name}: size/sha256 differ from S3"
-            compared += size
-    return compared
-
-
 def test_operator_runs_under_restricted_pod_security(operator: Operator) -> None:
     k = operator.k
     labels = k.get("namespace", OPERATOR_NAMESPACE)["metadata"]["labels"]
@@ -229,7 +206,7 @@ def test_sample_tenant_attaches_with_identical_files(operator: Operator) -> None
     took = operator.wait_ready(SAMPLE_NAME)
     status = operator.tenant(SAMPLE_NAME)["status"]
     assert status["phase"] == "Active"
-    compared = _compare_trees(local_tree(k, operator.pod_name(), SAMPLE_ID), cluster.remote_tree(SAMPLE_ID))
+    compared = compare_trees(local_tree(k, operator.pod_name(), SAMPLE_ID), cluster.remote_tree(SAMPLE_ID))
     REPORT["sample attach (s)"] = round(took, 1)
     REPORT["sample bytes compared"] = compared
 
@@ -298,7 +275,7 @@ def test_pod_killed_mid_attach_resumes_on_the_same_volume(operator: Operator) ->
     assert resuming, f"no sign that the attach resumed from the marker: {json.dumps(history)}"
     log_text = k.logs(OPERATOR_NAMESPACE, after["metadata"]["name"])
     resumed_in_log = [line for line in log_text.splitlines() if "resuming" in line]
-    compared = _compare_trees(local_tree(k, after["metadata"]["name"], BIG_ID), cluster.remote_tree(BIG_ID))
+    compared = compare_trees(local_tree(k, after["metadata"]["name"], BIG_ID), cluster.remote_tree(BIG_ID))
     REPORT["pod kill: attach progress when killed"] = (
         f"{progress['bytesDone']}/{progress['bytesTotal']} bytes ({fraction:.0%}), "
         f"layers {progress.get('layersDone')}/{progress.get('layersTotal')}, {killed - applied:.1f} s after apply"
@@ -428,15 +405,3 @@ def test_helm_uninstall_keeps_crds_and_data(operator: Operator) -> None:
     REPORT["helm uninstall: kept"] = (
         f"CRD {kube.CRD_NAME}, PVC {claims[0]}, {len(tree['timelines'])} timelines of {BIG_ID}"
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _print_report() -> Iterator[None]:
-    yield
-    if REPORT:
-        lines = "\n".join(f"  {key}: {value}" for key, value in REPORT.items())
-        print(f"\n[kind-e2e] measurements:\n{lines}", flush=True)
-        out = os.environ.get("KIND_E2E_REPORT")
-        if out:
-            with open(out, "w") as f:
-                json.dump(REPORT, f, indent=2)

@@ -176,7 +176,13 @@ class Registry:
             return  # the common case: another pageserver's tenant, nothing of it here
         async with self._lock(tid):
             ctl = self.controllers.pop(key, None)
-            graceful = ctl is not None and ctl.owns_tenant and not ctl.stale and ctl.tenant.state is TenantState.ACTIVE
+            # graceful (upload, then remove) only while no newer generation was issued: after a
+            # failover or a cutover the new owner's generation fences this copy -- it is stale
+            stored = ((body.get("status") or {}).get("placement") or {}).get("generation")
+            graceful = (
+                ctl is not None and ctl.owns_tenant and not ctl.stale and ctl.tenant.state is TenantState.ACTIVE
+                and ctl.issued is not None and stored == ctl.issued.generation.value
+            )
             if ctl is not None:
                 self.named.get(tid, set()).discard(key)
                 await ctl.close(write=False)

@@ -273,13 +273,32 @@ def test_a_tenant_moved_away_stops_here_and_its_copy_is_let_go(reg: ownership.Re
         t = engine(reg)
         (t.paths.tenant_dir).mkdir(parents=True)
         writes = len(kube.patches)
-        moved = body("moving", TID, attached="ps-other")
+        moved = body("moving", TID, attached="ps-other", status={"placement": {"generation": 1}})
         await event(moved, index(moved))
         assert not reg.controllers
-        # it was Active and not stale here: detached (uploads first), then its copy is gone
+        # it was Active and no newer generation exists yet: detached (uploads first), then its copy is gone
         assert t.count("detach") == 1, t.calls
         assert len(kube.patches) == writes, "a moved tenant's status is the other manager's now"
         assert ("moving", "Normal", "CopyDetached") in [e[:3] for e in kube.events]
+
+    asyncio.run(main())
+
+
+def test_a_copy_fenced_by_a_newer_generation_is_removed_without_a_detach(reg: ownership.Registry, kube: FakeKube) -> None:
+    """After a failover (the new owner bumped the generation) the copy here is stale: removed
+    at once, nothing uploaded under the fenced generation."""
+
+    async def main() -> None:
+        b = body("fenced", TID)
+        kube.add(b)
+        await event(b, index(b))
+        await until(lambda: kube.status("fenced").get("phase") == "Active", "Active here")
+        t = engine(reg)
+        t.paths.tenant_dir.mkdir(parents=True)
+        moved = body("fenced", TID, attached="ps-other", status={"placement": {"generation": 2}})
+        await event(moved, index(moved))
+        assert t.count("detach") == 0 and t.count("discard") == 1, t.calls
+        assert ("fenced", "Warning", "StaleCopyRemoved") in [e[:3] for e in kube.events]
 
     asyncio.run(main())
 

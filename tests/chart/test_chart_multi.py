@@ -23,6 +23,7 @@ import yaml
 
 from chart import support
 from e2e import helpers
+from pageserver_operator import settings
 from pageserver_operator.devenv import controlplane
 
 pytestmark = pytest.mark.e2e
@@ -85,9 +86,15 @@ def test_each_manager_is_named_after_its_pod_and_keeps_its_leases_in_the_release
     }
     assert env["PAGESERVER_OPERATOR_FAILOVER_SECONDS"]["value"] == "30"
     assert env["PAGESERVER_OPERATOR_CAPACITY"]["value"] == "1000"
-    env = _env(support.one(_render(helm, {"failoverSeconds": 12.5, "capacity": 40}), "StatefulSet"))
+    # the operator's own default
+    default_drain = settings.OperatorSettings.model_fields["drain_concurrency"].default
+    assert env["PAGESERVER_OPERATOR_DRAIN_CONCURRENCY"]["value"] == str(default_drain) == "4"
+    env = _env(
+        support.one(_render(helm, {"failoverSeconds": 12.5, "capacity": 40, "drainConcurrency": 9}), "StatefulSet")
+    )
     assert env["PAGESERVER_OPERATOR_FAILOVER_SECONDS"]["value"] == "12.5"
     assert env["PAGESERVER_OPERATOR_CAPACITY"]["value"] == "40"
+    assert env["PAGESERVER_OPERATOR_DRAIN_CONCURRENCY"]["value"] == "9"
     # As the kubelet resolves them for pod <fullname>-2.
     resolved = support.resolve_env(
         support.container(support.one(_render(helm), "StatefulSet"))["env"],
@@ -435,6 +442,9 @@ SOMETIMES = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatis
         ({"failoverSeconds": -5}, "/failoverSeconds"),
         ({"capacity": 0}, "/capacity"),
         ({"capacity": 2.5}, "/capacity"),
+        ({"drainConcurrency": 0}, "/drainConcurrency"),
+        ({"drainConcurrency": 1001}, "/drainConcurrency"),
+        ({"drainConcurrency": 1.5}, "/drainConcurrency"),
         ({"podManagementPolicy": "Random"}, "/podManagementPolicy"),
         ({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
         ({"topologySpreadConstraints": [SOMETIMES]}, "/topologySpreadConstraints/0/whenUnsatisfiable"),

@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pageserver_operator import ENV_PREFIX
 from pageserver_operator.remote import url as remote_url
 
-ENV_PREFIX = "PAGESERVER_OPERATOR_"
+__all__ = ["ENV_PREFIX", "EngineSettings", "OperatorSettings"]
 
 
 class EngineSettings(BaseSettings):

@@ -23,7 +23,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ READY_TIMEOUT = 900.0
 RESTART_SETTLE = 5.0
 
 
-def run(n: int, state_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def run(n: int, state_dir: Path, log: Callable[[str], None], extra: Sequence[str] = ()) -> dict[str, Any]:
     from pageserver_operator.devenv import processes
 
     op_proc: processes.ManagedProcess | None = None
@@ -47,7 +47,7 @@ def run(n: int, state_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
             workdir = state_dir / "volume"
             workdir.mkdir()
             metrics_port, liveness_port = processes.free_ports(2)
-            argv = c.operator_argv(workdir, metrics_port, liveness_port)
+            argv = c.operator_argv(workdir, metrics_port, liveness_port, extra)
             op_proc = c.start_operator("operator", argv, state_dir / "operator.log", liveness_port)
             proc = psutil.Process(op_proc.pid)
             time.sleep(2)  # let kopf settle its initial LIST/WATCH
@@ -197,11 +197,15 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    state = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/tmp/pageserver-operator-bench/controlplane")
+    """``python -m bench.controlplane [N [STATE_DIR]] [-- OPERATOR_ARGS...]`` (e.g. ``-- --max-concurrent-attaches 8``)."""
+    args, extra = (sys.argv[1:], []) if "--" not in sys.argv else (
+        sys.argv[1:sys.argv.index("--")], sys.argv[sys.argv.index("--") + 1:])
+    n = int(args[0]) if args else 1000
+    state = Path(args[1]) if len(args) > 1 else Path("/tmp/pageserver-operator-bench/controlplane")
     r = run(
-        n, state, lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)
+        n, state, lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True), extra
     )
+    r["operator_args"] = extra
     print(markdown(r))
     out = state.parent / "controlplane.json"
     out.write_text(json.dumps(r, indent=1))

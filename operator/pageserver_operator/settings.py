@@ -101,6 +101,12 @@ class OperatorSettings(EngineSettings):
         description="Per-tenant metric series (a tenant_id label: the dashboard's drill-down); false for large "
         "fleets: one series per manager instead (README, Metrics)",
     )
+    max_concurrent_attaches: int = Field(
+        32, ge=1, le=100000,
+        description="Tenants brought up (attached, resumed or loaded) at once by this manager; the others wait "
+        "their turn, saying so in status.message. Bounds the peak memory when many Tenants arrive at once (or at "
+        "a restart) at the price of the time until all are Active",
+    )
     drain_concurrency: int = Field(
         4, ge=1, le=1000, description="Migrations away from a Draining pageserver in flight at once (placement leader)"
     )

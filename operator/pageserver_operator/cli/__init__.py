@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="tenants this pageserver is sized for, in the load score (env PAGESERVER_OPERATOR_CAPACITY, default 1000)",
     )
     p.add_argument(
+        "--max-concurrent-attaches", type=int, default=None, metavar="N",
+        help="tenants brought up (attached, resumed or loaded) at once; the others wait their turn (env "
+        "PAGESERVER_OPERATOR_MAX_CONCURRENT_ATTACHES, default 32)",
+    )
+    p.add_argument(
         "--drain-concurrency", type=int, default=None, metavar="N",
         help="migrations away from a Draining pageserver at once (env PAGESERVER_OPERATOR_DRAIN_CONCURRENCY, default 4)",
     )

@@ -248,7 +248,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         "log_format": args.log_format, "pageserver": args.pageserver,
         "failover_seconds": args.failover_seconds, "capacity": args.capacity, "lease_namespace": args.lease_namespace,
         "per_tenant_metrics": args.per_tenant_metrics,
-        "drain_concurrency": args.drain_concurrency,
+        "drain_concurrency": args.drain_concurrency, "max_concurrent_attaches": args.max_concurrent_attaches,
     }
     try:
         s = settings.OperatorSettings(**{k: v for k, v in given.items() if v is not None})

@@ -45,3 +45,9 @@ def test_version_exits_before_any_command_is_imported() -> None:
 def test_the_help_text_states_the_engine_default_retry_timeout() -> None:
     assert cli.DEFAULT_RETRY_TIMEOUT == manager.DEFAULT_RETRY_TIMEOUT
     assert settings.ENV_PREFIX == ENV_PREFIX == "PAGESERVER_OPERATOR_"
+
+
+def test_the_engine_commands_import_neither_kubernetes_nor_pydantic_settings() -> None:
+    loaded = _modules_after("from pageserver_operator.cli import commands")
+    assert [m for m in loaded if m.split(".")[0] in ("kopf", "kubernetes", "pydantic_settings", "boto3", "botocore")] == []
+    assert not [m for m in loaded if m.startswith(("pageserver_operator.k8s", "pageserver_operator.dev"))]

@@ -16,8 +16,9 @@ Layout in the cluster (1 control plane + 3 workers, hack/kind/cluster.sh):
 - namespace ``pso-e2e``: PodSecurity ``restricted`` enforced; ``helm install`` of
   charts/pageserver-operator with S3 settings pointing at the in-cluster server. The Tenants live
   here too;
-- namespace ``pso-multi`` (test_failover.py): a second release with three pageserver managers,
-  one on each worker.
+- namespace ``pso-multi`` (multi.py, fixture ``group``): a second release with three pageserver
+  managers, one on each worker, shared by test_failover.py and then test_drain.py (the modules
+  run in the order of MODULE_ORDER: test_drain.py needs test_failover.py's even spread first).
 
 Measurements go to ``REPORT`` (any test module may add to it); they are printed at the end of
 the session and written to ``$KIND_E2E_REPORT``.
@@ -27,18 +28,20 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from kind import kube
+
+if TYPE_CHECKING:
+    from kind import multi
 
 if os.environ.get("PAGESERVER_OPERATOR_KIND_E2E") != "1":
     # Not run through hack/kind/run-e2e.sh: nothing here is collected.
@@ -66,8 +69,23 @@ ON_CONTROL_PLANE: dict[str, Any] = {
 REPORT: dict[str, Any] = {}
 
 
+#: the modules run in this order (others after them): the single-pageserver release first, then
+#: the three-pageserver one (failover, then drain: the failover test needs a fresh, even spread)
+MODULE_ORDER = ("test_e2e.py", "test_failover.py", "test_drain.py")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kind: needs the kind cluster of hack/kind/run-e2e.sh")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the modules by MODULE_ORDER (a stable sort: the order inside a module is kept)."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -205,13 +223,14 @@ class Cluster:
         kube.log(f"seeded tenant {out.strip()} ({' '.join(args)}) in {time.monotonic() - started:.1f} s")
 
     def make_tenants(self, tenants: list[tuple[str, list[str]]]) -> None:
-        """Several ``make-tenant`` runs in one ``kubectl exec`` (each exec costs a second or two)."""
+        """Several ``make-tenant`` runs, each as the command line runs it, in one Python process
+        in the toolbox (a process of its own costs about a second each, a ``kubectl exec``
+        one or two more)."""
         started = time.monotonic()
-        commands = [
-            shlex.join(["pageserver-operator", "testdata", "make-tenant", "--remote", REMOTE_URL, "--tenant-id", tid, *args])
-            for tid, args in tenants
+        argvs = [
+            ["testdata", "make-tenant", "--remote", REMOTE_URL, "--tenant-id", tid, *args] for tid, args in tenants
         ]
-        self.toolbox(["sh", "-ec", " >/dev/null\n".join(commands) + " >/dev/null"])
+        self.k.python(S3_NAMESPACE, TOOLBOX, MAKE_TENANTS_SCRIPT, json.dumps(argvs))
         kube.log(f"seeded {len(tenants)} tenants in {time.monotonic() - started:.1f} s")
 
     def remote_objects(self, tenant_ids: list[str]) -> dict[str, str]:
@@ -221,7 +240,11 @@ class Cluster:
 
     def remote_tree(self, tenant_id: str) -> dict[str, Any]:
         """Every remote object of the tenant with size and sha256, and each timeline's index."""
-        result: dict[str, Any] = self.k.python(S3_NAMESPACE, TOOLBOX, REMOTE_TREE_SCRIPT, BUCKET, tenant_id)
+        return self.remote_trees([tenant_id])[tenant_id]
+
+    def remote_trees(self, tenant_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """`remote_tree` of each tenant, in one ``kubectl exec``."""
+        result: dict[str, dict[str, Any]] = self.k.python(S3_NAMESPACE, TOOLBOX, REMOTE_TREE_SCRIPT, BUCKET, *tenant_ids)
         return result
 
 
@@ -229,35 +252,52 @@ REMOTE_TREE_SCRIPT = textwrap.dedent(
     """
     import hashlib, json, os, sys
     import boto3
-    bucket, tid = sys.argv[1], sys.argv[2]
+    bucket = sys.argv[1]
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
-    base = f"tenants/{tid}/timelines/"
-    found = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
-        for obj in page.get("Contents", []):
-            timeline, _, name = obj["Key"][len(base):].partition("/")
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"]
-            digest = hashlib.sha256()
-            for chunk in iter(lambda: body.read(1 << 20), b""):
-                digest.update(chunk)
-            found.setdefault(timeline, {})[name] = [obj["Size"], digest.hexdigest()]
-    out = {}
-    for timeline, objects in found.items():
-        # the newest index: the highest generation (index_part.json-XXXXXXXX sorts after the seed's)
-        indexes = [n for n in objects if n == "index_part.json" or n.startswith("index_part.json-")]
-        if not indexes:
-            continue
-        index = json.loads(s3.get_object(Bucket=bucket, Key=base + timeline + "/" + max(indexes))["Body"].read())
-        layers = index.get("timeline_layers") or list(index["layer_metadata"])
-        entry = {"objects": {}, "index_layers": sorted(layers),
-                 "index_metadata_sha256": hashlib.sha256(bytes(index["metadata_bytes"])).hexdigest()}
-        for layer in layers:
-            g = (index.get("layer_metadata") or {}).get(layer, {}).get("generation")
-            key = layer if g is None else f"{layer}-{g:08x}"
-            if key in objects:
-                entry["objects"][layer] = objects[key]  # by layer name, as the volume names it
-        out[timeline] = entry
-    print(json.dumps(out))
+    def tree(tid):
+        base = f"tenants/{tid}/timelines/"
+        found = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                timeline, _, name = obj["Key"][len(base):].partition("/")
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"]
+                digest = hashlib.sha256()
+                for chunk in iter(lambda: body.read(1 << 20), b""):
+                    digest.update(chunk)
+                found.setdefault(timeline, {})[name] = [obj["Size"], digest.hexdigest()]
+        out = {}
+        for timeline, objects in found.items():
+            # the newest index: the highest generation (index_part.json-XXXXXXXX sorts after the seed's)
+            indexes = [n for n in objects if n == "index_part.json" or n.startswith("index_part.json-")]
+            if not indexes:
+                continue
+            index = json.loads(s3.get_object(Bucket=bucket, Key=base + timeline + "/" + max(indexes))["Body"].read())
+            layers = index.get("timeline_layers") or list(index["layer_metadata"])
+            entry = {"objects": {}, "index_layers": sorted(layers),
+                     "index_metadata_sha256": hashlib.sha256(bytes(index["metadata_bytes"])).hexdigest()}
+            for layer in layers:
+                g = (index.get("layer_metadata") or {}).get(layer, {}).get("generation")
+                key = layer if g is None else f"{layer}-{g:08x}"
+                if key in objects:
+                    entry["objects"][layer] = objects[key]  # by layer name, as the volume names it
+            out[timeline] = entry
+        return out
+    print(json.dumps({tid: tree(tid) for tid in sys.argv[2:]}))
+    """
+)
+
+MAKE_TENANTS_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, json, sys
+    from pageserver_operator import cli
+    for argv in json.loads(sys.argv[1]):
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # the tenant id it prints
+                cli.main(argv)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise RuntimeError(f"pageserver-operator {' '.join(argv)}: exit status {e.code}") from None
+    print("[]")
     """
 )
 
@@ -277,23 +317,25 @@ REMOTE_KEYS_SCRIPT = textwrap.dedent(
 LOCAL_TREE_SCRIPT = textwrap.dedent(
     """
     import hashlib, json, os, sys
-    root = os.path.join(sys.argv[1], "tenants", sys.argv[2])
-    out = {"exists": os.path.isdir(root), "marker": os.path.exists(os.path.join(root, "attaching")),
-           "timelines": {}}
-    timelines = os.path.join(root, "timelines")
-    for timeline in sorted(os.listdir(timelines)) if os.path.isdir(timelines) else []:
-        files = {}
-        for name in sorted(os.listdir(os.path.join(timelines, timeline))):
-            path = os.path.join(timelines, timeline, name)
-            if not os.path.isfile(path):
-                continue
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            files[name] = [os.path.getsize(path), digest.hexdigest()]
-        out["timelines"][timeline] = files
-    print(json.dumps(out))
+    def tree(tid):
+        root = os.path.join(sys.argv[1], "tenants", tid)
+        out = {"exists": os.path.isdir(root), "marker": os.path.exists(os.path.join(root, "attaching")),
+               "timelines": {}}
+        timelines = os.path.join(root, "timelines")
+        for timeline in sorted(os.listdir(timelines)) if os.path.isdir(timelines) else []:
+            files = {}
+            for name in sorted(os.listdir(os.path.join(timelines, timeline))):
+                path = os.path.join(timelines, timeline, name)
+                if not os.path.isfile(path):
+                    continue
+                digest = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+                files[name] = [os.path.getsize(path), digest.hexdigest()]
+            out["timelines"][timeline] = files
+        return out
+    print(json.dumps({tid: tree(tid) for tid in sys.argv[2:]}))
     """
 )
 
@@ -347,6 +389,19 @@ def cluster() -> Iterator[Cluster]:
     yield c
 
 
+@pytest.fixture(scope="session")
+def group(cluster: Cluster) -> Iterator[multi.Group]:
+    """The three-pageserver release (multi.py), installed once for the modules that use it."""
+    from kind import multi  # imports this module: imported once this module is complete
+
+    g = multi.install(cluster)
+    try:
+        yield g
+    finally:
+        for node in sorted(g.paused):
+            g.unpause(node)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _print_report() -> Iterator[None]:
     yield
@@ -386,7 +441,14 @@ def local_tree(
     k: kube.Kube, pod: str, tenant_id: str, workdir: str = "/data", namespace: str = OPERATOR_NAMESPACE
 ) -> dict[str, Any]:
     """The tenant's files on the operator's volume, with size and sha256 (through kubectl exec)."""
-    result: dict[str, Any] = k.python(namespace, pod, LOCAL_TREE_SCRIPT, workdir, tenant_id)
+    return local_trees(k, pod, [tenant_id], workdir, namespace)[tenant_id]
+
+
+def local_trees(
+    k: kube.Kube, pod: str, tenant_ids: list[str], workdir: str = "/data", namespace: str = OPERATOR_NAMESPACE
+) -> dict[str, dict[str, Any]]:
+    """`local_tree` of each tenant, in one ``kubectl exec``."""
+    result: dict[str, dict[str, Any]] = k.python(namespace, pod, LOCAL_TREE_SCRIPT, workdir, *tenant_ids)
     return result
 
 

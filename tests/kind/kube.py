@@ -8,8 +8,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,3 +135,99 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval:
 def pod_ready(pod: Mapping[str, Any]) -> bool:
     conditions = pod.get("status", {}).get("conditions", [])
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class Watch:
+    """``kubectl get ARGS --watch --output-watch-events -o json`` read by a thread: the newest
+    version of each object (by name), and ``on_event(type, object)`` called for every event, in
+    order, in the reader thread (under the lock `wait` uses). The first events are the objects
+    that exist when it starts (ADDED). Waits are woken by events, not by polling."""
+
+    def __init__(
+        self, k: Kube, *args: str, on_event: Callable[[str, dict[str, Any]], None] | None = None
+    ) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.events = 0
+        self._on_event = on_event
+        self._cond = threading.Condition()
+        self._ended: str | None = None
+        env = dict(os.environ, KUBECONFIG=k.kubeconfig)
+        self._proc = subprocess.Popen(
+            [k.kubectl_bin, "get", *args, "--watch", "--output-watch-events", "-o", "json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._read, name=f"watch {' '.join(args)}", daemon=True)
+        self._thread.start()
+
+    def _stream(self) -> Iterator[dict[str, Any]]:
+        assert self._proc.stdout is not None
+        decoder = json.JSONDecoder()
+        buffer = ""
+        while line := self._proc.stdout.readline():
+            buffer += line
+            # kubectl writes each event on one line; a pretty-printed one would end with a "}"
+            # line at column 0: only there can a top-level object end
+            if line[:1].isspace() or not line.rstrip().endswith("}"):
+                continue
+            try:
+                value, end = decoder.raw_decode(buffer.lstrip())
+            except json.JSONDecodeError:
+                continue  # a "}" line inside a string: the object goes on
+            buffer = buffer.lstrip()[end:]
+            yield value
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream():
+                obj = event.get("object") or {}
+                name = (obj.get("metadata") or {}).get("name", "")
+                with self._cond:
+                    if event.get("type") == "DELETED":
+                        self.objects.pop(name, None)
+                    else:
+                        self.objects[name] = obj
+                    self.events += 1
+                    if self._on_event is not None:
+                        self._on_event(str(event.get("type")), obj)
+                    self._cond.notify_all()
+        finally:
+            self._proc.wait()
+            assert self._proc.stderr is not None
+            with self._cond:
+                self._ended = f"kubectl exited {self._proc.returncode}: {self._proc.stderr.read().strip()[-2000:]}"
+                self._cond.notify_all()
+
+    def wait(self, what: str, probe: Callable[[dict[str, dict[str, Any]]], T | None], timeout: float) -> T:
+        """Evaluate ``probe(objects)`` after each event (and once now) until it returns
+        something other than None/False; fail after ``timeout`` or when the watch ended."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = probe(self.objects)
+                if value is not None and value is not False:
+                    return value
+                if self._ended is not None:
+                    raise CommandError(f"the watch ended while waiting for {what}: {self._ended}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+                self._cond.wait(left)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._cond:
+            return dict(self.objects)
+
+    def close(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

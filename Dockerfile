@@ -42,7 +42,7 @@ RUN set -eu; \
     /opt/venv/bin/pip uninstall --yes pip setuptools; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
     rm -rf "$site/kubernetes/aio" "$site/websocket/tests" "$site/certifi/tests"; \
-    /opt/venv/bin/python -c 'import pageserver_operator.cli, pageserver_operator.k8s.runner'; \
+    /opt/venv/bin/python -c 'import pageserver_operator.cli.commands, pageserver_operator.k8s.runner'; \
     /opt/venv/bin/pageserver-operator --version; \
     mkdir -p /data
 

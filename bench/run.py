@@ -17,7 +17,8 @@ Our attach runs through the CLI (``pageserver-operator attach``), so its wall ti
 interpreter start-up; the INFO log's timestamps also give the engine's own time from
 "AttachStarted" to "Active" (after every fsync), reported as a separate row.
 
-Results: a markdown report on stdout (and ``--markdown FILE``), every raw run in ``--json FILE``.
+Results: a markdown report on stdout (and ``--markdown FILE``), every raw run in ``--json FILE``,
+PNG plots in ``--plots DIR`` (`bench.plots`).
 """
 
 from __future__ import annotations
@@ -436,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write every raw run here")
     p.add_argument("--markdown", type=Path, default=None, help="write the report here")
     p.add_argument(
+        "--plots", type=Path, default=None, metavar="DIR", help="write PNG plots here (bench/plots.py)"
+    )
+    p.add_argument(
         "--controlplane",
         type=int,
         default=0,
@@ -500,6 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.markdown.write_text(text + "\n")
     if args.json:
         args.json.write_text(json.dumps(b.results, indent=1, default=str))
+    if args.plots:
+        from bench import plots
+
+        for path in plots.write([json.loads(json.dumps(b.results, default=str))], args.plots):
+            log(f"plot {path}")
     return 0
 
 

@@ -1,7 +1,13 @@
 """Operator settings: one pydantic model fed by environment variables, CLI flags and Helm values.
 
 Every field has a description, an environment name (``PAGESERVER_OPERATOR_<FIELD>``) and a
-default. A flag wins over its variable (the CLI passes only the flags that were given).
+default. A flag wins over its variable (the CLI passes only the flags that were given; the Helm
+chart sets variables).
+
+The variables are read by `_FromEnvironment.__init__` (each field's text, validated and converted
+by pydantic like any input), not by pydantic-settings: importing that library cost the CLI 74 ms
+of its 0.2 s start-up budget (docs/performance.md, "CLI start-up"), and a field's variable is
+all we used of it. A list field (``namespaces``) is comma-separated in its variable.
 """
 
 from __future__ import annotations
@@ -9,20 +15,32 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pageserver_operator import ENV_PREFIX
 from pageserver_operator.remote import url as remote_url
 
-ENV_PREFIX = "PAGESERVER_OPERATOR_"
+__all__ = ["ENV_PREFIX", "EngineSettings", "OperatorSettings"]
 
 
-class EngineSettings(BaseSettings):
+class _FromEnvironment(BaseModel):
+    """A model whose missing fields are taken from ``PAGESERVER_OPERATOR_<FIELD>`` variables."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def __init__(self, **given: Any) -> None:
+        from_env = {
+            name: os.environ[ENV_PREFIX + name.upper()]
+            for name in type(self).model_fields
+            if name not in given and ENV_PREFIX + name.upper() in os.environ
+        }
+        super().__init__(**from_env, **given)
+
+
+class EngineSettings(_FromEnvironment):
     """What the storage engine needs: the volume and the remote storage."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     workdir: Path = Field(Path("/data"), description="The pageserver working directory (the volume)")
     remote: str = Field(
@@ -63,7 +81,7 @@ def _own_namespace() -> str | None:
 class OperatorSettings(EngineSettings):
     """Settings of ``pageserver-operator run``."""
 
-    namespaces: Annotated[list[str], NoDecode] = Field(
+    namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch (comma-separated in the env); empty = all"
     )
     sync_period: float = Field(60.0, gt=0, description="Seconds between syncs of an Active tenant")
@@ -99,6 +117,12 @@ class OperatorSettings(EngineSettings):
         True,
         description="Per-tenant metric series (a tenant_id label: the dashboard's drill-down); false for large "
         "fleets: one series per manager instead (README, Metrics)",
+    )
+    max_concurrent_attaches: int = Field(
+        32, ge=1, le=100000,
+        description="Tenants brought up (attached, resumed or loaded) at once by this manager; the others wait "
+        "their turn, saying so in status.message. Bounds the peak memory when many Tenants arrive at once (or at "
+        "a restart) at the price of the time until all are Active",
     )
     drain_concurrency: int = Field(
         4, ge=1, le=1000, description="Migrations away from a Draining pageserver in flight at once (placement leader)"

@@ -89,12 +89,16 @@ def test_each_manager_is_named_after_its_pod_and_keeps_its_leases_in_the_release
     # the operator's own default
     default_drain = settings.OperatorSettings.model_fields["drain_concurrency"].default
     assert env["PAGESERVER_OPERATOR_DRAIN_CONCURRENCY"]["value"] == str(default_drain) == "4"
+    default_attaches = settings.OperatorSettings.model_fields["max_concurrent_attaches"].default
+    assert env["PAGESERVER_OPERATOR_MAX_CONCURRENT_ATTACHES"]["value"] == str(default_attaches) == "32"
     env = _env(
-        support.one(_render(helm, {"failoverSeconds": 12.5, "capacity": 40, "drainConcurrency": 9}), "StatefulSet")
+        support.one(_render(helm, {"failoverSeconds": 12.5, "capacity": 40, "drainConcurrency": 9,
+                                  "maxConcurrentAttaches": 5}), "StatefulSet")
     )
     assert env["PAGESERVER_OPERATOR_FAILOVER_SECONDS"]["value"] == "12.5"
     assert env["PAGESERVER_OPERATOR_CAPACITY"]["value"] == "40"
     assert env["PAGESERVER_OPERATOR_DRAIN_CONCURRENCY"]["value"] == "9"
+    assert env["PAGESERVER_OPERATOR_MAX_CONCURRENT_ATTACHES"]["value"] == "5"
     # As the kubelet resolves them for pod <fullname>-2.
     resolved = support.resolve_env(
         support.container(support.one(_render(helm), "StatefulSet"))["env"],
@@ -445,6 +449,8 @@ SOMETIMES = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatis
         ({"drainConcurrency": 0}, "/drainConcurrency"),
         ({"drainConcurrency": 1001}, "/drainConcurrency"),
         ({"drainConcurrency": 1.5}, "/drainConcurrency"),
+        ({"maxConcurrentAttaches": 0}, "/maxConcurrentAttaches"),
+        ({"maxConcurrentAttaches": 2.5}, "/maxConcurrentAttaches"),
         ({"podManagementPolicy": "Random"}, "/podManagementPolicy"),
         ({"podDisruptionBudget": {"maxUnavailable": 0}}, "/podDisruptionBudget/maxUnavailable"),
         ({"topologySpreadConstraints": [SOMETIMES]}, "/topologySpreadConstraints/0/whenUnsatisfiable"),

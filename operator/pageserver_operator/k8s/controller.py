@@ -10,6 +10,8 @@ Lifecycle of a controller:
      ``status.nextRetryTime``); a new value of the ``pageserver.dev/retry`` annotation or a
      spec change retries at once. ``attempts`` is reset only once a sync succeeded, so a
      failure that only a sync finds (a split brain) backs off too;
+   at most ``max_concurrent_attaches`` bring-ups of one manager run at once (a semaphore of the
+   `ownership.Registry`): the others wait with their status message saying so;
 2. while Active, sync every ``sync_period`` seconds (new local layers uploaded, then the index);
 3. on deletion the handler cancels the task, then detaches (see handlers.py).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,8 +74,11 @@ class TenantController:
         k: kube.Kube,
         s: settings_mod.OperatorSettings,
         owns_tenant: bool,
+        bring_ups: asyncio.Semaphore | None = None,
     ) -> None:
         self.key = key
+        #: the manager's bound on bring-ups at once (settings ``max_concurrent_attaches``); None: none
+        self.bring_ups = bring_ups
         self.tenant = tenant_
         self.kube = k
         self.settings = s
@@ -354,7 +360,8 @@ class TenantController:
             try:
                 if self.issued is None and not self.tenant.attachment.needs_generation:
                     self._want_generation()
-                await self.tenant.start(config)
+                async with self._bring_up_slot():
+                    await self.tenant.start(config)
             except EngineError as e:
                 if e.reason == "Stale" or self.stale:
                     await self._wait_while_stale()
@@ -373,6 +380,20 @@ class TenantController:
             self.writer.mark(urgent=True)
             await self._settle()
             return
+
+    @contextlib.asynccontextmanager
+    async def _bring_up_slot(self) -> AsyncIterator[None]:
+        """One of the manager's ``max_concurrent_attaches`` slots for as long as a bring-up runs
+        (a transient failure, a Broken tenant or a stale one gives it back before waiting)."""
+        if self.bring_ups is None:
+            yield
+            return
+        if self.bring_ups.locked():
+            self.tenant.note(
+                f"waiting for a free attach slot ({self.settings.max_concurrent_attaches} tenants are brought up at once)"
+            )
+        async with self.bring_ups:
+            yield
 
     async def _settle(self) -> None:
         """Right after a bring-up: validate the generation of the index it wrote and execute

@@ -95,6 +95,11 @@ class Registry:
     #: the keys of the controllers of each tenant id
     named: dict[ids.TenantId, set[Key]] = field(default_factory=dict)
     _locks: dict[ids.TenantId, asyncio.Lock] = field(default_factory=dict)
+    #: bring-ups at once (settings ``max_concurrent_attaches``), shared by every controller
+    bring_ups: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bring_ups = asyncio.Semaphore(self.settings.max_concurrent_attaches)
 
     def _lock(self, tid: ids.TenantId) -> asyncio.Lock:
         return self._locks.setdefault(tid, asyncio.Lock())
@@ -108,7 +113,9 @@ class Registry:
         async with self._lock(tid):
             ctl = self.controllers.get(key)
             if ctl is None:
-                ctl = TenantController(key, body, self.manager.get(tid), self.kube, self.settings, False)
+                ctl = TenantController(
+                    key, body, self.manager.get(tid), self.kube, self.settings, False, self.bring_ups
+                )
                 self.controllers[key] = ctl
                 self.named.setdefault(tid, set()).add(key)
             else:

@@ -337,3 +337,51 @@ def test_a_transient_bring_up_failure_retries_on_the_transient_backoff_and_count
 def test_the_transient_backoff_is_one_second_doubling_to_a_minute() -> None:
     assert [controller.TRANSIENT_BACKOFF.delay(n) for n in (1, 2, 3, 7, 8, 100)] == [1, 2, 4, 60, 60, 60]
     assert [controller.retry_delay(n, 30.0, 3600.0) for n in (0, 1, 2, 8)] == [30, 30, 60, 3600]
+
+
+def test_at_most_max_concurrent_attaches_bring_ups_run_and_the_others_say_they_wait(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    """Issue 19 item 4: the manager's bound on bring-ups at once (``max_concurrent_attaches``,
+    one semaphore shared by its controllers): a burst of 5 with a bound of 2 runs 2 at a time,
+    the waiting ones say so in their message, and every one ends Active."""
+
+    async def main() -> None:
+        limit = 2
+        slots = asyncio.Semaphore(limit)
+        running = 0
+        most = 0
+        gate = asyncio.Event()
+
+        async def slow(self: StandIn, config: Any) -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await gate.wait()
+            running -= 1
+            await StandIn.become_active(self, config)
+
+        ctls: list[tuple[controller.TenantController, StandIn]] = []
+        for i in range(5):
+            tid = f"{i + 1:032x}"
+            b = body(f"t{i}", tid)
+            t = StandIn(ids.TenantId.parse(tid), tmp_path)
+            t.on_start = slow
+            kube.add(b)
+            ctl = controller.TenantController(
+                (NS, f"t{i}"), b, t, kube, settings(max_concurrent_attaches=limit), True, slots  # type: ignore[arg-type]
+            )
+            ctls.append((ctl, t))
+            ctl.start()
+        await until(lambda: running == limit, "two bring-ups running")
+        waiting = [t for _, t in ctls if t.count("start") == 0]
+        await until(lambda: all("waiting for a free attach slot" in t.message for t in waiting),
+                    "the waiting ones to say so")
+        assert len(waiting) == 3, [t.message for _, t in ctls]
+        gate.set()
+        await until(lambda: all(t.state is not None and t.state.value == "Active" for _, t in ctls), "all Active")
+        assert most == limit, most
+        for ctl, _ in ctls:
+            await ctl.close()
+
+    asyncio.run(main())

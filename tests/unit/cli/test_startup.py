@@ -1,0 +1,53 @@
+"""The command line's start-up contract (`pageserver_operator.cli`, issue 19 item 3): parsing,
+``--help`` and ``--version`` import no layer of the operator and none of its heavy libraries;
+the commands import what they use. Checked by the modules loaded in a fresh interpreter (the
+time itself is measured by ``python -m bench.startup``, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from pageserver_operator import ENV_PREFIX, cli, settings
+from pageserver_operator.engine import manager
+
+HEAVY = ("pydantic", "pydantic_settings", "botocore", "boto3", "prometheus_client", "asyncio", "kopf", "kubernetes")
+
+
+def _modules_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nprint(__import__('json').dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    return list(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_parsing_imports_no_operator_layer_and_no_heavy_library() -> None:
+    loaded = _modules_after(
+        "from pageserver_operator import cli\n"
+        "cli.build_parser().parse_args(['attach', '--generation', '3', '0123456789abcdef0123456789abcdef'])"
+    )
+    heavy = [m for m in loaded if m.split(".")[0] in HEAVY]
+    layers = [m for m in loaded if m.startswith("pageserver_operator.") and not m.startswith(
+        ("pageserver_operator.cli", "pageserver_operator.formats"))]
+    assert heavy == [], heavy
+    assert layers == [], layers
+
+
+def test_version_exits_before_any_command_is_imported() -> None:
+    loaded = _modules_after(
+        "from pageserver_operator import cli\n"
+        "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass"
+    )
+    assert "pageserver_operator.cli.commands" not in loaded
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+
+
+def test_the_help_text_states_the_engine_default_retry_timeout() -> None:
+    assert cli.DEFAULT_RETRY_TIMEOUT == manager.DEFAULT_RETRY_TIMEOUT
+    assert settings.ENV_PREFIX == ENV_PREFIX == "PAGESERVER_OPERATOR_"
+
+
+def test_the_engine_commands_import_neither_kubernetes_nor_pydantic_settings() -> None:
+    loaded = _modules_after("from pageserver_operator.cli import commands")
+    assert [m for m in loaded if m.split(".")[0] in ("kopf", "kubernetes", "pydantic_settings", "boto3", "botocore")] == []
+    assert not [m for m in loaded if m.startswith(("pageserver_operator.k8s", "pageserver_operator.dev"))]

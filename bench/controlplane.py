@@ -33,7 +33,7 @@ from bench import cluster, measure
 from bench.cluster import NAMESPACE, PLURAL, SHAPE_LAYER_SIZE, SHAPE_LAYERS
 
 READY_TIMEOUT = 900.0
-#: after a restart, seconds without any new request other than a Lease renewal before the count is taken
+#: after a restart, seconds without any new request other than the periodic ones (PERIODIC) before the count is taken
 RESTART_SETTLE = 5.0
 
 
@@ -172,14 +172,18 @@ def _restart(
     }
 
 
+#: resources requested every few seconds whatever the tenants do: Leases (the heartbeat, the
+#: placement leader's and the API server's own renewals) and Pageservers (the leader's pass, a
+#: manager's report); reported apart, not per tenant
+PERIODIC = ("leases", "pageservers")
+
+
 def _periodic(label: str) -> bool:
-    """Requests on Leases: the heartbeat, the placement leader's and the API server's own
-    renewals (every few seconds whatever the tenants do; reported apart, not per tenant)."""
-    return " leases" in label
+    return any(f" {r}" in label for r in PERIODIC)
 
 
 def _per_tenant(requests: dict[cluster.RequestKey, float]) -> dict[cluster.RequestKey, float]:
-    return {k: v for k, v in requests.items() if k[1] != "leases"}
+    return {k: v for k, v in requests.items() if k[1] not in PERIODIC}
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -205,7 +209,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [
             f"Operator restart with {r['tenants']} Active tenants: {rs['active']:.0f} Active again after "
             f"{rs['seconds_to_all_active']:.1f} s; {rs['operator_requests_total']:.0f} API requests "
-            f"({rs['requests_per_tenant']:.2f} per tenant without the {rs.get('lease_requests', 0):.0f} Lease renewals "
+            f"({rs['requests_per_tenant']:.2f} per tenant without the {rs.get('lease_requests', 0):.0f} periodic Lease and Pageserver requests "
             f"of the {rs.get('seconds_measured', 0):.0f} s measured): "
             + ", ".join(f"{k} {v:.0f}" for k, v in rs["operator_requests"].items()),
             "",

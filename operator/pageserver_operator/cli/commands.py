@@ -17,12 +17,8 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pydantic
-
-from pageserver_operator import settings
-from pageserver_operator.engine import manager
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import errors as format_errors
 from pageserver_operator.formats import ids
@@ -30,6 +26,12 @@ from pageserver_operator.formats.generation import Generation
 from pageserver_operator.remote import errors as remote_errors
 from pageserver_operator.remote import factory as remote_factory
 from pageserver_operator.remote import url as remote_url
+
+if TYPE_CHECKING:  # imported by the commands that use them: `status` needs neither (start-up time)
+    import pydantic
+
+    from pageserver_operator import settings
+    from pageserver_operator.engine import manager
 
 T = TypeVar("T")
 
@@ -44,6 +46,10 @@ class CommandError(Exception):
 
 
 def _engine_settings(args: argparse.Namespace) -> settings.EngineSettings:
+    import pydantic
+
+    from pageserver_operator import settings
+
     given = {k: v for k, v in {"workdir": args.workdir, "remote": args.remote, "concurrency": args.concurrency}.items() if v is not None}
     try:
         return settings.EngineSettings(**given)
@@ -67,6 +73,8 @@ def _tenant_id(text: str) -> ids.TenantId:
 
 
 def _manager(s: settings.EngineSettings, args: argparse.Namespace) -> manager.TenantManager:
+    from pageserver_operator.engine import manager
+
     try:
         storage = remote_factory.open_remote(s.remote_config())
     except ValueError as e:
@@ -77,6 +85,8 @@ def _manager(s: settings.EngineSettings, args: argparse.Namespace) -> manager.Te
 
 async def _retrying(args: argparse.Namespace, m: manager.TenantManager, op: Callable[[], Awaitable[T]]) -> T:
     """``op``, run again after transient failures for up to ``--retry-timeout`` seconds."""
+    from pageserver_operator.engine import manager
+
     timeout = manager.DEFAULT_RETRY_TIMEOUT if args.retry_timeout is None else args.retry_timeout
     if timeout < 0:
         raise CommandError(f"--retry-timeout must be >= 0, got {timeout}", EXIT_USAGE)
@@ -89,6 +99,8 @@ async def _retrying(args: argparse.Namespace, m: manager.TenantManager, op: Call
 
 async def _drain(m: manager.TenantManager, tid: ids.TenantId, timeout: float = 600.0) -> None:
     """Until the uploads are done and the generation is validated (deletions executed)."""
+    from pageserver_operator.engine import manager
+
     t = m.get(tid)
     await asyncio.wait_for(manager.unless_uploads_refused(t, t.settle()), timeout)
 
@@ -141,6 +153,8 @@ async def _cmd_load(args: argparse.Namespace) -> None:
 
 
 async def _cmd_sync(args: argparse.Namespace) -> None:
+    from pageserver_operator.engine import manager
+
     m = _manager(_engine_settings(args), args)
     tid = _tenant_id(args.tenant_id)
     try:
@@ -155,6 +169,8 @@ async def _cmd_sync(args: argparse.Namespace) -> None:
 
 
 async def _cmd_detach(args: argparse.Namespace) -> None:
+    from pageserver_operator.engine import manager
+
     m = _manager(_engine_settings(args), args)
     tid = _tenant_id(args.tenant_id)
     try:
@@ -239,6 +255,9 @@ def _cmd_testdata(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    import pydantic
+
+    from pageserver_operator import settings
     from pageserver_operator.k8s import runner
 
     given: dict[str, Any] = {

@@ -51,3 +51,6 @@ def test_the_engine_commands_import_neither_kubernetes_nor_pydantic_settings() -
     loaded = _modules_after("from pageserver_operator.cli import commands")
     assert [m for m in loaded if m.split(".")[0] in ("kopf", "kubernetes", "pydantic_settings", "boto3", "botocore")] == []
     assert not [m for m in loaded if m.startswith(("pageserver_operator.k8s", "pageserver_operator.dev"))]
+    # each command imports its layer when called: ``status`` needs neither the manager nor the settings
+    assert "pageserver_operator.engine.manager" not in loaded
+    assert "pageserver_operator.settings" not in loaded

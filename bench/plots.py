@@ -66,6 +66,7 @@ class Curve:
     all_active: float | None  # seconds to all Active; None if the run timed out
     restart: float | None  # one operator: seconds until all Active again after a restart
     commit: str
+    created: float | None = None  # seconds until the harness had created every Tenant object
 
 
 def ratios(by_method: Mapping[str, Sequence[report.Row]], download: bool) -> list[Ratio]:
@@ -138,6 +139,7 @@ def curves(results: Mapping[str, Any]) -> list[Curve]:
                 all_active=float(total) if complete and total is not None else None,
                 restart=float(restart) if restart is not None else None,
                 commit=commit,
+                created=float(r["seconds_to_create"]) if r.get("seconds_to_create") is not None else None,
             )
         )
     return out
@@ -253,6 +255,10 @@ def plot_active(runs: Sequence[Curve], path: Path, dpi: int) -> Path:
         if c.placed is not None:
             ax.plot(c.seconds, c.placed, color="C1", linestyle="--", label="placed by the leader")
         ax.axhline(c.tenants, color="gray", linewidth=0.6)
+        if c.created is not None:
+            ax.axvline(
+                c.created, color="gray", linewidth=0.8, linestyle=":", label="all Tenant objects created"
+            )
         done = f"all Active in {c.all_active:.0f} s" if c.all_active is not None else "not all Active"
         ax.set_title(
             f"{c.tenants:,} Tenants, {c.managers} manager{'s' if c.managers > 1 else ''}: {done}\n"

@@ -88,6 +88,7 @@ def placement(n: int, m: int, seconds: float) -> dict[str, Any]:
             "managers": m,
             "complete": True,
             "seconds_to_all_active": seconds,
+            "seconds_to_create": seconds / 2,
             "samples": samples,
         },
     }
@@ -126,7 +127,7 @@ def test_control_plane_curves_from_one_operator_and_a_placement_group() -> None:
     assert [(c.tenants, c.managers, c.all_active, c.restart) for c in one] == [(1000, 1, 30.0, 12.5)]
     assert one[0].placed is None and one[0].active[-1] == 1000
     assert [(c.tenants, c.managers, c.all_active) for c in group] == [(10000, 10, 700.0)]
-    assert group[0].placed is not None and group[0].commit == "def5678"
+    assert group[0].placed is not None and group[0].commit == "def5678" and group[0].created == 350.0
     bare = placement(200, 3, 12.0)["placement"]  # what python -m bench.placement writes
     assert [c.managers for c in plots.curves(bare)] == [3]
 

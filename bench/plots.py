@@ -276,7 +276,7 @@ def plot_active(runs: Sequence[Curve], path: Path, dpi: int) -> Path:
 
 
 def plot_time_to_active(runs: Sequence[Curve], path: Path, dpi: int) -> Path:
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig = _figure(5.6, 3.8)
     ax = fig.subplots()
@@ -305,8 +305,10 @@ def plot_time_to_active(runs: Sequence[Curve], path: Path, dpi: int) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         axis.set_minor_formatter(NullFormatter())
+    ax.margins(0.12)
     ax.set_xlabel("Tenants created at once (N)", fontsize=8)
     ax.set_ylabel("seconds from the first create to all Active", fontsize=8)
     ax.tick_params(labelsize=8)

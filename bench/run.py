@@ -367,6 +367,8 @@ class Bench:
                 "boto3": ver("boto3"),
                 "botocore": ver("botocore"),
                 "urllib3": ver("urllib3"),
+                "obstore": ver("obstore"),
+                "awscrt": ver("awscrt"),
                 "s5cmd": out([servers.bin_path("s5cmd"), "version"]),
                 "rclone": out([servers.bin_path("rclone"), "version"]).splitlines()[0]
                 if out([servers.bin_path("rclone"), "version"])

@@ -14,7 +14,7 @@ number of migrations in flight from the drained pageserver (``status.placement.m
 is counted at each change the API server recorded, and its maximum is exact.
 
 Asserted: the drained pageserver empties (no tenant attached, no migration from it, no copy on
-its volume); every tenant it held is Active on another pageserver under a newer generation,
+its volume); no remote layer is deleted; every tenant it held is Active on another pageserver under a newer generation,
 its files there byte-identical to its newest remote index; no tenant was ever Broken; 1 <= the
 most migrations in flight seen <= DRAIN_CONCURRENCY, and so for ``status.drain.inFlight``;
 ``status.drain`` ends at remaining 0, inFlight 0, moved == COUNT. Printed (the suite's report):
@@ -68,6 +68,7 @@ class DrainSeen:
     phases: Counter[str] = field(default_factory=Counter)  # (tenant, phase) transitions seen, by phase
     last_phase: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # tenant -> reason, ever seen Broken
+    last_cleared: float = 0.0  # when the watch last saw a migration from `drained` end
 
     def on_event(self, _type: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
@@ -83,6 +84,7 @@ class DrainSeen:
             self.most = max(self.most, len(self.in_flight))
         elif name in self.in_flight:
             self.durations.append(now - self.in_flight.pop(name))
+            self.last_cleared = now
             self.last_phase.pop(name, None)
 
 
@@ -223,6 +225,9 @@ def test_a_drain_moves_every_tenant_away_at_most_drain_concurrency_at_once(group
         assert set(tids) <= set(moving), "a tenant of the drain is not on the drained pageserver"
         count = len(moving)  # COUNT, plus the failover test's tenants it held
 
+        tids_moving = {n: tenants.snapshot()[n]["spec"]["tenantId"] for n in moving}
+        objects_before = cluster.remote_objects(sorted(tids_moving.values()))
+
         # -- the drain ------------------------------------------------------------------------------
         kube.log(f"draining {drained} ({count} tenants; placement leader {leader}; drainConcurrency {DRAIN_CONCURRENCY})")
         drain_started = time.monotonic()
@@ -241,7 +246,9 @@ def test_a_drain_moves_every_tenant_away_at_most_drain_concurrency_at_once(group
             )
 
         tenants.wait(f"{drained} empty", empty, timeout=900)
-        drain_s = time.monotonic() - drain_started
+        # when the watch thread saw the last migration end (the captures above may delay this
+        # thread's own look): a migration ends once its target is Active
+        drain_s = seen.last_cleared - drain_started
 
         def drain_done(objs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
             d = _drain_status(objs.get(drained))
@@ -284,7 +291,10 @@ def test_a_drain_moves_every_tenant_away_at_most_drain_concurrency_at_once(group
         if last.get("windowSeconds") is not None:
             windows.append(float(last["windowSeconds"]))
         where[pl["attached"]].append(name)
-    all_tids = {n: after[n]["spec"]["tenantId"] for n in moving}
+    all_tids = tids_moving
+    objects_after = cluster.remote_objects(sorted(all_tids.values()))
+    lost = {key for key in set(objects_before) - set(objects_after) if "index_part.json" not in key}
+    assert not lost, f"remote layers deleted during the drain: {sorted(lost)[:5]}"
     left = group.tenant_dirs(drained) & set(all_tids.values())
     assert not left, f"copies left on the drained pageserver's volume: {sorted(left)[:5]}"
     remote = cluster.remote_trees(sorted(all_tids.values()))

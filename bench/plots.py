@@ -121,7 +121,8 @@ def curves(results: Mapping[str, Any]) -> list[Curve]:
         if kind == "controlplane":
             m, total = 1, r.get("seconds_to_all_ready")
             complete = r.get("ready") == n
-            restart = (r.get("restart") or {}).get("seconds_to_all_active")
+            rs = r.get("restart") or {}
+            restart = rs.get("seconds_to_all_active") if rs.get("active", n) >= n else None
             placed = None
         else:
             m, total = int(r["managers"]), r.get("seconds_to_all_active")

@@ -128,6 +128,9 @@ def test_control_plane_curves_from_one_operator_and_a_placement_group() -> None:
     assert one[0].placed is None and one[0].active[-1] == 1000
     assert [(c.tenants, c.managers, c.all_active) for c in group] == [(10000, 10, 700.0)]
     assert group[0].placed is not None and group[0].commit == "def5678" and group[0].created == 350.0
+    unfinished = synthetic(rng)
+    unfinished["controlplane"]["restart"] = {"seconds_to_all_active": 900.0, "active": 999.0}
+    assert [c.restart for c in plots.curves(unfinished)] == [None]  # a timed-out restart is no point
     bare = placement(200, 3, 12.0)["placement"]  # what python -m bench.placement writes
     assert [c.managers for c in plots.curves(bare)] == [3]
 

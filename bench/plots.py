@@ -8,7 +8,8 @@ control-plane plots put their runs side by side). What is drawn:
   each method's throughput as a ratio to s5cmd's median in the same run (bar: the median of the
   rounds; whiskers: the slowest and the fastest round), and for downloads the "durable" ratio
   too (wall time plus the ``sync`` timed right after, against s5cmd's). The ratios are the
-  "x s5cmd" column of `bench.report` (median of the rates over s5cmd's median rate).
+  "x s5cmd" column of `bench.report` (median of the rates over s5cmd's median rate). Given
+  several such runs, ``ratios-<server>-<i>.png`` for the i-th.
 - ``active-over-time.png``: for each control-plane run (``--controlplane N``, one operator;
   ``--managers M``, the placement group), the Tenants Ready/Active over the seconds since the
   first create, as the harness sampled them (and, for a placement run, the leader's placements).
@@ -17,7 +18,8 @@ control-plane plots put their runs side by side). What is drawn:
 
 Invariants: a pure function of the result data (no process, no network); files are written only
 into the output directory, named as above; matplotlib is imported when plotting, not with this
-module (the bench and its tests start without it), and draws with its Agg renderer (no display).
+module (the bench and its tests start without it), and draws with its Agg renderer (no display);
+the PNGs are quantized to 128 colours to stay small enough for the docs (tens of KiB).
 A row a run marked not ok is left out, as in the tables. A crash leaves at most a partly written
 PNG, replaced by the next run.
 """

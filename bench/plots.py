@@ -69,6 +69,7 @@ class Curve:
     restart: float | None  # one operator: seconds until all Active again after a restart
     commit: str
     created: float | None = None  # seconds until the harness had created every Tenant object
+    restart_short: tuple[float, float] | None = None  # a restart that ended short: (seconds, Active)
 
 
 def ratios(by_method: Mapping[str, Sequence[report.Row]], download: bool) -> list[Ratio]:
@@ -118,6 +119,7 @@ def curves(results: Mapping[str, Any]) -> list[Curve]:
         found.append(("placement" if "managers" in results else "controlplane", results))
     out: list[Curve] = []
     for kind, r in found:
+        short: tuple[float, float] | None = None
         samples = r.get("samples") or []
         n = int(r["tenants"])
         if kind == "controlplane":
@@ -125,6 +127,8 @@ def curves(results: Mapping[str, Any]) -> list[Curve]:
             complete = r.get("ready") == n
             rs = r.get("restart") or {}
             restart = rs.get("seconds_to_all_active") if rs.get("active", n) >= n else None
+            if rs and restart is None:
+                short = (float(rs["seconds_to_all_active"]), float(rs.get("active", 0)))
             placed = None
         else:
             m, total = int(r["managers"]), r.get("seconds_to_all_active")
@@ -143,6 +147,7 @@ def curves(results: Mapping[str, Any]) -> list[Curve]:
                 restart=float(restart) if restart is not None else None,
                 commit=commit,
                 created=float(r["seconds_to_create"]) if r.get("seconds_to_create") is not None else None,
+                restart_short=short,
             )
         )
     return out
@@ -262,9 +267,13 @@ def plot_ratios(
 
 
 def plot_active(runs: Sequence[Curve], path: Path, dpi: int) -> Path:
-    fig = _figure(min(4.2 * len(runs), 13), 3.4)
-    axes = fig.subplots(1, len(runs), squeeze=False)[0]
-    for ax, c in zip(axes, runs, strict=True):
+    cols = min(len(runs), 3)
+    rows = math.ceil(len(runs) / cols)
+    fig = _figure(4.2 * cols, 0.4 + 3.0 * rows)
+    axes = [ax for row in fig.subplots(rows, cols, squeeze=False) for ax in row]
+    for ax in axes[len(runs) :]:
+        ax.set_visible(False)
+    for ax, c in zip(axes, runs, strict=False):
         ax.plot(c.seconds, c.active, color="C0", label="Active (Ready)")
         if c.placed is not None:
             ax.plot(c.seconds, c.placed, color="C1", linestyle="--", label="placed by the leader")
@@ -318,6 +327,19 @@ def plot_time_to_active(runs: Sequence[Curve], path: Path, dpi: int) -> Path:
                 ax.annotate(
                     f"{s:.0f} s", (n, s), textcoords="offset points", xytext=(-6, -3), ha="right", fontsize=7
                 )
+        for c in cs:
+            if c.restart_short is not None:
+                secs, active = c.restart_short
+                ax.plot([c.tenants], [secs], marker="x", color="red", linestyle="none")
+                ax.annotate(
+                    f"restart: {active:,.0f} of {c.tenants:,} Active after {secs:.0f} s",
+                    (c.tenants, secs),
+                    textcoords="offset points",
+                    xytext=(0, -12),
+                    ha="center",
+                    fontsize=7,
+                    color="red",
+                )
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
@@ -329,7 +351,7 @@ def plot_time_to_active(runs: Sequence[Curve], path: Path, dpi: int) -> Path:
     ax.set_ylabel("seconds from the first create to all Active", fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     commits = sorted({c.commit for c in runs})
     ax.set_title(f"Control plane: time to all Active against N (git {', '.join(commits)})", fontsize=9)
     return _save(fig, path, dpi)

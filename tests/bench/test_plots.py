@@ -130,7 +130,8 @@ def test_control_plane_curves_from_one_operator_and_a_placement_group() -> None:
     assert group[0].placed is not None and group[0].commit == "def5678" and group[0].created == 350.0
     unfinished = synthetic(rng)
     unfinished["controlplane"]["restart"] = {"seconds_to_all_active": 900.0, "active": 999.0}
-    assert [c.restart for c in plots.curves(unfinished)] == [None]  # a timed-out restart is no point
+    got = plots.curves(unfinished)
+    assert [(c.restart, c.restart_short) for c in got] == [(None, (900.0, 999.0))]  # marked apart
     bare = placement(200, 3, 12.0)["placement"]  # what python -m bench.placement writes
     assert [c.managers for c in plots.curves(bare)] == [3]
 
@@ -138,7 +139,17 @@ def test_control_plane_curves_from_one_operator_and_a_placement_group() -> None:
 def test_write_draws_every_plot_as_a_png(tmp_path: Path) -> None:
     print(f"seed {SEED}")
     rng = random.Random(SEED)
-    written = plots.write([synthetic(rng), placement(1000, 10, 75.0), placement(10000, 10, 760.0)], tmp_path)
+    stuck = {
+        "meta": {"git": "0123abc"},
+        "controlplane": {
+            **synthetic(rng)["controlplane"],
+            "tenants": 2000,
+            "ready": 2000,
+            "restart": {"seconds_to_all_active": 900.0, "active": 0.0},
+        },
+    }
+    results = [synthetic(rng), placement(1000, 10, 75.0), placement(10000, 10, 760.0), stuck]
+    written = plots.write(results, tmp_path)
     names = sorted(p.name for p in written)
     assert names == [
         "active-over-time.png",

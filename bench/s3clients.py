@@ -6,6 +6,11 @@ child, like s5cmd and rclone. The harness writes the key list it reads outside t
 index, so neither lists the bucket). ``obstore`` and ``awscrt`` fsync each file and rename it
 into place, as our attach does; ``obstore-nofsync`` and ``awscrt-nofsync`` do not (comparable to
 s5cmd: the report's "durable" column adds the ``sync`` that follows).
+
+obstore is a dependency of the operator; awscrt is not installed by any extra (``pip install
+awscrt`` to run its method): installed, it makes botocore import ``awscrt.auth`` at start-up
+(``botocore.compat.HAS_CRT``), 40-70 ms more for every CLI run and a different botocore than
+the image's, which would skew the start-up and attach figures of everything else in the bench.
 """
 
 from __future__ import annotations

@@ -403,10 +403,12 @@ class BotocoreFaults:
     """
 
     def __init__(self, storage: s3_storage.S3Storage) -> None:
-        """Hook into ``storage``'s client. Requests of the direct path (`remote.s3.direct`) do not go
-        through botocore's events: build a storage with an endpoint with ``direct=False``."""
+        """Hook into ``storage``'s client. Requests of the obstore path (`remote.s3.transfer`) do not
+        go through botocore's events: build the storage with ``direct=False``."""
         if storage._direct is not None:
-            raise AssertionError("BotocoreFaults would not see the direct path: build the storage with direct=False")
+            raise AssertionError(
+                "BotocoreFaults would not see the obstore path: build the storage with direct=False"
+            )
         client = botocore_client(storage)
         self._lock = threading.Lock()
         self._armed: dict[str, list[Callable[[], Any]]] = {}

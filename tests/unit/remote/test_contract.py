@@ -36,11 +36,14 @@ def _local(tmp_path: Path, prefix: str) -> Harness:
 
 def _moto(bucket: str, prefix: str) -> Harness:
     storage = s3_storage.S3Storage(
-        url.RemoteConfig(kind="s3", bucket=bucket, prefix=prefix, region=REGION, concurrency=4)
+        url.RemoteConfig(kind="s3", bucket=bucket, prefix=prefix, region=REGION, concurrency=4),
+        direct=False,  # moto in-process: only botocore's requests reach it
     )
 
     def raw_keys() -> set[str]:
-        pages = remote_contract.botocore_client(storage).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        pages = (
+            remote_contract.botocore_client(storage).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        )
         return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
 
     return Harness(

@@ -1,4 +1,4 @@
-"""Construction of the botocore S3 client and of the direct path for one backend.
+"""Construction of the botocore S3 client and of the obstore data path (`s3.transfer`) for one backend.
 
 Invariants:
 
@@ -8,8 +8,8 @@ Invariants:
   sent or checked when the operation requires them.
 - One botocore data loader per process (the service model is parsed once); credentials stay per
   session, from the standard AWS chain only.
-- The direct path (`direct`) is built only where it cannot change behaviour: an endpoint, usable
-  credentials, no proxy.
+- The data path (`transfer`) is built where it applies: usable credentials (botocore's chain) and
+  no proxy for the bucket's address; for an endpoint (path style) or AWS itself (virtual host).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import threading
 import typing
 from typing import TYPE_CHECKING, Any
 
-import botocore.httpsession
 import botocore.loaders
 import botocore.session
 import botocore.utils
 from botocore.config import Config as BotoConfig
 
-from pageserver_operator.remote.s3 import direct as s3_direct
+from pageserver_operator.remote.s3 import transfer as s3_transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -69,38 +68,35 @@ def create(
     return client, botocore_session.get_credentials(), ca_bundle
 
 
-def make_direct(
+def make_transfer(
     credentials: Any,
     ca_bundle: str | None,
-    endpoint: str,
+    endpoint: str | None,
     bucket: str,
     region: str,
     *,
     connect_timeout: float,
     read_timeout: float,
     pool_size: int,
-) -> s3_direct.DirectS3 | None:
-    """The direct transfer path for this endpoint, or None where it would change behaviour:
-    no credentials (botocore raises the error that says what to set), a proxy applies."""
-    if credentials is None or botocore.utils.get_environ_proxies(endpoint):
+) -> s3_transfer.Transfer | None:
+    """The obstore data path for layer GETs and PUTs (`s3.transfer`), or None where botocore must
+    carry them: no credentials (botocore raises the error that says what to set), or a proxy
+    applies to the bucket's address (only botocore follows the proxy settings)."""
+    if credentials is None:
         return None
-    verify: bool | str = True
-    if endpoint.startswith("https:"):
-        # botocore's own trust store: AWS_CA_BUNDLE, else certifi's bundle
-        verify = str(ca_bundle) if ca_bundle else str(botocore.httpsession.get_cert_path(True))
-    try:
-        return s3_direct.DirectS3(
-            endpoint,
-            bucket,
-            region,
-            credentials,
-            verify=verify,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            pool_size=pool_size,
-        )
-    except ValueError:
+    address = endpoint if endpoint is not None else f"https://{bucket}.s3.{region}.amazonaws.com"
+    if botocore.utils.get_environ_proxies(address):
         return None
+    return s3_transfer.Transfer(
+        bucket,
+        region,
+        credentials,
+        endpoint=endpoint,
+        ca_bundle=str(ca_bundle) if ca_bundle else None,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        pool_size=pool_size,
+    )
 
 
 _LOADER_LOCK = threading.Lock()
@@ -114,4 +110,3 @@ def _shared_loader() -> botocore.loaders.Loader:
     if _LOADER is None:
         _LOADER = botocore.loaders.create_loader()
     return _LOADER
-

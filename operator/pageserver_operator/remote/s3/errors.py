@@ -1,4 +1,4 @@
-"""How a failure of a boto3/botocore/urllib3 request (or of the direct path) becomes a
+"""How a failure of a boto3/botocore/urllib3 request (or of the obstore data path, `s3.transfer`) becomes a
 `remote.errors` error: `NotFound`, transient (retried) or permanent.
 
 Error mapping: ``NoSuchKey``/404 is `NotFound`; ``NoSuchBucket``, ``AccessDenied``,
@@ -17,8 +17,10 @@ Pure classification: no I/O, no state.
 from __future__ import annotations
 
 import http.client
+import re
 
 import botocore.exceptions
+import obstore.exceptions
 import urllib3.exceptions
 
 from pageserver_operator.remote import errors
@@ -78,25 +80,86 @@ def map_error(
         code = str(error.get("Code") or "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         text = str(error.get("Message") or "").strip()
-        detail = f"{code or 'error'} (HTTP {status})" + (f": {text}" if text else "")
-        if code == "NoSuchBucket":
-            return errors.PermanentRemoteError(
-                f"{op} of {where} failed: bucket {bucket!r} does not exist ({detail})"
-            )
-        if code in NOT_FOUND_CODES or status == 404:
-            return errors.NotFound(f"no object {where} ({code or 'HTTP 404'})")
-        if code in TRANSIENT_CODES or status == 429 or status >= 500:
-            return errors.TransientRemoteError(f"{op} of {where} failed: {detail}")
-        return errors.PermanentRemoteError(f"{op} of {where} rejected: {detail}")
+        return classify_answer(op, bucket, full_key, status, code, text)
     if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
-        return errors.PermanentRemoteError(
-            f"{op} of {where}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or use IRSA / an instance profile)"
-        )
+        return no_credentials(op, where)
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
         server = f" at {endpoint}" if endpoint else ""
         return errors.TransientRemoteError(f"{op} of {where}{server} failed: {type(exc).__name__}: {exc}")
     return errors.PermanentRemoteError(f"{op} of {where} failed: {type(exc).__name__}: {exc}")
+
+
+def classify_answer(
+    op: str, bucket: str, full_key: str, status: int, code: str, text: str
+) -> errors.RemoteError:
+    """An S3 error answer (HTTP ``status``, S3 error ``code`` and message ``text``) as `NotFound`,
+    transient or permanent: the one table for botocore's and obstore's answers."""
+    where = f"s3://{bucket}/{full_key}"
+    detail = f"{code or 'error'} (HTTP {status})" + (f": {text}" if text else "")
+    if code == "NoSuchBucket":
+        return errors.PermanentRemoteError(
+            f"{op} of {where} failed: bucket {bucket!r} does not exist ({detail})"
+        )
+    if code in NOT_FOUND_CODES or status == 404:
+        return errors.NotFound(f"no object {where} ({code or 'HTTP 404'})")
+    if code in TRANSIENT_CODES or status == 429 or status >= 500:
+        return errors.TransientRemoteError(f"{op} of {where} failed: {detail}")
+    return errors.PermanentRemoteError(f"{op} of {where} rejected: {detail}")
+
+
+def no_credentials(op: str, where: str) -> errors.PermanentRemoteError:
+    return errors.PermanentRemoteError(
+        f"{op} of {where}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        "(or use IRSA / an instance profile)"
+    )
+
+
+#: obstore's message for an error answer: "... Server returned non-2xx status code: 503 Service
+#: Unavailable: <body>"; the body of an S3 error is XML with <Code> and <Message>.
+_OBSTORE_STATUS = re.compile(r"non-2xx status code: (\d{3})")
+_XML_CODE = re.compile(r"<Code>([^<]{1,200})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{0,500})</Message>")
+
+
+def map_obstore_error(
+    exc: BaseException, *, op: str, bucket: str, full_key: str, endpoint: str | None = None
+) -> errors.RemoteError:
+    """Classify a failure of the obstore data path (`s3.transfer`) like botocore's.
+
+    An error answer is classified by its status code and S3 error code (`classify_answer`), the
+    same table as botocore's; obstore states both only in its message, so they are read from it.
+    A failure with no answer (connect, reset, timeout, a body cut short, credentials that could
+    not be fetched) is transient, no credentials at all is permanent (as botocore's); anything
+    else obstore raises (an invalid path, an unsupported request) is permanent."""
+    where = f"s3://{bucket}/{full_key}"
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return no_credentials(op, where)
+    message = str(exc)
+    status_match = _OBSTORE_STATUS.search(message)
+    if status_match is not None:
+        code_match = _XML_CODE.search(message)
+        text_match = _XML_MESSAGE.search(message)
+        return classify_answer(
+            op,
+            bucket,
+            full_key,
+            int(status_match.group(1)),
+            code_match.group(1) if code_match else "",
+            text_match.group(1).strip() if text_match else "",
+        )
+    first_line = message.split("\n\nDebug source:", 1)[0].strip()
+    if "External AWS credential provider" in message:  # botocore's chain, called by obstore
+        if "NoCredentialsError" in message or "PartialCredentialsError" in message:
+            return no_credentials(op, where)
+        return errors.TransientRemoteError(f"{op} of {where}: fetching credentials failed: {first_line}")
+    if isinstance(exc, (obstore.exceptions.GenericError, *TRANSIENT_EXCEPTIONS)):
+        server = f" at {endpoint}" if endpoint else ""
+        return errors.TransientRemoteError(
+            f"{op} of {where}{server} failed: {type(exc).__name__}: {first_line}"
+        )
+    if isinstance(exc, (obstore.exceptions.NotFoundError, FileNotFoundError)):
+        return errors.NotFound(f"no object {where} (HTTP 404)")
+    return errors.PermanentRemoteError(f"{op} of {where} failed: {type(exc).__name__}: {first_line}")
 
 
 def where(bucket: str, full_key: str) -> str:

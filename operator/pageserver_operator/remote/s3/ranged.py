@@ -2,7 +2,7 @@
 
 One stream per object leaves the server's and the network's other streams idle when few large
 layers remain (docs/performance.md, D3), so `S3Storage.download_to` hands an object of at least
-`RANGED_MIN` bytes here when the direct path applies (an ``endpoint`` with credentials), the
+`RANGED_MIN` bytes here when the obstore path applies (`s3.transfer`), the
 backend's concurrency is above 1 and the caller's file can write at an offset (``pwrite``).
 
 Invariants:
@@ -11,12 +11,11 @@ Invariants:
 - Parts are submitted as slots free up, never all at once (an absurd size from an index ends in
   the size check of the first parts, not in billions of futures).
 - Each part is retried on its own (`retry.Retrier`); the object's size is checked against the
-  ``Content-Range`` of every part, and the bytes of each part against its length.
+  answer of every part (its ``Content-Range``), and the bytes of each part against its length.
 - The first failure stops the other parts at their next chunk; it is raised once every part has
   ended, so no part writes after `download` returned or raised. The lowest part's failure is
   raised: it names what is wrong with the object itself (its size), not a consequence.
-- A part that the direct path cannot serve (any answer but the asked 206) is redone through
-  botocore, so errors and their messages are botocore's.
+- A part's failure is mapped at once (`s3.errors.map_obstore_error`): one attempt, one request.
 
 Crash behaviour: nothing is kept between calls but the pool; the caller's file holds what was
 written, and the caller truncates it before a retry of the whole object.
@@ -29,15 +28,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from pageserver_operator.remote import base, errors, retry
-from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import errors as s3_errors
 from pageserver_operator.remote.s3 import streams
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from pageserver_operator.remote.s3 import transfer as s3_transfer
 
 #: Objects at least this large are downloaded as parallel ranged GETs.
 RANGED_MIN = 128 << 20
@@ -47,11 +43,10 @@ RANGE_PART = 32 << 20
 
 @dataclass(eq=False)
 class RangedGets:
-    """The parallel ranged GETs of one `S3Storage` (its client, direct path, slots and retrier)."""
+    """The parallel ranged GETs of one `S3Storage` (its obstore path, slots and retrier)."""
 
-    client: S3Client
     bucket: str
-    direct: s3_direct.DirectS3
+    transfer: s3_transfer.Transfer
     slots: threading.BoundedSemaphore
     retrier: retry.Retrier
     concurrency: int
@@ -139,37 +134,16 @@ class RangedGets:
         return size
 
     def _open(self, full: str, start: int, length: int, size: int) -> streams.Stream:
-        """One ranged GET of an object of ``size`` bytes: directly, else (any answer but the asked
-        206) through botocore. An answer giving another size for the object (``Content-Range``
-        of a 206, or of a 416 for a range past its end) is a size mismatch."""
+        """One ranged GET of an object of ``size`` bytes through obstore, its failure mapped at
+        once. An answer giving another size for the object is a size mismatch."""
         try:
-            stream: streams.Stream = streams.DirectStream(
-                self.direct.get_range(full, start, length), full, self.map_error
+            stream = streams.TransferStream(
+                self.transfer.get_range(full, start, length), full, self.map_error
             )
-        except s3_direct.Fallback as answer:
-            if answer.total is not None and answer.total != size:
-                raise s3_errors.size_mismatch(self.bucket, full, size, answer.total) from None
-        except s3_direct.DirectError as exc:
+        except s3_transfer.TRANSFER_EXCEPTIONS as exc:
             raise self.map_error(exc, "download", full) from exc
-        else:
-            if stream.total != size:
-                stream.close()
-                got = -1 if stream.total is None else stream.total
-                raise s3_errors.size_mismatch(self.bucket, full, size, got)
-            return stream
-        try:
-            response = self.client.get_object(
-                Bucket=self.bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
-            )
-        except s3_errors.REMOTE_EXCEPTIONS as exc:
-            raise self.map_error(exc, "download", full) from exc
-        boto_stream = streams.BotoStream(response, full, self.map_error)
-        try:
-            boto_stream.total = int((response.get("ContentRange") or "").rpartition("/")[2])
-        except ValueError:
-            boto_stream.total = None
-        if boto_stream.total != size:
-            boto_stream.close()
-            got = -1 if boto_stream.total is None else boto_stream.total
+        if stream.total != size:
+            stream.close()
+            got = -1 if stream.total is None else stream.total
             raise s3_errors.size_mismatch(self.bucket, full, size, got)
-        return boto_stream
+        return stream

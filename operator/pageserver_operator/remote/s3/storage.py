@@ -19,13 +19,14 @@ in docs/performance.md, "Changes made for these numbers"):
   byte count after; the body is copied in 1 MiB chunks. A transient failure mid-stream restarts
   the whole GET after truncating ``out``, and ``progress`` is called with the negative count
   of the abandoned bytes so the caller's totals stay right.
-- With an ``endpoint``, layer downloads (``download_to``) and uploads (``upload_file``) take the
-  direct path of `s3.direct` (SigV4 signed here, a plain keep-alive HTTP/1.1 connection,
-  ``recv_into`` a reused buffer, ``sendfile`` for uploads): about a tenth of botocore's CPU per
-  request. It is skipped without credentials, when a proxy applies, or with ``direct=False``
-  (what tests that hook into botocore's events pass, so they see every request); any answer
-  but 200 is redone through botocore, so errors and their messages are botocore's.
-- Objects of at least `ranged.RANGED_MIN` bytes, when the direct path applies, the concurrency
+- Layer downloads (``download_to``) and uploads (``upload_file``) go through obstore
+  (`s3.transfer`: the decision and its figures are in docs/performance.md, "S3 data path: the
+  decision (issue 19)"), for an endpoint and for AWS itself alike: a fraction of botocore's CPU
+  per request. Its failures are mapped at once into our errors (`s3.errors.map_obstore_error`):
+  one attempt is one request, never redone through botocore. botocore carries them instead
+  without credentials (its error says what to set), when a proxy applies, or with
+  ``direct=False`` (what tests that hook into botocore's events or use moto in-process pass).
+- Objects of at least `ranged.RANGED_MIN` bytes, when the obstore path applies, the concurrency
   is above 1 and ``out`` can write at an offset (``out.pwrite``), are fetched as parallel ranged
   GETs (`s3.ranged`): one stream per object leaves the server's and the network's other streams
   idle when few large layers remain (docs/performance.md, D3).
@@ -52,9 +53,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from pageserver_operator.remote import base, errors, keys, metrics, retry, url
 from pageserver_operator.remote.s3 import client as s3_client
-from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import errors as s3_errors
 from pageserver_operator.remote.s3 import ranged, streams
+from pageserver_operator.remote.s3 import transfer as s3_transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
 
 class S3Storage:
     """`base.RemoteStorage` over ``s3://bucket/prefix``."""
@@ -81,7 +83,7 @@ class S3Storage:
         ``retrier`` replaces the default retry policy (tests pass one that does not sleep);
         ``connect_timeout``/``read_timeout`` bound each request's socket waits, in seconds;
         ``list_page_size`` is ListObjectsV2's ``MaxKeys`` (S3 caps it at 1000);
-        ``direct=False`` sends every request through botocore (see `s3.direct`).
+        ``direct=False`` sends every request through botocore (see `s3.transfer`).
         """
         if config.kind != "s3" or config.bucket is None:
             raise ValueError(f"S3Storage serves s3:// configs, not {config.describe()}")
@@ -105,11 +107,11 @@ class S3Storage:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
-        self._direct: s3_direct.DirectS3 | None = None
-        #: parallel ranged GETs of large objects (they need the direct path and concurrency > 1)
+        self._direct: s3_transfer.Transfer | None = None
+        #: parallel ranged GETs of large objects (they need the obstore path and concurrency > 1)
         self._ranged: ranged.RangedGets | None = None
-        if direct and endpoint is not None:
-            self._direct = s3_client.make_direct(
+        if direct:
+            self._direct = s3_client.make_transfer(
                 credentials,
                 ca_bundle,
                 endpoint,
@@ -121,7 +123,7 @@ class S3Storage:
             )
         if self._direct is not None and concurrency > 1:
             self._ranged = ranged.RangedGets(
-                self._client, bucket, self._direct, self._slots, self._retrier, concurrency, self._map_error
+                bucket, self._direct, self._slots, self._retrier, concurrency, self._map_transfer_error
             )
 
     @property
@@ -251,16 +253,14 @@ class S3Storage:
         return self._retrier.run("download", key, attempt)
 
     def _open_stream(self, full: str) -> streams.Stream:
-        """One GET of ``full``: directly (`s3.direct`) when this backend has the direct path, else
-        -- and for every answer other than 200 -- through botocore."""
+        """One GET of ``full``: through obstore (`s3.transfer`) when this backend has that path,
+        else through botocore; either way one request, its failure mapped at once."""
         direct = self._direct
         if direct is not None:
             try:
-                return streams.DirectStream(direct.get(full), full, self._map_error)
-            except s3_direct.Fallback:
-                pass
-            except s3_direct.DirectError as exc:
-                raise self._map_error(exc, "download", full) from exc
+                return streams.TransferStream(direct.get(full), full, self._map_transfer_error)
+            except s3_transfer.TRANSFER_EXCEPTIONS as exc:
+                raise self._map_transfer_error(exc, "download", full) from exc
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=full)
         except s3_errors.REMOTE_EXCEPTIONS as exc:
@@ -301,8 +301,9 @@ class S3Storage:
                     raise errors.PermanentRemoteError(
                         f"cannot upload {path} to {self._where(full)}: expected a file of {size} bytes, it has {actual}"
                     )
-                if not self._put_direct(full, src, size):
-                    src.seek(0)
+                if self._direct is not None:
+                    self._put_direct(self._direct, full, src, size)
+                else:
                     self._request(
                         "upload",
                         full,
@@ -316,19 +317,13 @@ class S3Storage:
         if progress is not None:
             progress(size)
 
-    def _put_direct(self, full: str, src: BinaryIO, size: int) -> bool:
-        """PUT ``src`` directly (`s3.direct`); False when botocore must do this attempt."""
-        direct = self._direct
-        if direct is None:
-            return False
+    def _put_direct(self, direct: s3_transfer.Transfer, full: str, src: BinaryIO, size: int) -> None:
+        """One PUT of ``src`` through obstore (`s3.transfer`), its failure mapped at once."""
         with self._slots:
             try:
                 direct.put_file(full, src, size)
-            except s3_direct.Fallback:
-                return False
-            except s3_direct.DirectError as exc:
-                raise self._map_error(exc, "upload", full) from exc
-        return True
+            except s3_transfer.TRANSFER_EXCEPTIONS as exc:
+                raise self._map_transfer_error(exc, "upload", full) from exc
 
     def delete(self, key: str) -> None:
         full = self._full(keys.validate_key(key))
@@ -361,5 +356,11 @@ class S3Storage:
         return s3_errors.size_mismatch(self._bucket, full_key, expected, got)
 
     def _map_error(self, exc: BaseException, op: str, full_key: str) -> errors.RemoteError:
-        return s3_errors.map_error(exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint)
+        return s3_errors.map_error(
+            exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint
+        )
 
+    def _map_transfer_error(self, exc: BaseException, op: str, full_key: str) -> errors.RemoteError:
+        return s3_errors.map_obstore_error(
+            exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint
+        )

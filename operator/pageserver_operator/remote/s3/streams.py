@@ -1,4 +1,4 @@
-"""The body of one GET, from botocore or from the direct path, read the same way.
+"""The body of one GET, from botocore or from the obstore data path, read the same way.
 
 `copy_body` copies a `Stream` to the caller's file in chunks of at most `CHUNK_SIZE`, counting
 the bytes in the metrics and reporting them to the caller's progress callback through
@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from pageserver_operator.remote import base, errors, metrics
-from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import errors as s3_errors
+from pageserver_operator.remote.s3 import transfer as s3_transfer
 
 CHUNK_SIZE = 1 << 20
 
@@ -67,12 +67,12 @@ class BotoStream:
         self._body.close()
 
 
-class DirectStream:
-    """A `s3_direct.GetStream` with its failures classified like botocore's."""
+class TransferStream:
+    """A `s3_transfer.TransferStream` (obstore) with its failures classified."""
 
-    def __init__(self, stream: s3_direct.GetStream, full_key: str, map_err: ErrorMapper) -> None:
+    def __init__(self, stream: s3_transfer.TransferStream, full_key: str, map_err: ErrorMapper) -> None:
         self.length = stream.length
-        self.total = stream.total if stream.total is not None else stream.length
+        self.total = stream.total
         self._stream = stream
         self._key = full_key
         self._map_err = map_err
@@ -80,7 +80,7 @@ class DirectStream:
     def chunks(self) -> Iterator[bytes | memoryview]:
         try:
             yield from self._stream.chunks()
-        except s3_direct.DirectError as exc:
+        except s3_transfer.TRANSFER_EXCEPTIONS as exc:
             raise self._map_err(exc, "download", self._key) from exc
 
     def finished(self) -> None:
@@ -133,4 +133,3 @@ def copy_body(
 
 class PartStopped(Exception):
     """A ranged part gave up because another part of the same object failed."""
-

@@ -1,5 +1,5 @@
-"""`remote.s3.ranged` in process, with a stand-in for the direct path (the real server:
-tests/integration/test_s3_direct.py): parts at their offsets under the backend's request slots,
+"""`remote.s3.ranged` in process, with a stand-in for the obstore path (the real server:
+tests/integration/test_s3_transfer.py): parts at their offsets under the backend's request slots,
 a failed part retried alone, the object's size checked against every part, the lowest part's
 failure raised once every part has ended."""
 
@@ -8,12 +8,11 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
-from typing import Any
 
+import obstore.exceptions
 import pytest
 
 from pageserver_operator.remote import errors, retry
-from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import errors as s3_errors
 from pageserver_operator.remote.s3 import ranged
 
@@ -22,7 +21,7 @@ SEED = 20261205
 
 
 class Part:
-    """What `DirectS3.get_range` returns: the asked range of ``data`` in chunks of 300 bytes."""
+    """What `Transfer.get_range` returns: the asked range of ``data`` in chunks of 300 bytes."""
 
     def __init__(self, data: bytes, start: int, length: int, total: int) -> None:
         self.length: int | None = min(length, len(data) - start)
@@ -58,16 +57,11 @@ class FakeDirect:
         try:
             if self.fail.get(start):
                 self.fail[start] -= 1
-                raise s3_direct.DirectError("connection reset")
+                raise obstore.exceptions.GenericError("Generic S3 error: HTTP error: connection reset")
             return Part(self.data, start, length, self.total)
         finally:
             with self._lock:
                 self.active -= 1
-
-
-class NoBotocore:
-    def get_object(self, **kwargs: Any) -> None:
-        raise AssertionError(f"botocore was asked: {kwargs}")
 
 
 class Out:
@@ -91,7 +85,9 @@ class Out:
 
 
 def map_error(exc: BaseException, op: str, full_key: str) -> errors.RemoteError:
-    return s3_errors.map_error(exc, op=op, bucket="bkt", full_key=full_key, endpoint="http://127.0.0.1:1")
+    return s3_errors.map_obstore_error(
+        exc, op=op, bucket="bkt", full_key=full_key, endpoint="http://127.0.0.1:1"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +97,7 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def getter(direct: FakeDirect, fast_retrier: retry.Retrier, concurrency: int = 2) -> ranged.RangedGets:
     slots = threading.BoundedSemaphore(concurrency)
-    return ranged.RangedGets(NoBotocore(), "bkt", direct, slots, fast_retrier, concurrency, map_error)  # type: ignore[arg-type]
+    return ranged.RangedGets("bkt", direct, slots, fast_retrier, concurrency, map_error)  # type: ignore[arg-type]
 
 
 def data(size: int) -> bytes:
@@ -149,7 +145,9 @@ def test_another_object_size_in_any_part_is_a_permanent_size_mismatch(fast_retri
         g.close()
 
 
-def test_a_part_failing_for_good_fails_the_download_after_every_part_ended(fast_retrier: retry.Retrier) -> None:
+def test_a_part_failing_for_good_fails_the_download_after_every_part_ended(
+    fast_retrier: retry.Retrier,
+) -> None:
     body = data(4 * PART)
     direct = FakeDirect(body)
     direct.fail[2 * PART] = 1000  # every attempt of this part fails: the retrier gives up

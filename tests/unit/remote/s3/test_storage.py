@@ -27,6 +27,7 @@ def storage(moto_bucket: str, fast_retrier: retry.Retrier) -> s3_storage.S3Stora
     return s3_storage.S3Storage(
         url.RemoteConfig(kind="s3", bucket=moto_bucket, prefix="pfx", region=REGION, concurrency=3),
         retrier=fast_retrier,
+        direct=False,  # moto in-process: only botocore's requests reach it
     )
 
 
@@ -97,6 +98,7 @@ def test_listings_follow_continuation_tokens(moto_bucket: str, fast_retrier: ret
         url.RemoteConfig(kind="s3", bucket=moto_bucket, region=REGION, concurrency=2),
         retrier=fast_retrier,
         list_page_size=3,
+        direct=False,
     )
     faults = remote_contract.BotocoreFaults(storage)
     keys = {f"t/{d}/f{i}" for d in "abcdefg" for i in range(2)}
@@ -173,7 +175,9 @@ def test_rejections_are_permanent_and_name_bucket_key_and_code(
 
 
 def test_missing_bucket_is_permanent(aws_env: None, moto_bucket: str) -> None:
-    storage = s3_storage.S3Storage(url.RemoteConfig(kind="s3", bucket="no-such-bucket", region=REGION, concurrency=1))
+    storage = s3_storage.S3Storage(
+        url.RemoteConfig(kind="s3", bucket="no-such-bucket", region=REGION, concurrency=1), direct=False
+    )
     for call in (
         lambda: storage.get_bytes("k"),
         lambda: storage.list_dirs(""),

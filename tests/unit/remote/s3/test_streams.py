@@ -8,10 +8,10 @@ import io
 import threading
 from collections.abc import Iterator
 
+import obstore.exceptions
 import pytest
 
 from pageserver_operator.remote import errors
-from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import errors as s3_errors
 from pageserver_operator.remote.s3 import streams
 
@@ -98,12 +98,14 @@ def test_a_boto_body_failing_mid_stream_is_a_transient_remote_error() -> None:
         list(stream.chunks())
 
 
-def test_a_direct_body_failing_is_classified_like_botocores() -> None:
-    class Direct(Chunks):
-        pass
+def test_an_obstore_body_failing_is_transient() -> None:
+    def map_obstore(exc: BaseException, op: str, full_key: str) -> errors.RemoteError:
+        return s3_errors.map_obstore_error(exc, op=op, bucket="bkt", full_key=full_key)
 
-    inner = Direct([b"xy"], fail=s3_direct.DirectError("connection closed with 5 bytes of the body missing"))
-    stream = streams.DirectStream(inner, "pfx/k", map_error)  # type: ignore[arg-type]
+    inner = Chunks(
+        [b"xy"], fail=obstore.exceptions.GenericError("Generic S3 error: error decoding response body")
+    )
+    stream = streams.TransferStream(inner, "pfx/k", map_obstore)  # type: ignore[arg-type]
     with pytest.raises(errors.TransientRemoteError):
         list(stream.chunks())
     stream.close()

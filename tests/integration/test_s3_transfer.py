@@ -1,7 +1,8 @@
-"""The S3 backend's direct transfer path (`remote.s3.direct`) against the real S3 server: it is
-used when nothing intercepts the client's requests, moves the same bytes as botocore, keeps the
-same errors (answers other than 200 are redone through botocore), and gives way to botocore as
-soon as something hooks into the client (moto, stubbers, the fault injection of these tests)."""
+"""The S3 backend's obstore data path (`remote.s3.transfer`) against the real S3 server: layer
+GETs and PUTs go through it and move the same bytes botocore reads back; its failures are mapped
+at once into the same errors as botocore's, with one request per attempt (counted by the fault
+proxy in front of the server: a refused PUT is sent once, a 500 as often as the retry policy
+allows, never once more through botocore); large objects are fetched as parallel ranges."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import io
 import os
 import typing
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import obstore.exceptions
 import pytest
 
 from pageserver_operator.devenv import objectstore
 from pageserver_operator.engine import download
 from pageserver_operator.remote import errors, retry, url
-from pageserver_operator.remote.s3 import direct as s3_direct
 from pageserver_operator.remote.s3 import ranged as s3_ranged
 from pageserver_operator.remote.s3 import storage as s3_storage
+from pageserver_operator.remote.s3 import transfer as s3_transfer
+from reliability import faultproxy
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +57,15 @@ def storage(
     return st
 
 
-def test_download_and_upload_go_direct_and_move_the_same_bytes(
+def _no_botocore_transfers(storage: s3_storage.S3Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(**kwargs: object) -> None:
+        raise AssertionError(f"a layer transfer went through botocore: {sorted(kwargs)}")
+
+    monkeypatch.setattr(storage._client, "get_object", refuse)
+    monkeypatch.setattr(storage._client, "put_object", refuse)
+
+
+def test_download_and_upload_go_through_obstore_and_move_the_same_bytes(
     storage: s3_storage.S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
@@ -75,10 +87,13 @@ def test_download_and_upload_go_direct_and_move_the_same_bytes(
     assert calls == ["put", "get"] * 4
 
 
-def test_errors_are_botocores(storage: s3_storage.S3Storage, s3_server: objectstore.ObjectStore) -> None:
+def test_errors_are_mapped_without_botocore(
+    storage: s3_storage.S3Storage, s3_server: objectstore.ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.put_bytes("layer", b"abc")
+    _no_botocore_transfers(storage, monkeypatch)
     with pytest.raises(errors.NotFound):
         storage.download_to("missing", io.BytesIO(), None)
-    storage.put_bytes("layer", b"abc")
     with pytest.raises(errors.PermanentRemoteError, match="size mismatch"):
         storage.download_to("layer", io.BytesIO(), 4)
     other = s3_storage.S3Storage(
@@ -91,12 +106,13 @@ def test_errors_are_botocores(storage: s3_storage.S3Storage, s3_server: objectst
         )
     )
     assert other._direct is not None
+    _no_botocore_transfers(other, monkeypatch)
     with pytest.raises(errors.PermanentRemoteError, match="does not exist"):
         other.download_to("k", io.BytesIO(), None)
     other.close()
 
 
-def test_wrong_credentials_fall_back_to_botocores_error(
+def test_wrong_credentials_are_permanent_in_one_request(
     s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
@@ -107,53 +123,79 @@ def test_wrong_credentials_fall_back_to_botocores_error(
         )
     )
     assert st._direct is not None
-    with pytest.raises(errors.PermanentRemoteError) as raised:
+    _no_botocore_transfers(st, monkeypatch)
+    with pytest.raises(
+        errors.PermanentRemoteError, match=r"SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"
+    ) as raised:
         st.download_to("k", io.BytesIO(), None)
     assert "not-the-secret" not in str(raised.value)
     st.close()
 
 
-def test_direct_is_off_without_endpoint_or_with_a_proxy(
-    s3_server: objectstore.ObjectStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
-    assert s3_storage.S3Storage(url.RemoteConfig(kind="s3", bucket="bkt", region="us-east-1"))._direct is None
-    assert (
-        s3_storage.S3Storage(
-            url.RemoteConfig(kind="s3", bucket="bkt", endpoint=s3_server.endpoint, region="us-east-1"),
-            direct=False,
-        )._direct
-        is None
+@pytest.fixture
+def proxy(s3_server: objectstore.ObjectStore) -> typing.Iterator[faultproxy.FaultProxy]:
+    parts = urlsplit(s3_server.endpoint)
+    assert parts.hostname is not None and parts.port is not None
+    p = faultproxy.FaultProxy((parts.hostname, parts.port), seed=19).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def _proxied(
+    s3_server: objectstore.ObjectStore, s3_bucket: str, proxy: faultproxy.FaultProxy
+) -> s3_storage.S3Storage:
+    st = s3_storage.S3Storage(
+        url.RemoteConfig(
+            kind="s3",
+            bucket=s3_bucket,
+            prefix="pfx",
+            endpoint=proxy.endpoint,
+            region=s3_server.region,
+            concurrency=2,
+        ),
+        retrier=retry.Retrier(retry.RetryPolicy(max_attempts=3), sleep=lambda _: None),
     )
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    assert (
-        s3_storage.S3Storage(
-            url.RemoteConfig(kind="s3", bucket="bkt", endpoint="http://10.9.8.7:8333", region="us-east-1")
-        )._direct
-        is None
-    )
+    assert st._direct is not None
+    return st
 
 
-def test_a_dropped_connection_is_transient_and_retried(
-    storage: s3_storage.S3Storage, monkeypatch: pytest.MonkeyPatch
+def test_each_attempt_is_one_request_and_the_retry_budget_holds(
+    s3_server: objectstore.ObjectStore,
+    s3_bucket: str,
+    s3_creds: None,
+    proxy: faultproxy.FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    storage.put_bytes("layer", b"y" * 1000)
-    assert storage._direct is not None
-    direct = storage._direct
-    real_get = direct.get
-    failures = [1]
-
-    def flaky(key: str) -> s3_direct.GetStream:
-        if failures:
-            failures.pop()
-            raise s3_direct.DirectError("injected")
-        return real_get(key)
-
-    monkeypatch.setattr(direct, "get", flaky)
-    assert storage.download_to("layer", io.BytesIO(), 1000) == 1000
+    st = _proxied(s3_server, s3_bucket, proxy)
+    _no_botocore_transfers(st, monkeypatch)
+    src = tmp_path / "layer"
+    src.write_bytes(os.urandom(100_000))
+    try:
+        # a 500 on every GET: exactly max_attempts GETs, then a transient error
+        proxy.add_rule(faultproxy.Rule("error", method="GET", path=r"/pfx/a$", times=100))
+        before = proxy.snapshot().by_method["GET"]
+        with pytest.raises(errors.TransientRemoteError, match="still failing after 3 attempts"):
+            st.download_to("a", io.BytesIO(), None)
+        assert proxy.snapshot().by_method["GET"] - before == 3
+        # a refused PUT is permanent: its body is sent once, never again through botocore
+        proxy.add_rule(faultproxy.Rule("denied", method="PUT", path=r"/pfx/b$", times=100))
+        before = proxy.snapshot().by_method["PUT"]
+        with pytest.raises(errors.PermanentRemoteError, match="AccessDenied"):
+            st.upload_file("b", src, 100_000)
+        assert proxy.snapshot().by_method["PUT"] - before == 1
+        # a connection reset before the answer: transient, retried, then the bytes arrive
+        proxy.add_rule(faultproxy.Rule("reset_request", method="PUT", path=r"/pfx/c$", times=1))
+        before = proxy.snapshot().by_method["PUT"]
+        st.upload_file("c", src, 100_000)
+        assert proxy.snapshot().by_method["PUT"] - before == 2
+        proxy.add_rule(faultproxy.Rule("reset_response", method="GET", path=r"/pfx/c$", times=1))
+        out = io.BytesIO()
+        assert st.download_to("c", out, 100_000) == 100_000 and out.getvalue() == src.read_bytes()
+    finally:
+        st.close()
 
 
 # ---- ranged GETs of large objects ---------------------------------------------------------------
@@ -188,13 +230,15 @@ def _download_and_compare(storage: s3_storage.S3Storage, path: Path, data: bytes
     assert sum(progress) == len(data)
 
 
-def _counting_range_gets(storage: s3_storage.S3Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+def _counting_range_gets(
+    storage: s3_storage.S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int]]:
     assert storage._direct is not None
     direct = storage._direct
     real = direct.get_range
     calls: list[tuple[int, int]] = []
 
-    def counted(key: str, start: int, length: int) -> s3_direct.GetStream:
+    def counted(key: str, start: int, length: int) -> s3_transfer.TransferStream:
         calls.append((start, length))
         return real(key, start, length)
 
@@ -249,11 +293,11 @@ def test_a_failed_part_is_retried_alone(
     calls: list[int] = []
     failures = [1]
 
-    def flaky(key: str, start: int, length: int) -> s3_direct.GetStream:
+    def flaky(key: str, start: int, length: int) -> s3_transfer.TransferStream:
         calls.append(start)
         if start == 2 * PART and failures:
             failures.pop()
-            raise s3_direct.DirectError("injected")
+            raise obstore.exceptions.GenericError("Generic S3 error: HTTP error: injected")
         return real(key, start, length)
 
     monkeypatch.setattr(direct, "get_range", flaky)
@@ -269,8 +313,8 @@ def test_a_part_that_keeps_failing_fails_the_download_and_stops_the_others(
     assert storage._direct is not None
     direct = storage._direct
 
-    def broken(key: str, start: int, length: int) -> s3_direct.GetStream:
-        raise s3_direct.DirectError("injected")
+    def broken(key: str, start: int, length: int) -> s3_transfer.TransferStream:
+        raise obstore.exceptions.GenericError("Generic S3 error: HTTP error: injected")
 
     monkeypatch.setattr(direct, "get_range", broken)
     out, fd = _temp_writer(tmp_path / "big")

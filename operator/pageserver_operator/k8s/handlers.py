@@ -73,7 +73,11 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.queueing.worker_limit = 1000
+    # No limit on kopf's per-object workers: with an index (`tenant_claims`) every worker waits,
+    # holding its slot, until the whole initial listing is indexed, so a limit below the number of
+    # Tenants deadlocks a start (2,000 Tenants with a limit of 1,000: none Active after 900 s).
+    # What costs is bounded where it runs: bring-ups by ``max_concurrent_attaches``.
+    settings.queueing.worker_limit = None
 
 
 @kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)

@@ -15,5 +15,5 @@ def test_the_startup_bench_reports_every_case_and_the_largest_imports(tmp_path: 
     print(out)
     for case in ("python -c pass", "--version", "status (no remote)", "attach: exec -> first S3 request"):
         assert case in out, case
-    assert "largest imports of an attach" in out
-    assert "pageserver_operator.cli.commands" in out
+    imports = out.split("largest imports of an attach")[1].splitlines()[1:]
+    assert imports and all(line.strip().split()[1] == "ms" for line in imports), imports

@@ -1,10 +1,11 @@
 """Layer GETs and PUTs through obstore (Rust ``object_store``): the data path of `remote.s3.storage`.
 
 Why a library and which one: issue 19 measured the S3 clients side by side (docs/performance.md,
-"S3 data path: the decision (issue 19)"); obstore's GETs came within 10 % of the best peer on
-every shape, with about a third of botocore's CPU per request, so layer transfers go through it
-and botocore keeps the rest (listing, the index, deletes, and the transfers where this path does
-not apply, below).
+"S3 data path: the decision (issue 19)"): the obstore program was the best durable client on
+D1-D3 and tied with the best on the 26,690-layer shape, so layer transfers go through it and
+botocore keeps the rest (listing, the index, deletes, and the transfers where this path does not
+apply, below). In the operator's attach it gained 20-30 % on D1-D3 (CLI) and lost 22 % on
+26,690 small layers (more CPU per object; not yet explained): see the A/B there.
 
 Scope and invariants:
 

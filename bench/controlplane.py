@@ -169,6 +169,7 @@ def _restart(
         "operator_requests_total": total,
         "lease_requests": periodic,
         "requests_per_tenant": (total - periodic) / n,
+        "operator_peak_rss_mib": cluster.vmhwm(proc.pid) / 2**20,
     }
 
 
@@ -208,7 +209,8 @@ def markdown(r: dict[str, Any]) -> str:
     if rs:
         lines += [
             f"Operator restart with {r['tenants']} Active tenants: {rs['active']:.0f} Active again after "
-            f"{rs['seconds_to_all_active']:.1f} s; {rs['operator_requests_total']:.0f} API requests "
+            f"{rs['seconds_to_all_active']:.1f} s, peak RSS {rs.get('operator_peak_rss_mib', 0):.0f} MiB; "
+            f"{rs['operator_requests_total']:.0f} API requests "
             f"({rs['requests_per_tenant']:.2f} per tenant without the {rs.get('lease_requests', 0):.0f} periodic Lease and Pageserver requests "
             f"of the {rs.get('seconds_measured', 0):.0f} s measured): "
             + ", ".join(f"{k} {v:.0f}" for k, v in rs["operator_requests"].items()),

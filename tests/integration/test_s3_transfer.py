@@ -42,16 +42,15 @@ def s3_creds(s3_server: objectstore.ObjectStore, monkeypatch: pytest.MonkeyPatch
 def storage(
     s3_server: objectstore.ObjectStore, s3_bucket: str, s3_creds: None, monkeypatch: pytest.MonkeyPatch
 ) -> s3_storage.S3Storage:
+    return _storage(s3_bucket, s3_server.endpoint, s3_server.region, 4, retry.Retrier(sleep=lambda _: None))
+
+
+def _storage(bucket: str, endpoint: str, region: str, concurrency: int, retrier: retry.Retrier) -> s3_storage.S3Storage:
     st = s3_storage.S3Storage(
         url.RemoteConfig(
-            kind="s3",
-            bucket=s3_bucket,
-            prefix="pfx",
-            endpoint=s3_server.endpoint,
-            region=s3_server.region,
-            concurrency=4,
+            kind="s3", bucket=bucket, prefix="pfx", endpoint=endpoint, region=region, concurrency=concurrency
         ),
-        retrier=retry.Retrier(sleep=lambda _: None),
+        retrier=retrier,
     )
     assert st._direct is not None
     return st
@@ -146,19 +145,10 @@ def proxy(s3_server: objectstore.ObjectStore) -> typing.Iterator[faultproxy.Faul
 def _proxied(
     s3_server: objectstore.ObjectStore, s3_bucket: str, proxy: faultproxy.FaultProxy
 ) -> s3_storage.S3Storage:
-    st = s3_storage.S3Storage(
-        url.RemoteConfig(
-            kind="s3",
-            bucket=s3_bucket,
-            prefix="pfx",
-            endpoint=proxy.endpoint,
-            region=s3_server.region,
-            concurrency=2,
-        ),
-        retrier=retry.Retrier(retry.RetryPolicy(max_attempts=3), sleep=lambda _: None),
-    )
-    assert st._direct is not None
-    return st
+    return _storage(
+        s3_bucket, proxy.endpoint, s3_server.region, 2,
+        retry.Retrier(retry.RetryPolicy(max_attempts=3), sleep=lambda _: None),
+    )  # fmt: skip
 
 
 def test_each_attempt_is_one_request_and_the_retry_budget_holds(

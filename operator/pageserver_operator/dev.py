@@ -141,6 +141,26 @@ def _watch_until_active(
     raise RuntimeError(f"the sample tenant did not become Active within {timeout:.0f} s")
 
 
+def _wait_registered(env: dict[str, str], names: list[str], operators: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Until every manager's Pageserver exists: ready means every manager is up, not only the
+    one the sample went to (a manager's first request may wait out a retry)."""
+    deadline = time.monotonic() + timeout
+    missing = set(names)
+    while time.monotonic() < deadline:
+        for operator in operators:
+            if operator.poll() is not None:
+                raise RuntimeError(f"an operator exited with status {operator.returncode}; see its log")
+        try:
+            doc = json.loads(_kubectl(env, "get", v1alpha1.PAGESERVER_PLURAL, "-o", "json"))
+            missing = set(names) - {(i.get("metadata") or {}).get("name") for i in doc.get("items") or []}
+        except RuntimeError:
+            pass
+        if not missing:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"pageservers not registered within {timeout:.0f} s: {', '.join(sorted(missing))}; see their logs")
+
+
 def _names(pageservers: int) -> list[str | None]:
     """The managers' ``--pageserver`` names: one manager keeps the default (the host name)."""
     return [None] if pageservers == 1 else [f"dev-{i}" for i in range(pageservers)]
@@ -201,6 +221,8 @@ def run(state_dir: Path | None, exit_when_ready: bool = False, pageservers: int 
             _say(f"operator {name or ''} running (pid {proc.pid}, volume {volume}), log: {log_path}".replace("  ", " "))
         _kubectl(env, "apply", "-f", "-", stdin=manifest)
         doc = _watch_until_active(env, "sample", operators, timeout=300)
+        if pageservers > 1:
+            _wait_registered(env, [n for n in names if n is not None], operators, timeout=120)
         attached = ((doc.get("status") or {}).get("placement") or {}).get("attached")
         if pageservers > 1 and attached in names:
             workdir = _volume(state, attached)  # the volume the sample is attached on

@@ -1,20 +1,21 @@
 """Downloads of layer files into a tenant's timeline directories, and the worker threads of a tenant.
 
 The durable download of one layer (docs/architecture.md, "engine/",
-Layer download) has two halves, so that fsync latency does not idle a request slot:
+Layer download) has two halves, so that flushing to disk does not idle a request slot:
 
 - `download_to_temp` (on a worker thread of `remote_io.RemoteIO`, holding a request slot):
   stream into ``<layer>.temp_download`` (a new file, never opened through a planted symlink) and
   check the byte count against the index;
-- `finish_download` (on one of the fsync threads, see `remote_io.RemoteIO.finish_later`): fsync
-  the file, then rename it over the final name. The directory fsync is left to the caller, which
-  batches it per timeline before the metadata is written.
+- the group commit (`group_commit.GroupCommit`, through `remote_io.RemoteIO.finish_later`):
+  one ``syncfs`` for every file waiting, then each file renamed over its final name. The
+  directory fsync is left to the caller, which batches it per timeline before the metadata is
+  written.
 
-At most one downloaded file per worker waits for its fsync (the worker blocks beyond that:
-bounded open files, bounded unsynced data, and a kill loses at most two files per request slot:
-one being fetched, one waiting for its fsync). A final name is only ever given to a complete,
-fsynced file; a crash leaves at most ``.temp_download`` files, which the next attach or load
-deletes.
+The files waiting for their commit are bounded (`remote_io.UNSYNCED_FILES` and
+`remote_io.UNSYNCED_BYTES`; a worker blocks beyond): bounded open files and unsynced data, and a
+kill loses at most those files and the ones being fetched. A final name is only ever given to a
+complete, durable file; a crash leaves at most ``.temp_download`` files, which the next attach or
+load deletes.
 
 `DownloadPool` is one tenant's share of the volume's worker threads: `DownloadPool.download_all`
 runs every planned download of an attach, load or sync in batches of at most `BATCH_SECONDS`
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from pageserver_operator.engine import metrics, paths, progress, remote_io, timeline
+from pageserver_operator.engine import group_commit, metrics, paths, progress, remote_io, timeline
 from pageserver_operator.engine.errors import EngineError
 from pageserver_operator.formats import ids, layer_name
 from pageserver_operator.remote import base
@@ -86,9 +87,9 @@ class _FdWriter:
     is one ``write(2)`` -- no copy into a Python-side buffer.
 
     Write-behind: every `WRITE_BEHIND` bytes the kernel is asked to start writing the range
-    just written (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, asynchronous), so the fsync at
+    just written (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, asynchronous), so the flush at
     the end of a large layer finds little left to write, and unsynced data per file stays
-    bounded. It is only a hint: durability still comes from the fsync before the rename."""
+    bounded. It is only a hint: durability still comes from the group commit before the rename."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -153,33 +154,26 @@ def download_to_temp(
 ) -> tuple[int, int]:
     """Download ``key`` into ``<final>.temp_download``; return (bytes, open fd of the temp file).
 
-    The data is written but not yet durable: hand the fd to `finish_download` (which closes it).
+    The data is written but not yet durable: hand the fd to `remote_io.RemoteIO.finish_later`
+    (which closes it).
     """
     tmp = final.with_name(final.name + paths.TEMP_DOWNLOAD_SUFFIX)
     # A new file, never opened through whatever is at that name (a planted symlink included).
     # Usually nothing is there: the unlink (which locks the directory like the create does) only
     # when the exclusive create finds something.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(tmp, flags, 0o644)
-    except FileExistsError:
-        os.unlink(tmp)
-        fd = os.open(tmp, flags, 0o644)
+    with group_commit.NAMESPACE_LOCK:
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileExistsError:
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, 0o644)
     try:
         n = storage.download_to(key, typing.cast(BinaryIO, _FdWriter(fd)), expected_size, progress)
     except BaseException:
         os.close(fd)
         raise
     return n, fd
-
-
-def finish_download(fd: int, final: Path) -> None:
-    """fsync the temp file behind ``fd``, close it, rename it over ``final``."""
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(final.with_name(final.name + paths.TEMP_DOWNLOAD_SUFFIX), final)
 
 
 class DownloadCancelled(BaseException):
@@ -200,9 +194,19 @@ class _Batch:
     done: collections.deque[tuple[timeline.Timeline, layer_name.LayerName, int | None, int]] = field(
         default_factory=collections.deque
     )
-    renames: list[concurrent.futures.Future[None]] = field(default_factory=list)
+    #: files handed to the group commit and not yet renamed or failed, and the first failure
+    committing: int = 0
+    failure: BaseException | None = None
+    committed: threading.Condition = field(default_factory=threading.Condition)
     #: set when the download ends (also on failure): threads take nothing more
     stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _wait_committed(batch: _Batch) -> None:
+    """Until every file of ``batch`` handed to the group commit is renamed or failed."""
+    with batch.committed:
+        while batch.committing:
+            batch.committed.wait()
 
 
 class DownloadPool:
@@ -271,7 +275,7 @@ class DownloadPool:
 
         ``io.workers`` loops run `_download_batch` on the worker threads until nothing is left:
         the event loop is woken once per batch, not per file. A request slot is held only
-        while the bytes flow; the fsync + rename of each file runs on the fsync threads while
+        while the bytes flow; the flush + rename of each file runs in the group commit while
         the slot goes to the next GET. Every file handed to them is renamed (durable) before
         this returns, also when it fails, so nothing writes into the tenant directory
         afterwards."""
@@ -307,20 +311,18 @@ class DownloadPool:
             account()
             raise
         batch.stop.set()
-        if batch.renames:  # one wait on a worker thread, not one event-loop wakeup per file
-            await self.run(concurrent.futures.wait, batch.renames)
+        if batch.committing:  # one wait on a worker thread, not one event-loop wakeup per file
+            await self.run(_wait_committed, batch)
         account()
-        for f in batch.renames:
-            exc = f.exception()
-            if exc is not None:
-                raise exc
+        if batch.failure is not None:
+            raise batch.failure
         return learnt
 
     def _download_batch(self, batch: _Batch) -> None:
         """On a worker thread: take downloads from ``batch.pending`` for up to `BATCH_SECONDS`
         (so that one tenant never holds a worker for long), each into its temp file, and hand
-        every file to the fsync threads (`remote_io.RemoteIO.finish_later`); a file counts as
-        downloaded once it is renamed. The whole batch counts as busy, the fsync stage too, so
+        every file to the group commit (`remote_io.RemoteIO.finish_later`); a file counts as
+        downloaded once it is renamed. The whole batch counts as busy, the commit stage too, so
         `stop` also waits for renames into the tenant directory."""
         with self._busy_lock:
             self._busy += 1
@@ -352,20 +354,25 @@ class DownloadPool:
                     raise EngineError("LayerDownloadFailed", f"{t.where}: layer {name}: {e}") from e
                 with self._busy_lock:
                     self._busy += 1
-                try:
-                    renamed = self.io.finish_later(finish_download, fd, t.directory / str(name))
-                except BaseException:
-                    self._not_busy()
-                    raise
+                with batch.committed:
+                    batch.committing += 1
 
-                def done(f: concurrent.futures.Future[None], item: Download = item, n: int = n) -> None:
-                    if f.exception() is None:
+                def done(exc: BaseException | None, item: Download = item, n: int = n) -> None:
+                    if exc is None:
                         batch.done.append((*item, n))
                         self.progress.add_layer()
+                    with batch.committed:
+                        if exc is not None and batch.failure is None:
+                            batch.failure = exc
+                        batch.committing -= 1
+                        batch.committed.notify_all()
                     self._not_busy()
 
-                batch.renames.append(renamed)
-                renamed.add_done_callback(done)
+                try:
+                    self.io.finish_later(fd, t.directory / str(name), n, done)
+                except BaseException as exc:
+                    done(exc)
+                    raise
         finally:
             self._not_busy()
 

@@ -2,34 +2,36 @@
 
 boto3 and file fsyncs block, kopf is async: every blocking call runs on one bounded thread pool
 shared by all tenants of the volume, sized to the backend's concurrency, so the event loop stays
-free and the number of requests in flight never exceeds the configured limit. A second, small
-pool (`FSYNC_WORKERS` threads) fsyncs and renames downloaded files (engine/download.py) while
-the request slot goes to the next GET; at most one file per request slot waits for it.
+free and the number of requests in flight never exceeds the configured limit. Downloaded files
+are made durable and renamed by one committer thread in groups (`group_commit.GroupCommit`, one
+``syncfs`` per group) while the request slot goes on to the next GET; at most
+`UNSYNCED_FILES` files (or as many as the pool has workers, if more) and `UNSYNCED_BYTES` bytes
+wait for it.
 
-Nothing here writes to the volume by itself; `RemoteIO.close` waits for every pending fsync
-(each owns an open file descriptor) before it returns.
+Nothing here writes to the volume by itself; `RemoteIO.close` waits until every file handed to
+the committer is durable and renamed (each owns an open file descriptor) before it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
-import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from pageserver_operator.engine import group_commit
 from pageserver_operator.remote import base
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: Threads that fsync and rename downloaded files (shared by all tenants of the volume).
-FSYNC_WORKERS = 4
+#: Downloaded files (and their bytes) that may wait for their group commit at once.
+UNSYNCED_FILES = 256
+UNSYNCED_BYTES = 256 << 20
+
 
 class RemoteIO:
     """Async facade over one `RemoteStorage`, with a bounded worker pool."""
@@ -38,9 +40,9 @@ class RemoteIO:
         self.storage = storage
         self.workers = workers or storage.concurrency
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="remote-io")
-        self._fsync_pool = ThreadPoolExecutor(max_workers=FSYNC_WORKERS, thread_name_prefix="remote-io-fsync")
-        # Downloaded files that may wait for their fsync at once: one per request slot.
-        self._unsynced = threading.BoundedSemaphore(self.workers)
+        self._commit = group_commit.GroupCommit(
+            max_files=max(UNSYNCED_FILES, self.workers), max_bytes=UNSYNCED_BYTES
+        )
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -51,22 +53,13 @@ class RemoteIO:
         outlived a cancelled awaiter is done)."""
         return self._pool.submit(fn, *args, **kwargs)
 
-    def finish_later(
-        self, finish: Callable[[int, Path], None], fd: int, final: Path
-    ) -> concurrent.futures.Future[None]:
-        """``finish(fd, final)`` (`download.finish_download`) on the fsync threads (call from a
-        worker thread: it blocks while one file per worker is already waiting). The fd belongs
-        to the callee from here on (closed here if it cannot be handed over)."""
-        self._unsynced.acquire()
-        try:
-            future = self._fsync_pool.submit(finish, fd, final)
-        except BaseException:
-            self._unsynced.release()
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
-        future.add_done_callback(lambda _: self._unsynced.release())
-        return future
+    def finish_later(self, fd: int, final: Path, size: int, done: group_commit.Done) -> None:
+        """Make the downloaded ``<final>.temp_download`` (``size`` bytes, open as ``fd``) durable
+        and rename it to ``final``, in the committer's next group (call from a worker thread: it
+        blocks while the committer's bounds are reached). The fd belongs to the committer from
+        here on; ``done`` is called (on the committer's thread) once the file has its final name
+        (None) or failed (the error)."""
+        self._commit.submit(fd, final, size, done)
 
     async def list_dirs(self, prefix: str) -> list[str]:
         return await self.run(self.storage.list_dirs, prefix)
@@ -87,7 +80,7 @@ class RemoteIO:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._fsync_pool.shutdown(wait=True)  # never drop a pending fsync: it owns an open fd
+        self._commit.close()  # never drop a waiting file: it owns an open fd
         self.storage.close()
 
 

@@ -17,6 +17,7 @@ import remote_contract
 from pageserver_operator.devenv import objectstore
 from pageserver_operator.remote import base, errors, factory, retry, unreliable, url
 from pageserver_operator.remote.s3 import storage as s3_storage
+from pageserver_operator.remote.s3 import transfer as s3_transfer
 from remote_contract import Harness
 
 pytestmark = pytest.mark.integration
@@ -140,12 +141,38 @@ def test_injected_faults_are_retried_by_the_backend(s3_env: objectstore.ObjectSt
 
 
 def test_paginated_listings(s3_env: objectstore.ObjectStore, s3_bucket: str) -> None:
-    storage = _storage(s3_env, s3_bucket, "pages", list_page_size=4)
+    """botocore's pages (ours to follow): 4 keys per page."""
+    storage = _storage(s3_env, s3_bucket, "pages", list_page_size=4, direct=False)
     keys = {f"t/{d:02d}/f{i}" for d in range(9) for i in range(2)}
     for key in keys:
         storage.put_bytes(key, b"k")
     assert set(storage.list_objects("t/")) == keys
     assert storage.list_dirs("t/") == [f"{d:02d}" for d in range(9)]
+
+
+def test_string_prefix_listings_on_the_obstore_path_across_chunks(
+    s3_env: objectstore.ObjectStore, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """obstore lists directories from a start key on; a plain string prefix is the contiguous run
+    of keys that start with it, found across chunks (3 objects per chunk here)."""
+    monkeypatch.setattr(s3_transfer, "LIST_CHUNK", 3)
+    storage = _storage(s3_env, s3_bucket, "chunks")
+    assert storage._direct is not None
+    keys = [
+        "t/a/00__x", "t/a/01__x", "t/a/index_part.jso", "t/a/index_part.json", "t/a/index_part.json-00000001",
+        "t/a/index_part.json-00000002", "t/a/index_part.json-0000000a", "t/a/index_part.jsonz",
+        "t/a/index_part.jsp", "t/a/z/deeper", "t/ab/index_part.json-00000009", "t/b/x",
+    ]
+    for key in keys:
+        storage.put_bytes(key, key.encode())
+    expected = {k: len(k) for k in keys if k.startswith("t/a/index_part.json")}
+    assert storage.list_objects("t/a/index_part.json") == expected
+    assert storage.list_objects("t/a") == {k: len(k) for k in keys if k.startswith("t/a")}
+    assert storage.list_objects("t/a/") == {k: len(k) for k in keys if k.startswith("t/a/")}
+    assert storage.list_objects("t/a/z") == {"t/a/z/deeper": len("t/a/z/deeper")}
+    assert storage.list_objects("t/c") == {}
+    assert storage.list_dirs("t/") == ["a", "ab", "b"]
+    assert storage.list_dirs("t/a/") == ["z"]
 
 
 def test_parallel_downloads_stay_within_the_limit(

@@ -6,8 +6,10 @@ time itself is measured by ``python -m bench.startup``, never asserted)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pageserver_operator import ENV_PREFIX, cli, settings
 from pageserver_operator.engine import manager
@@ -54,3 +56,34 @@ def test_the_engine_commands_import_neither_kubernetes_nor_pydantic_settings() -
     # each command imports its layer when called: ``status`` needs neither the manager nor the settings
     assert "pageserver_operator.engine.manager" not in loaded
     assert "pageserver_operator.settings" not in loaded
+
+
+def test_an_attach_with_credentials_in_the_environment_never_imports_botocore(tmp_path: Path) -> None:
+    """The obstore path needs no botocore when the environment names the credentials: the attach
+    reaches its first request (here refused: nothing listens on the port) without it."""
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),  # no AWS config file
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+    }
+    for name in ("AWS_CONFIG_FILE", "AWS_CREDENTIAL_EXPIRATION", "AWS_PROFILE", "http_proxy", "HTTP_PROXY"):
+        env.pop(name, None)
+    code = (
+        "import sys, json\n"
+        "from pageserver_operator import cli\n"
+        "try:\n"
+        f"    cli.main(['attach', '--workdir', {str(tmp_path)!r}, '--remote',\n"
+        "              's3://bucket?endpoint=http://127.0.0.1:9&region=us-east-1', '--retry-timeout', '0',\n"
+        "              '0123456789abcdef0123456789abcdef'])\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("exit ") and line != "exit 0" for line in lines), (out.stdout, out.stderr)
+    assert "127.0.0.1:9" in out.stderr  # it did send its first request
+    loaded = json.loads(lines[-1])
+    assert "obstore" in loaded
+    assert [m for m in loaded if m.split(".")[0] in ("botocore", "boto3", "urllib3")] == []

@@ -8,7 +8,7 @@
 - `client`: building the botocore client (pool, timeouts, no botocore retries) and the obstore
   data path.
 - `streams`: a GET's body, from botocore or from obstore, copied to the caller's file.
-- `transfer`: layer GETs and PUTs through obstore (issue 19's decision, docs/performance.md).
+- `transfer`: the requests through obstore (issue 19's decision, docs/performance.md).
   Only `client` builds it and only `storage`, `ranged` and `streams` call it.
 
 Nothing is imported here, so ``import pageserver_operator.remote.s3.storage`` is the one way in.

@@ -16,12 +16,12 @@ Pure classification: no I/O, no state.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import re
+import sys
 
-import botocore.exceptions
 import obstore.exceptions
-import urllib3.exceptions
 
 from pageserver_operator.remote import errors
 
@@ -48,32 +48,49 @@ TRANSIENT_CODES = frozenset(
         "XAmzContentSHA256Mismatch",
     }
 )
-#: Errors of the connection or of the response stream: worth another attempt.
-TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.HTTPClientError,  # ReadTimeout, ConnectionClosed, ResponseStreaming
-    botocore.exceptions.ConnectionError,  # EndpointConnection, ConnectTimeout, Proxy, SSL
-    botocore.exceptions.IncompleteReadError,
-    botocore.exceptions.ChecksumError,
-    botocore.exceptions.FlexibleChecksumError,
-    botocore.exceptions.CredentialRetrievalError,
-    botocore.exceptions.MetadataRetrievalError,
-    urllib3.exceptions.HTTPError,  # ProtocolError and friends, when not wrapped by botocore
+#: Failures without an answer that need no botocore to exist: worth another attempt.
+_BUILTIN_TRANSIENT: tuple[type[BaseException], ...] = (
     http.client.HTTPException,  # IncompleteRead
     ConnectionError,
     TimeoutError,
 )
-#: Everything a request or a body read can raise that `_map_error` classifies.
-REMOTE_EXCEPTIONS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.ClientError,
-    botocore.exceptions.BotoCoreError,
-    *TRANSIENT_EXCEPTIONS,
-)
+
+
+@functools.cache
+def transient_exceptions() -> tuple[type[BaseException], ...]:
+    """Errors of the connection or of the response stream: worth another attempt. botocore's
+    and urllib3's are imported on the first call (a backend on the obstore path may never need
+    them: botocore costs a CLI run ~150 ms of start-up)."""
+    import botocore.exceptions
+    import urllib3.exceptions
+
+    return (
+        botocore.exceptions.HTTPClientError,  # ReadTimeout, ConnectionClosed, ResponseStreaming
+        botocore.exceptions.ConnectionError,  # EndpointConnection, ConnectTimeout, Proxy, SSL
+        botocore.exceptions.IncompleteReadError,
+        botocore.exceptions.ChecksumError,
+        botocore.exceptions.FlexibleChecksumError,
+        botocore.exceptions.CredentialRetrievalError,
+        botocore.exceptions.MetadataRetrievalError,
+        urllib3.exceptions.HTTPError,  # ProtocolError and friends, when not wrapped by botocore
+        *_BUILTIN_TRANSIENT,
+    )
+
+
+@functools.cache
+def remote_exceptions() -> tuple[type[BaseException], ...]:
+    """Everything a botocore request or body read can raise that `map_error` classifies."""
+    import botocore.exceptions
+
+    return (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, *transient_exceptions())
 
 
 def map_error(
     exc: BaseException, *, op: str, bucket: str, full_key: str, endpoint: str | None = None
 ) -> errors.RemoteError:
     """Classify a boto3/botocore/urllib3 failure as `NotFound`, transient or permanent."""
+    import botocore.exceptions
+
     where = f"s3://{bucket}/{full_key}"
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
@@ -83,7 +100,7 @@ def map_error(
         return classify_answer(op, bucket, full_key, status, code, text)
     if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
         return no_credentials(op, where)
-    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+    if isinstance(exc, transient_exceptions()):
         server = f" at {endpoint}" if endpoint else ""
         return errors.TransientRemoteError(f"{op} of {where}{server} failed: {type(exc).__name__}: {exc}")
     return errors.PermanentRemoteError(f"{op} of {where} failed: {type(exc).__name__}: {exc}")
@@ -114,6 +131,9 @@ def no_credentials(op: str, where: str) -> errors.PermanentRemoteError:
     )
 
 
+#: botocore's errors for no credentials (or half of them).
+_NO_CREDENTIALS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+
 #: obstore's message for an error answer: "... Server returned non-2xx status code: 503 Service
 #: Unavailable: <body>"; the body of an S3 error is XML with <Code> and <Message>.
 _OBSTORE_STATUS = re.compile(r"non-2xx status code: (\d{3})")
@@ -132,7 +152,7 @@ def map_obstore_error(
     not be fetched) is transient, no credentials at all is permanent (as botocore's); anything
     else obstore raises (an invalid path, an unsupported request) is permanent."""
     where = f"s3://{bucket}/{full_key}"
-    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+    if type(exc).__name__ in _NO_CREDENTIALS:  # botocore's, from its chain: by name, not imported
         return no_credentials(op, where)
     message = str(exc)
     status_match = _OBSTORE_STATUS.search(message)
@@ -152,7 +172,9 @@ def map_obstore_error(
         if "NoCredentialsError" in message or "PartialCredentialsError" in message:
             return no_credentials(op, where)
         return errors.TransientRemoteError(f"{op} of {where}: fetching credentials failed: {first_line}")
-    if isinstance(exc, (obstore.exceptions.GenericError, *TRANSIENT_EXCEPTIONS)):
+    # botocore's own errors can only be there if botocore was imported (its credential chain)
+    botocore_transient = transient_exceptions() if "botocore" in sys.modules else ()
+    if isinstance(exc, (obstore.exceptions.GenericError, *_BUILTIN_TRANSIENT, *botocore_transient)):
         server = f" at {endpoint}" if endpoint else ""
         return errors.TransientRemoteError(
             f"{op} of {where}{server} failed: {type(exc).__name__}: {first_line}"

@@ -1,4 +1,4 @@
-"""Remote storage in an S3 bucket (AWS or an S3-compatible server), through one botocore client.
+"""Remote storage in an S3 bucket (AWS or an S3-compatible server), through obstore or botocore.
 
 Key mapping (Neon's pageserver layout, docs/architecture.md, "Where the engine's rules come
 from", Layouts): object ``KEY`` is stored as ``<prefix>/KEY``, or as ``KEY`` with no leading slash
@@ -19,13 +19,19 @@ in docs/performance.md, "Changes made for these numbers"):
   byte count after; the body is copied in 1 MiB chunks. A transient failure mid-stream restarts
   the whole GET after truncating ``out``, and ``progress`` is called with the negative count
   of the abandoned bytes so the caller's totals stay right.
-- Layer downloads (``download_to``) and uploads (``upload_file``) go through obstore
-  (`s3.transfer`: the decision and its figures are in docs/performance.md, "S3 data path: the
-  decision (issue 19)"), for an endpoint and for AWS itself alike: a fraction of botocore's CPU
-  per request. Its failures are mapped at once into our errors (`s3.errors.map_obstore_error`):
-  one attempt is one request, never redone through botocore. botocore carries them instead
-  without credentials (its error says what to set), when a proxy applies, or with
-  ``direct=False`` (what tests that hook into botocore's events or use moto in-process pass).
+- Every request goes through obstore (`s3.transfer`: the decision and its figures are in
+  docs/performance.md, "S3 data path: the decision (issue 19)"), for an endpoint and for AWS
+  itself alike: layer GETs and PUTs (a fraction of botocore's CPU per request), listings, the
+  index and deletes. Its failures are mapped at once into our errors
+  (`s3.errors.map_obstore_error`): one attempt is one request, never redone through botocore.
+  botocore carries them instead without credentials (its error says what to set), when a proxy
+  applies, or with ``direct=False`` (what tests that hook into botocore's events or use moto
+  in-process pass). botocore's client is built at once only when its credential chain is needed
+  (`s3.client.environment_credentials`), otherwise on first use: a CLI attach with credentials
+  in its environment never imports botocore.
+- A plain string prefix (``list_objects("…/index_part.json")``) is listed on the obstore path
+  from the key before it on (S3's ``start-after``) until the first key past it, in the server's
+  key order (`s3.transfer.Transfer.list_prefix`): one page for an index's generations, not the timeline's layers.
 - Objects of at least `ranged.RANGED_MIN` bytes, when the obstore path applies, the concurrency
   is above 1 and ``out`` can write at an offset (``out.pwrite``), are fetched as parallel ranged
   GETs (`s3.ranged`): one stream per object leaves the server's and the network's other streams
@@ -58,6 +64,7 @@ from pageserver_operator.remote.s3 import ranged, streams
 from pageserver_operator.remote.s3 import transfer as s3_transfer
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
 log = logging.getLogger(__name__)
@@ -82,7 +89,7 @@ class S3Storage:
 
         ``retrier`` replaces the default retry policy (tests pass one that does not sleep);
         ``connect_timeout``/``read_timeout`` bound each request's socket waits, in seconds;
-        ``list_page_size`` is ListObjectsV2's ``MaxKeys`` (S3 caps it at 1000);
+        ``list_page_size`` is ListObjectsV2's ``MaxKeys`` on the botocore path (S3 caps it at 1000);
         ``direct=False`` sends every request through botocore (see `s3.transfer`).
         """
         if config.kind != "s3" or config.bucket is None:
@@ -100,13 +107,14 @@ class S3Storage:
         self._slots = threading.BoundedSemaphore(concurrency)
         self._retrier = retrier or retry.Retrier()
         self._page_size = list_page_size
-        self._client, credentials, ca_bundle = s3_client.create(
-            endpoint=endpoint,
-            region=region,
-            pool_size=concurrency + s3_client.POOL_HEADROOM,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        )
+        self._timeouts = (connect_timeout, read_timeout)
+        self._boto_lock = threading.Lock()
+        self._boto_client: S3Client | None = None
+        credentials: Any = s3_client.environment_credentials() if direct else None
+        if credentials is not None:  # the obstore path without botocore (see s3.client)
+            ca_bundle: str | None = os.environ.get("AWS_CA_BUNDLE") or None
+        else:
+            self._boto_client, credentials, ca_bundle = self._create_boto()
         self._direct: s3_transfer.Transfer | None = None
         #: parallel ranged GETs of large objects (they need the obstore path and concurrency > 1)
         self._ranged: ranged.RangedGets | None = None
@@ -146,7 +154,31 @@ class S3Storage:
             self._ranged.close()
         if self._direct is not None:
             self._direct.close()
-        self._client.close()
+        if self._boto_client is not None:
+            self._boto_client.close()
+
+    # -- the botocore client (built when first needed) -----------------------------------------
+
+    def _create_boto(self) -> tuple[S3Client, Any, str | None]:
+        config = self._config
+        return s3_client.create(
+            endpoint=config.endpoint,
+            region=config.region,
+            pool_size=self._concurrency + s3_client.POOL_HEADROOM,
+            connect_timeout=self._timeouts[0],
+            read_timeout=self._timeouts[1],
+        )
+
+    @property
+    def _client(self) -> S3Client:
+        """botocore's client: built on first use when the obstore path started without it."""
+        client = self._boto_client
+        if client is None:
+            with self._boto_lock:
+                if self._boto_client is None:
+                    self._boto_client = self._create_boto()[0]
+                client = self._boto_client
+        return client
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -154,6 +186,13 @@ class S3Storage:
         keys.validate_prefix(prefix, directory=True)
         full = self._full(prefix)
         names: list[str] = []
+        direct = self._direct
+        if direct is not None:
+            with metrics.observe("list"):
+                found = self._retrier.run(
+                    "list", prefix, lambda: self._transfer_request("list", full, lambda: direct.list_dirs(full))
+                )
+            return sorted(n for p in found if (n := p[len(full) :]) and "/" not in n and p.startswith(full))
         with metrics.observe("list"):
             for page in self._pages(prefix, delimiter="/"):
                 for common in page.get("CommonPrefixes", []):
@@ -166,6 +205,14 @@ class S3Storage:
         keys.validate_prefix(prefix, directory=False)
         strip = len(self._prefix) + 1 if self._prefix else 0
         found: dict[str, int] = {}
+        direct = self._direct
+        if direct is not None:
+            full = self._full(prefix)
+            with metrics.observe("list"):
+                listed = self._retrier.run(
+                    "list", prefix, lambda: self._transfer_request("list", full, lambda: direct.list_prefix(full))
+                )
+            return {k[strip:]: size for k, size in sorted(listed.items())}
         with metrics.observe("list"):
             for page in self._pages(prefix, delimiter=None):
                 for obj in page.get("Contents", []):
@@ -199,6 +246,15 @@ class S3Storage:
 
     def get_bytes(self, key: str) -> bytes:
         full = self._full(keys.validate_key(key))
+        direct = self._direct
+        if direct is not None:
+
+            def get() -> bytes:
+                data = self._transfer_request("get", full, lambda: direct.get_bytes(full))
+                metrics.count_bytes("download", len(data))
+                return data
+
+            return self._retrier.run("get", key, get)
 
         def attempt() -> bytes:
             with self._slots:
@@ -208,7 +264,7 @@ class S3Storage:
                         data = body.read()
                     finally:
                         body.close()
-                except s3_errors.REMOTE_EXCEPTIONS as exc:
+                except s3_errors.remote_exceptions() as exc:
                     raise self._map_error(exc, "get", full) from exc
             metrics.count_bytes("download", len(data))
             return data
@@ -263,7 +319,7 @@ class S3Storage:
                 raise self._map_transfer_error(exc, "download", full) from exc
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=full)
-        except s3_errors.REMOTE_EXCEPTIONS as exc:
+        except s3_errors.remote_exceptions() as exc:
             raise self._map_error(exc, "download", full) from exc
         return streams.BotoStream(response, full, self._map_error)
 
@@ -271,8 +327,13 @@ class S3Storage:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         full = self._full(keys.validate_key(key))
+        direct = self._direct
 
         def attempt() -> None:
+            if direct is not None:
+                self._transfer_request("put", full, lambda: direct.put_bytes(full, data))
+                metrics.count_bytes("upload", len(data))
+                return
             self._request(
                 "put",
                 full,
@@ -328,6 +389,12 @@ class S3Storage:
     def delete(self, key: str) -> None:
         full = self._full(keys.validate_key(key))
         # S3 DeleteObject already succeeds for a missing key.
+        direct = self._direct
+        if direct is not None:
+            self._retrier.run(
+                "delete", key, lambda: self._transfer_request("delete", full, lambda: direct.delete(full))
+            )
+            return
         self._retrier.run(
             "delete",
             key,
@@ -349,8 +416,16 @@ class S3Storage:
         with self._slots:
             try:
                 return call()
-            except s3_errors.REMOTE_EXCEPTIONS as exc:
+            except s3_errors.remote_exceptions() as exc:
                 raise self._map_error(exc, op, full_key) from exc
+
+    def _transfer_request(self, op: str, full_key: str, call: Callable[[], T]) -> T:
+        """One request of the obstore path under the concurrency limit, its failure mapped."""
+        with self._slots:
+            try:
+                return call()
+            except s3_transfer.TRANSFER_EXCEPTIONS as exc:
+                raise self._map_transfer_error(exc, op, full_key) from exc
 
     def _size_mismatch(self, full_key: str, expected: int, got: int) -> errors.PermanentRemoteError:
         return s3_errors.size_mismatch(self._bucket, full_key, expected, got)
@@ -364,3 +439,4 @@ class S3Storage:
         return s3_errors.map_obstore_error(
             exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint
         )
+

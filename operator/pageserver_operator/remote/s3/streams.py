@@ -54,7 +54,7 @@ class BotoStream:
         while True:
             try:
                 chunk = self._body.read(CHUNK_SIZE)
-            except s3_errors.REMOTE_EXCEPTIONS as exc:
+            except s3_errors.remote_exceptions() as exc:
                 raise self._map_err(exc, "download", self._key) from exc
             if not chunk:
                 return

@@ -1,11 +1,15 @@
-"""Layer GETs and PUTs through obstore (Rust ``object_store``): the data path of `remote.s3.storage`.
+"""Requests through obstore (Rust ``object_store``): the request path of `remote.s3.storage`.
 
 Why a library and which one: issue 19 measured the S3 clients side by side (docs/performance.md,
 "S3 data path: the decision (issue 19)"): the obstore program was the best durable client on
 D1-D3 and tied with the best on the 26,690-layer shape, so layer transfers go through it and
 botocore keeps the rest (listing, the index, deletes, and the transfers where this path does not
 apply, below). In the operator's attach it gained 20-30 % on D1-D3 (CLI) and lost 22 % on
-26,690 small layers (more CPU per object; not yet explained): see the A/B there.
+26,690 small layers (more CPU per object; not yet explained): see the A/B there. Since then the
+listings, the index and the deletes go through it too (`list_dirs`, `list_from`, `get_bytes`,
+`put_bytes`, `delete`): a CLI attach then sends its first request without importing botocore
+(about 150 ms of its start-up: docs/performance.md, "CLI start-up"); botocore serves only where
+this path does not apply (see `s3.client.make_transfer`).
 
 Scope and invariants:
 
@@ -25,6 +29,10 @@ Scope and invariants:
   project's errors (`s3.errors.map_obstore_error`): no request is ever repeated through botocore.
 - A PUT is one request with the file's exact length, its body a read-only ``mmap`` of the
   caller's file (obstore borrows the buffer: no copy of the file in the process's memory).
+- Listings: ``list_dirs`` is one delimiter listing (all its pages); ``list_from`` lists a
+  directory recursively from a key on (S3's ``start-after``), in the server's key order, so a
+  caller wanting a plain string prefix stops at the first key past it. object_store reports a
+  key with a trailing ``/`` (a "folder" marker) without it.
 - Bodies are streamed in chunks of at most `CHUNK_SIZE` (``GetResult.stream``); the size of the
   object (whole GET) or of the range and the object's total (ranged GET) are known before the
   first byte, from the answer's head.
@@ -37,7 +45,7 @@ from __future__ import annotations
 
 import datetime
 import mmap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import obstore
@@ -45,10 +53,13 @@ import obstore.exceptions
 from obstore.store import S3Store
 
 if TYPE_CHECKING:
+    from obstore import ObjectMeta
     from obstore.store import ClientConfig, S3Config, S3Credential
 
 #: The largest chunk of a body handed to the caller.
 CHUNK_SIZE = 1 << 20
+#: Objects per chunk of a listing handed to the caller (S3 pages hold 1,000).
+LIST_CHUNK = 1000
 #: The bound of one whole request, its body included (stalls end by the read timeout first).
 REQUEST_TIMEOUT = datetime.timedelta(hours=1)
 #: How long obstore may keep one set of botocore's credentials before asking again.
@@ -167,6 +178,51 @@ class Transfer:
         result = obstore.get(self._store, full_key, options={"range": (start, start + length)})
         lo, hi = result.range
         return TransferStream(result, int(hi) - int(lo), int(result.meta["size"]))
+
+    def get_bytes(self, full_key: str) -> bytes:
+        """One GET of a whole (small) object, returned at once."""
+        return bytes(obstore.get(self._store, full_key).bytes())
+
+    def put_bytes(self, full_key: str, data: bytes) -> None:
+        """One PUT of ``data``."""
+        obstore.put(self._store, full_key, data, use_multipart=False)
+
+    def delete(self, full_key: str) -> None:
+        """One DELETE (S3 answers a missing key with success too)."""
+        obstore.delete(self._store, full_key)
+
+    def list_dirs(self, full_dir: str) -> list[str]:
+        """The common prefixes directly under ``full_dir`` (``""`` or ending in ``/``), as full
+        keys without their trailing ``/``: one delimiter listing, all its pages."""
+        result = obstore.list_with_delimiter(self._store, full_dir.removesuffix("/") or None)
+        return list(result["common_prefixes"])
+
+    def list_from(self, full_dir: str, after: str | None) -> Iterator[Sequence[ObjectMeta]]:
+        """Every object under ``full_dir`` (``""`` or ending in ``/``), recursively, from the
+        first key after ``after`` on, in chunks, in the server's key order (S3's is
+        lexicographic); pages are requested as the chunks are taken."""
+        yield from obstore.list(
+            self._store, full_dir.removesuffix("/") or None, offset=after, chunk_size=LIST_CHUNK
+        )
+
+    def list_prefix(self, full: str) -> dict[str, int]:
+        """Every object whose key starts with ``full`` (S3's plain string prefix: ``a/b`` matches
+        ``a/bc/d``), with its size. obstore lists by directory, so: the directory of ``full``,
+        from the key just before ``full`` on (``start-after``), until the first key past every
+        key that starts with it (the server lists in key order, and those keys are contiguous
+        in it)."""
+        directory, _, name = full.rpartition("/")
+        directory = directory + "/" if directory else ""
+        after = full[:-1] if name else None
+        found: dict[str, int] = {}
+        for chunk in self.list_from(directory, after):
+            for meta in chunk:
+                key = meta["path"]
+                if key.startswith(full):
+                    found[key] = int(meta["size"])
+                elif key > full:
+                    return found
+        return found
 
     def put_file(self, full_key: str, src: BinaryIO, size: int) -> None:
         """One PUT of the first ``size`` bytes of ``src`` (a regular file)."""

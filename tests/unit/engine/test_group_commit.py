@@ -6,6 +6,7 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,19 +81,31 @@ def test_every_file_is_renamed_after_a_syncfs_that_followed_its_write(
     assert events.count("syncfs") == gc.groups
 
 
-def test_files_waiting_while_a_group_flushes_form_the_next_group(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    release = threading.Event()
-    flushing = threading.Event()
+@dataclass
+class _Held:
+    """A syncfs that waits for `release` once `flushing` is set (the committer stopped mid-flush)."""
+
+    flushing: threading.Event
+    release: threading.Event
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Held]:
+    h = _Held(threading.Event(), threading.Event())
     real = group_commit.syncfs
 
     def slow_syncfs(fd: int) -> None:
-        flushing.set()
-        assert release.wait(30)
+        h.flushing.set()
+        assert h.release.wait(30)
         real(fd)
 
     monkeypatch.setattr(group_commit, "syncfs", slow_syncfs)
+    yield h
+    h.release.set()
+
+
+def test_files_waiting_while_a_group_flushes_form_the_next_group(tmp_path: Path, held: _Held) -> None:
+    flushing, release = held.flushing, held.release
     gc = group_commit.GroupCommit(max_files=64, max_bytes=1 << 20)
     try:
         first = _submit(gc, _temp(tmp_path / "A", b"a"), tmp_path / "A", 1)
@@ -108,19 +121,8 @@ def test_files_waiting_while_a_group_flushes_form_the_next_group(
     assert (gc.groups, gc.files) == (2, 11)
 
 
-def test_submit_blocks_at_the_bounds_and_never_when_nothing_waits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    release = threading.Event()
-    flushing = threading.Event()
-    real = group_commit.syncfs
-
-    def slow_syncfs(fd: int) -> None:
-        flushing.set()
-        assert release.wait(30)
-        real(fd)
-
-    monkeypatch.setattr(group_commit, "syncfs", slow_syncfs)
+def test_submit_blocks_at_the_bounds_and_never_when_nothing_waits(tmp_path: Path, held: _Held) -> None:
+    flushing, release = held.flushing, held.release
     gc = group_commit.GroupCommit(max_files=2, max_bytes=10)
     try:
         # larger than the byte bound, alone: accepted

@@ -2,14 +2,14 @@
 
 Why a library and which one: issue 19 measured the S3 clients side by side (docs/performance.md,
 "S3 data path: the decision (issue 19)"): the obstore program was the best durable client on
-D1-D3 and tied with the best on the 26,690-layer shape, so layer transfers go through it and
-botocore keeps the rest (listing, the index, deletes, and the transfers where this path does not
-apply, below). In the operator's attach it gained 20-30 % on D1-D3 (CLI) and lost 22 % on
-26,690 small layers (more CPU per object; not yet explained): see the A/B there. Since then the
-listings, the index and the deletes go through it too (`list_dirs`, `list_from`, `get_bytes`,
-`put_bytes`, `delete`): a CLI attach then sends its first request without importing botocore
-(about 150 ms of its start-up: docs/performance.md, "CLI start-up"); botocore serves only where
-this path does not apply (see `s3.client.make_transfer`).
+D1-D3 and tied with the best on the 26,690-layer shape, so layer transfers went through it first.
+In the operator's attach it gained 20-30 % on D1-D3 (CLI) and lost 22 % on 26,690 small layers;
+the profile then found the cause outside the client (fsyncs, a spinning directory lock, one future
+per file: "Issue 19, second pass" there), and D7 is at 1.16 x s5cmd. Since then the listings, the
+index and the deletes go through it too (`list_dirs`, `list_prefix`, `get_bytes`, `put_bytes`,
+`delete`): a CLI attach sends its first request without importing botocore (about 150 ms of its
+start-up: docs/performance.md, "CLI start-up"); botocore serves only where this path does not
+apply (see `s3.client.make_transfer`).
 
 Scope and invariants:
 
@@ -17,9 +17,11 @@ Scope and invariants:
   addressing (``<endpoint>/<bucket>/<key>``), plain http allowed when the endpoint says http.
   Without one (AWS itself): virtual-host addressing (``https://<bucket>.s3.<region>.amazonaws.com``).
 - Credentials come from botocore's default chain (environment, config files, web identity /
-  IRSA, container and instance metadata; botocore refreshes them): obstore asks `_credentials`,
-  which hands it botocore's current frozen credentials, valid for `CREDENTIAL_LIFETIME` at most
-  (botocore refreshes at least 10 minutes before an expiry, so they never expire in between).
+  IRSA, container and instance metadata; botocore refreshes them), or straight from the
+  environment when it alone decides that chain's answer (`s3.client.environment_credentials`):
+  obstore asks `_credentials`, which hands it the current frozen credentials, valid for
+  `CREDENTIAL_LIFETIME` at most (botocore refreshes at least 10 minutes before an expiry, so they
+  never expire in between).
   Nothing obstore would read from the environment itself overrides them.
 - Payloads are signed: over plain http the PUT body's SHA-256 is in the signature (a GET's empty
   body too); over https the payload is ``UNSIGNED-PAYLOAD``, which TLS protects.

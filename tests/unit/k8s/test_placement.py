@@ -41,6 +41,15 @@ def _controller(monkeypatch: pytest.MonkeyPatch, k: FakeKube, concurrency: int) 
     return ctl
 
 
+def _on_drained(k: FakeKube, ctl: placement.PlacementController, n: int) -> None:
+    """``n`` Tenants attached to the drained pageserver, in the API server and in the leader's picture."""
+    for i in range(n):
+        t = body(f"t{i}", f"{i + 1:032x}", attached=DRAINED)
+        t["metadata"]["resourceVersion"] = "1"
+        k.add(t)
+        ctl.observe(copy.deepcopy(t))
+
+
 def _migrating(k: FakeKube) -> list[str]:
     return sorted(
         name for (_, name), obj in k.objects.items()
@@ -57,11 +66,7 @@ def test_a_drain_counts_the_migrations_it_started_before_their_watch_events_arri
     writes fail, so no more than ``drainConcurrency`` are ever in flight."""
     k = FakeKube()
     ctl = _controller(monkeypatch, k, concurrency=2)
-    for i in range(8):
-        t = body(f"t{i}", f"{i + 1:032x}", attached=DRAINED)
-        t["metadata"]["resourceVersion"] = "1"
-        k.add(t)
-        ctl.observe(copy.deepcopy(t))
+    _on_drained(k, ctl, 8)
 
     async def scenario() -> None:
         await ctl.run_pass()
@@ -91,11 +96,7 @@ def test_a_tenant_deleted_while_it_migrates_frees_its_place_in_the_drain(
 ) -> None:
     k = FakeKube()
     ctl = _controller(monkeypatch, k, concurrency=1)
-    for i in range(3):
-        t = body(f"t{i}", f"{i + 1:032x}", attached=DRAINED)
-        t["metadata"]["resourceVersion"] = "1"
-        k.add(t)
-        ctl.observe(copy.deepcopy(t))
+    _on_drained(k, ctl, 3)
 
     async def scenario() -> None:
         await ctl.run_pass()

@@ -210,32 +210,40 @@ def test_the_placement_leader_killed_another_leads(k: helpers.Kubectl, remote: R
 
 
 class PhaseWatch:
-    """Polls one Tenant's ``status.placement.migration.phase`` in a thread; the phases seen, in order."""
+    """One Tenant's ``status.placement.migration.phase`` values, in order, from a watch of the
+    Tenant (``kubectl get --watch``): every write of the object is an event, so a phase is seen
+    however briefly it lasted (a poll missed a Warming of 12 small layers that took less than
+    one poll). The watch is running once ``__enter__`` returns."""
 
     def __init__(self, k: helpers.Kubectl, name: str) -> None:
+        import subprocess
         import threading
 
-        self.k, self.name = k, name
+        argv = [str(k.binary), f"--kubeconfig={k.kubeconfig}", f"--namespace={k.namespace or 'default'}"]
+        argv += ["get", helpers.RESOURCE, name, "--watch", "-o", 'jsonpath={.status.placement.migration.phase}{"\\n"}']
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.seen: list[str] = []
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            try:
-                m = _placement(self.k.tenant_or_none(self.name)).get("migration") or {}
-            except Exception:
-                continue
-            phase = m.get("phase")
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            phase = line.strip()
             if phase and (not self.seen or self.seen[-1] != phase):
                 self.seen.append(phase)
 
     def __enter__(self) -> PhaseWatch:
+        assert self._proc.stdout is not None
+        # the object as it was when the watch began: every later write is an event from here on
+        first = self._proc.stdout.readline()
+        if not first:
+            raise AssertionError(f"kubectl get --watch ended at once: {self._proc.stderr.read() if self._proc.stderr else ''}")
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        self._proc.terminate()
+        self._proc.wait(10)
         self._thread.join(5)
 
 

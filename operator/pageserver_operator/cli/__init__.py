@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -216,11 +217,20 @@ def _exit(code: int, fast: bool) -> NoReturn:
     sys.exit(code)
 
 
+#: The commands that run the engine once (they resume the collector in `commands.started`).
+ENGINE_COMMANDS = ("attach", "load", "sync", "detach")
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     # The fast exit only for a process of its own running a short command (the console script),
     # never for a caller of main() in Python nor for the long-running ``run``/``dev``.
     args = build_parser().parse_args(argv)  # --help and --version end here, before any import below
     fast = argv is None and args.command not in ("run", "dev")
+    if fast and args.command in ENGINE_COMMANDS:
+        # Start-up: the imports below and the command's own allocate only objects that live as
+        # long as the process, so the collector's passes over them find nothing; it resumes once
+        # the command is set up (`commands.started`) or at the latest when main returns.
+        gc.disable()
     import asyncio
 
     from pageserver_operator import logs
@@ -244,4 +254,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _exit(commands.EXIT_FAILED, fast)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        gc.enable()
     _exit(0, fast)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -80,7 +81,15 @@ def _manager(s: settings.EngineSettings, args: argparse.Namespace) -> manager.Te
     except ValueError as e:
         raise CommandError(str(e), EXIT_USAGE) from e
     # argparse converts the environment variable's text too (a string default goes through `type`)
-    return manager.TenantManager(s.workdir, storage, generation=args.generation or Generation.none())
+    m = manager.TenantManager(s.workdir, storage, generation=args.generation or Generation.none())
+    started()
+    return m
+
+
+def started() -> None:
+    """The command has imported and built what it needs: the garbage collector, paused by
+    `cli.main` for the start-up, runs again (the command's work allocates and frees)."""
+    gc.enable()
 
 
 async def _retrying(args: argparse.Namespace, m: manager.TenantManager, op: Callable[[], Awaitable[T]]) -> T:

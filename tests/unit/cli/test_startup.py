@@ -87,3 +87,25 @@ def test_an_attach_with_credentials_in_the_environment_never_imports_botocore(tm
     loaded = json.loads(lines[-1])
     assert "obstore" in loaded
     assert [m for m in loaded if m.split(".")[0] in ("botocore", "boto3", "urllib3")] == []
+
+
+def test_the_collector_paused_for_the_start_up_runs_again_once_the_engine_is_built(tmp_path: Path) -> None:
+    """`cli.main` pauses the garbage collector for an engine command's imports; the command turns
+    it back on as soon as its manager is built, before any work (and main does on its way out)."""
+    import argparse
+    import gc
+
+    from pageserver_operator.cli import commands
+
+    args = argparse.Namespace(
+        workdir=tmp_path, remote=f"file://{tmp_path / 'remote'}", concurrency=None, generation=None
+    )
+    (tmp_path / "remote").mkdir()
+    gc.disable()
+    try:
+        m = commands._manager(commands._engine_settings(args), args)
+        assert gc.isenabled()
+        m.io.close()
+    finally:
+        gc.enable()
+    assert set(cli.ENGINE_COMMANDS) <= set(commands.COMMANDS)

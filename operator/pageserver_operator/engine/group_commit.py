@@ -26,6 +26,10 @@ before the metadata is written). At most `max_files` files and `max_bytes` bytes
 `submit` blocks beyond that, but never while nothing waits (one file larger than the byte bound
 still goes through). That bounds open fds and unsynced data.
 
+Cost on a shared volume: ``syncfs`` flushes everything dirty on the filesystem, the pageserver's
+own writes included, so on a volume with a busy writer a group also waits for that data (and
+flushes it early). Correctness is unaffected either way; only the attach's pace depends on it.
+
 Crash behaviour: nothing is kept here. A kill loses at most the files waiting (their temp files
 are deleted by the next attach or load, and downloaded again); every renamed file was durable.
 """

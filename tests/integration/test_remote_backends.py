@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 import remote_contract
 from pageserver_operator.devenv import objectstore
@@ -150,6 +151,12 @@ def test_paginated_listings(s3_env: objectstore.ObjectStore, s3_bucket: str) -> 
     assert storage.list_dirs("t/") == [f"{d:02d}" for d in range(9)]
 
 
+def _lists_recorded() -> float:
+    """Successful listings recorded in the operation metrics so far."""
+    labels = {"op": "list", "outcome": "success"}
+    return REGISTRY.get_sample_value("pageserver_operator_remote_operation_seconds_count", labels) or 0.0
+
+
 def test_string_prefix_listings_on_the_obstore_path_across_chunks(
     s3_env: objectstore.ObjectStore, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,7 +173,9 @@ def test_string_prefix_listings_on_the_obstore_path_across_chunks(
     for key in keys:
         storage.put_bytes(key, key.encode())
     expected = {k: len(k) for k in keys if k.startswith("t/a/index_part.json")}
+    before = _lists_recorded()
     assert storage.list_objects("t/a/index_part.json") == expected
+    assert _lists_recorded() == before + 1  # one listing is recorded once
     assert storage.list_objects("t/a") == {k: len(k) for k in keys if k.startswith("t/a")}
     assert storage.list_objects("t/a/") == {k: len(k) for k in keys if k.startswith("t/a/")}
     assert storage.list_objects("t/a/z") == {"t/a/z/deeper": len("t/a/z/deeper")}

@@ -189,7 +189,7 @@ class S3Storage:
         direct = self._direct
         if direct is not None:
             with metrics.observe("list"):
-                found = self._retrier.run(
+                found = self._retrier.call(
                     "list", prefix, lambda: self._transfer_request("list", full, lambda: direct.list_dirs(full))
                 )
             return sorted(n for p in found if (n := p[len(full) :]) and "/" not in n and p.startswith(full))
@@ -209,7 +209,7 @@ class S3Storage:
         if direct is not None:
             full = self._full(prefix)
             with metrics.observe("list"):
-                listed = self._retrier.run(
+                listed = self._retrier.call(
                     "list", prefix, lambda: self._transfer_request("list", full, lambda: direct.list_prefix(full))
                 )
             return {k[strip:]: size for k, size in sorted(listed.items())}

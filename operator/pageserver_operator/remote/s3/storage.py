@@ -362,8 +362,9 @@ class S3Storage:
                     raise errors.PermanentRemoteError(
                         f"cannot upload {path} to {self._where(full)}: expected a file of {size} bytes, it has {actual}"
                     )
-                if self._direct is not None:
-                    self._put_direct(self._direct, full, src, size)
+                direct = self._direct
+                if direct is not None:
+                    self._transfer_request("upload", full, lambda: direct.put_file(full, src, size))
                 else:
                     self._request(
                         "upload",
@@ -377,14 +378,6 @@ class S3Storage:
         self._retrier.run("upload", key, attempt)
         if progress is not None:
             progress(size)
-
-    def _put_direct(self, direct: s3_transfer.Transfer, full: str, src: BinaryIO, size: int) -> None:
-        """One PUT of ``src`` through obstore (`s3.transfer`), its failure mapped at once."""
-        with self._slots:
-            try:
-                direct.put_file(full, src, size)
-            except s3_transfer.TRANSFER_EXCEPTIONS as exc:
-                raise self._map_transfer_error(exc, "upload", full) from exc
 
     def delete(self, key: str) -> None:
         full = self._full(keys.validate_key(key))
@@ -439,4 +432,3 @@ class S3Storage:
         return s3_errors.map_obstore_error(
             exc, op=op, bucket=self._bucket, full_key=full_key, endpoint=self._config.endpoint
         )
-
